@@ -1,0 +1,1 @@
+//! Writes OCI and Docker images in code: tar layers, compression, config, manifests, indexes.

@@ -1,0 +1,21 @@
+//! pullprobe: a synthetic pull prober for container registries.
+//!
+//! It pulls the images that matter through each registry frontend separately,
+//! verifies every byte the way a container runtime would, and reports a result
+//! per (probe, frontend, platform) with a stable failure reason.
+//!
+//! - [`config`] reads probes.yaml; [`reference`] parses image references.
+//! - [`registry`] speaks the Distribution API and knows nothing about verdicts.
+//! - [`verify`] is streaming readers (digest, count, decompress, tar walk) that know nothing about HTTP.
+//! - [`probe`] joins them for one image on one frontend and returns a [`result::ProbeResult`].
+//! - [`output`] turns results into a table, JSON and the rest; it never touches the network.
+//! - [`image_builder`] writes OCI/Docker images in code (tests, demo, benchmark).
+
+pub mod digest;
+pub mod media_types;
+pub mod reason;
+pub mod config;
+pub mod image_builder;
+pub mod reference;
+pub mod registry;
+pub mod verify;

@@ -1,0 +1,1 @@
+//! Image references: `host[:port]/repo[:tag][@digest]`, with Docker Hub normalisation.

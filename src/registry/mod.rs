@@ -1,0 +1,7 @@
+//! A thin client for the Distribution (OCI) API: manifests, blobs, uploads.
+//!
+//! It knows HTTP, status codes and the registry's error bodies; it knows
+//! nothing about verdicts beyond turning a failed request into a [`crate::reason::ProbeError`].
+
+pub mod errors;
+pub mod push;

@@ -1,0 +1,1 @@
+//! Pushing blobs and manifests through the registry upload API.

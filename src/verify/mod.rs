@@ -1,0 +1,1 @@
+//! Streaming verification of layers: digest, size, decompression, diff_id and tar walk. Knows nothing about HTTP.
