@@ -14,8 +14,16 @@
 pub mod digest;
 pub mod media_types;
 pub mod reason;
+pub mod redact;
 pub mod config;
 pub mod image_builder;
+pub mod platform;
 pub mod reference;
 pub mod registry;
 pub mod verify;
+pub mod frontend;
+pub mod manifest;
+pub mod output;
+pub mod probe;
+pub mod result;
+pub mod cli;

@@ -3,5 +3,7 @@
 //! It knows HTTP, status codes and the registry's error bodies; it knows
 //! nothing about verdicts beyond turning a failed request into a [`crate::reason::ProbeError`].
 
+pub mod client;
 pub mod errors;
 pub mod push;
+pub mod transport;

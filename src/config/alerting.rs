@@ -1,0 +1,76 @@
+//! Where results go besides stdout: Alertmanager, Pushgateway, and when to page.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::reason::Reason;
+
+/// `alerting:`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AlertingConfig {
+    pub alertmanager: Option<AlertmanagerConfig>,
+    pub pushgateway: Option<PushgatewayConfig>,
+    pub after: AlertAfter,
+}
+
+/// `alerting.alertmanager:`; every URL is a replica sent to independently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertmanagerConfig {
+    pub urls: Vec<Url>,
+    /// Static labels added to every alert (never an identity label).
+    pub labels: BTreeMap<String, String>,
+    pub runbook_url: Option<Url>,
+    /// `endsAt` = now + this for alerts sent by `now` (CronJob mode).
+    /// Default: 4 × `defaults.interval`, as `serve` uses.
+    pub resolve_timeout: Duration,
+}
+
+/// `alerting.pushgateway:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushgatewayConfig {
+    pub url: Url,
+    /// The `job` grouping label (default `pullprobe`).
+    pub job: String,
+}
+
+/// How many consecutive failed runs fire an alert: `after: 2` or
+/// `after: {default: 2, integrity: 1}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertAfter {
+    /// For every reason that is not an integrity reason (default 1).
+    pub default: u32,
+    /// For integrity reasons ([`Reason::is_integrity`]); defaults to `default`.
+    pub integrity: u32,
+}
+
+impl AlertAfter {
+    /// The number of consecutive failed runs after which a failure with `reason` pages.
+    pub fn for_reason(&self, reason: Reason) -> u32 {
+        if reason.is_integrity() { self.integrity } else { self.default }
+    }
+}
+
+impl Default for AlertAfter {
+    fn default() -> Self {
+        AlertAfter { default: 1, integrity: 1 }
+    }
+}
+
+/// Labels that make up an alert's identity or are set by pullprobe itself.
+pub const RESERVED_LABELS: [&str; 8] =
+    ["alertname", "probe", "image", "registry", "frontend", "platform", "location", "severity"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_by_reason() {
+        let after = AlertAfter { default: 2, integrity: 1 };
+        assert_eq!(after.for_reason(Reason::BlobDigestMismatch), 1);
+        assert_eq!(after.for_reason(Reason::ConnectError), 2);
+        assert_eq!(AlertAfter::default().for_reason(Reason::Timeout), 1);
+    }
+}

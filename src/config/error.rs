@@ -1,0 +1,72 @@
+//! The one error type of probes.yaml: `FILE:LINE:COLUMN: message`, for syntax
+//! errors and for the checks that run after parsing alike.
+
+use std::fmt;
+
+use serde_saphyr::{Location, MessageFormatter, UserMessageFormatter};
+
+/// A 1-based line and column in probes.yaml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Position {
+    /// `None` for the parser's "location unknown".
+    pub(crate) fn from_location(location: Location) -> Option<Position> {
+        (location.line() > 0).then(|| Position { line: location.line(), column: location.column().max(1) })
+    }
+}
+
+/// Why probes.yaml cannot be used. Displays as `FILE:LINE:COLUMN: message`
+/// (`FILE: message` when there is no position, such as an unreadable file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub position: Option<Position>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &str, position: Option<Position>, message: impl Into<String>) -> Self {
+        ConfigError { file: file.to_string(), position, message: message.into() }
+    }
+
+    /// A parse error from serde-saphyr: its bare message (no snippet, no
+    /// "at line …" suffix) and its position.
+    pub(crate) fn from_yaml(file: &str, error: &serde_saphyr::Error) -> Self {
+        let message = UserMessageFormatter.format_message(error);
+        let position = error.location().and_then(Position::from_location);
+        ConfigError::new(file, position, printable(&message))
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(Position { line, column }) => write!(f, "{}:{line}:{column}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Control characters from hostile input escaped, so a message stays one line.
+fn printable(message: &str) -> String {
+    message.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn displays_file_line_column() {
+        let e = ConfigError::new("probes.yaml", Some(Position { line: 3, column: 7 }), "bad");
+        assert_eq!(e.to_string(), "probes.yaml:3:7: bad");
+        assert_eq!(ConfigError::new("p.yaml", None, "unreadable").to_string(), "p.yaml: unreadable");
+        assert_eq!(printable("a\nb\u{0}"), "a\\nb\\u{0}");
+    }
+}

@@ -1,0 +1,183 @@
+//! Probes as configured: what to pull (or push), how loudly to page, what to expect.
+
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use super::error::Position;
+use crate::platform::PlatformSelection;
+
+/// One `probes:` entry.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// Unique, `[a-zA-Z0-9_.-]+`; the `probe` label.
+    pub name: String,
+    /// The name of a configured registry.
+    pub registry: Option<String>,
+    pub kind: ProbeKind,
+    pub severity: Severity,
+    pub expect: Expectations,
+    /// Overrides of `defaults:`; use [`Config::interval_for`](super::Config::interval_for) and friends.
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub platforms: Option<PlatformSelection>,
+    /// Where the checked values were written, for errors found after loading.
+    pub(super) origin: ProbeOrigin,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct ProbeOrigin {
+    pub name: Option<Position>,
+    pub registry: Option<Position>,
+    pub image: Option<Position>,
+}
+
+impl ProbeConfig {
+    /// A probe with the defaults of probes.yaml (severity critical, no expectations, no overrides).
+    pub fn new(name: &str, kind: ProbeKind) -> Self {
+        ProbeConfig {
+            name: name.to_string(),
+            registry: None,
+            kind,
+            severity: Severity::default(),
+            expect: Expectations::default(),
+            interval: None,
+            timeout: None,
+            platforms: None,
+            origin: ProbeOrigin::default(),
+        }
+    }
+
+    /// The position of the probe's `name:` in probes.yaml, when it came from a file.
+    pub fn position(&self) -> Option<Position> {
+        self.origin.name
+    }
+}
+
+/// What a probe does: exactly one of `image`, `catalog`, `kubernetes`, `canary`.
+#[derive(Debug, Clone)]
+pub enum ProbeKind {
+    /// Pull and verify one image, or with `tags` the newest matching tags of a repository.
+    /// `image` is as written; [`Config::resolve_image`](super::Config::resolve_image) joins it with the registry.
+    Image { image: String, tags: Option<TagRule> },
+    /// Pull a sample of the registry's repositories.
+    Catalog(CatalogDiscovery),
+    /// Pull the images the cluster's workloads use.
+    Kubernetes(KubernetesDiscovery),
+    /// Push, then read back through every frontend.
+    Canary(CanaryConfig),
+}
+
+impl ProbeKind {
+    /// `image`, `catalog`, `kubernetes` or `canary`: the key that chose it.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ProbeKind::Image { .. } => "image",
+            ProbeKind::Catalog(_) => "catalog",
+            ProbeKind::Kubernetes(_) => "kubernetes",
+            ProbeKind::Canary(_) => "canary",
+        }
+    }
+}
+
+/// `tags: {match: REGEX, newest: N}`.
+#[derive(Debug, Clone)]
+pub struct TagRule {
+    pub pattern: Regex,
+    /// How many of the matching tags are pulled, newest first; at least 1 (default 1).
+    pub newest: usize,
+}
+
+/// `catalog: {match: REGEX, sample: N, tag: TAG}`: repositories from `/v2/_catalog`.
+#[derive(Debug, Clone)]
+pub struct CatalogDiscovery {
+    /// Only repositories matching this are candidates (default: all).
+    pub pattern: Option<Regex>,
+    /// How many repositories are pulled per run (default 5).
+    pub sample: usize,
+    /// The tag pulled from each (default `latest`).
+    pub tag: String,
+}
+
+/// `kubernetes: {namespaces: [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubernetesDiscovery {
+    /// Empty: every namespace.
+    pub namespaces: Vec<String>,
+}
+
+/// `canary: {repository, consistency_deadline, size, chunk_size, sessions}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryConfig {
+    /// A repository path in the probe's registry.
+    pub repository: String,
+    /// How long a push may take to become visible through every frontend (default 30s).
+    pub consistency_deadline: Duration,
+    /// Bytes of the pushed blob (default 4 MiB).
+    pub size: u64,
+    /// Bytes per upload chunk (default 1 MiB); at most `size`.
+    pub chunk_size: u64,
+    /// Upload sessions per run (default 3).
+    pub sessions: usize,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        CanaryConfig {
+            repository: String::new(),
+            consistency_deadline: Duration::from_secs(30),
+            size: 4 << 20,
+            chunk_size: 1 << 20,
+            sessions: 3,
+        }
+    }
+}
+
+/// The `severity` label of a probe's alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Critical,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `expect:` content and freshness assertions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectations {
+    pub paths: Vec<PathExpectation>,
+    /// The image config's `created` must be at most this old.
+    pub max_age: Option<Duration>,
+}
+
+impl Expectations {
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.max_age.is_none()
+    }
+}
+
+/// A path that must exist in the image (or, with `absent`, must not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathExpectation {
+    /// Absolute, as written (`/srv/app.conf`).
+    pub path: String,
+    pub absent: bool,
+}

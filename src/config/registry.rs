@@ -1,0 +1,216 @@
+//! Registries as configured: URL, frontends, address family, credentials, TLS.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::reference::{DOCKER_HUB, DOCKER_HUB_API_HOST};
+
+/// One `registries:` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// The `registry` label and what `registry:` in a probe names.
+    pub name: String,
+    /// Scheme, host and port; the path is always `/`.
+    pub url: Url,
+    pub frontends: FrontendSet,
+    pub ip_family: IpFamily,
+    pub auth: Option<Auth>,
+    pub tls: Option<TlsConfig>,
+}
+
+impl RegistryConfig {
+    pub fn new(name: &str, url: Url) -> Self {
+        RegistryConfig {
+            name: name.to_string(),
+            url,
+            frontends: FrontendSet::Single,
+            ip_family: IpFamily::Any,
+            auth: None,
+            tls: None,
+        }
+    }
+
+    /// `host[:port]` as it appears in an image reference (`docker.io` for Docker Hub;
+    /// the port only when it is not the scheme's default).
+    pub fn host(&self) -> String {
+        reference_host(&self.url)
+    }
+}
+
+/// `host[:port]` of a URL as an image reference writes it.
+pub(crate) fn reference_host(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    if host == DOCKER_HUB_API_HOST || host == "index.docker.io" {
+        return DOCKER_HUB.to_string();
+    }
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    }
+}
+
+/// Which frontends of a registry are probed, each separately.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FrontendSet {
+    /// One connection, as any client makes (right for CDNs and cloud registries).
+    #[default]
+    Single,
+    /// Every A/AAAA address of the registry's name, re-resolved each round; label = the IP.
+    Dns,
+    /// Exactly these.
+    List(Vec<FrontendSpec>),
+}
+
+/// One configured frontend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontendSpec {
+    /// Pin the TCP connection to this address; Host header and TLS SNI stay the
+    /// registry's name. Without a port, the registry URL's port is used.
+    Address { ip: IpAddr, port: Option<u16> },
+    /// Another endpoint serving the registry's content (a cache, a proxy, a mirror).
+    Endpoint {
+        name: String,
+        /// Scheme, host and port; the path is always `/`.
+        url: Url,
+        /// Prepended to every repository (`dockerhub-proxy/`); always ends in `/`.
+        repository_prefix: Option<String>,
+        /// containerd-style `?ns=` query parameter naming the upstream registry.
+        ns: Option<String>,
+    },
+}
+
+/// Why a string is not a frontend address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "expected an IP address like 10.0.0.2, 10.0.0.2:8443 or [2001:db8::1]:443, got {0:?} \
+     (a host name goes in {{name: …, url: https://…}})"
+)]
+pub struct FrontendAddressError(pub String);
+
+impl FrontendSpec {
+    /// Parse `IP`, `IPv4:PORT`, `[IPv6]` or `[IPv6]:PORT`. A bare IPv6 address
+    /// (`2001:db8::1`) is accepted too: it cannot carry a port.
+    pub fn parse_address(s: &str) -> Result<FrontendSpec, FrontendAddressError> {
+        let error = || FrontendAddressError(s.chars().take(100).collect());
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(FrontendSpec::Address { ip, port: None });
+        }
+        if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            let ip = inner.parse::<std::net::Ipv6Addr>().map_err(|_| error())?;
+            return Ok(FrontendSpec::Address { ip: IpAddr::V6(ip), port: None });
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => Ok(FrontendSpec::Address { ip: addr.ip(), port: Some(addr.port()) }),
+            _ => Err(error()),
+        }
+    }
+
+    /// The `frontend` label: the address as written in canonical form, or the name.
+    pub fn label(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for FrontendSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrontendSpec::Address { ip, port: None } => write!(f, "{ip}"),
+            FrontendSpec::Address { ip, port: Some(port) } => write!(f, "{}", SocketAddr::new(*ip, *port)),
+            FrontendSpec::Endpoint { name, .. } => f.write_str(name),
+        }
+    }
+}
+
+/// Which address families a registry is reached over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    #[default]
+    Any,
+    Ipv4,
+    Ipv6,
+}
+
+impl IpFamily {
+    /// Whether an address of this family may be used.
+    pub fn allows(self, ip: IpAddr) -> bool {
+        match self {
+            IpFamily::Any => true,
+            IpFamily::Ipv4 => ip.is_ipv4(),
+            IpFamily::Ipv6 => ip.is_ipv6(),
+        }
+    }
+}
+
+/// Where a registry's credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// A Docker `config.json` (or a `.dockerconfigjson` secret); `None` means
+    /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+    DockerConfig(Option<PathBuf>),
+    /// A user name and a password read at run time.
+    Basic { username: String, password: PasswordSource },
+}
+
+/// Where a password is read from; never the config file itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Extra trust and client certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    /// Set together with `client_key` (mTLS).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frontend_addresses() {
+        let addr = |s: &str| FrontendSpec::parse_address(s).unwrap();
+        assert_eq!(addr("10.0.0.1"), FrontendSpec::Address { ip: "10.0.0.1".parse().unwrap(), port: None });
+        assert_eq!(addr("10.0.0.2:8443"), FrontendSpec::Address { ip: "10.0.0.2".parse().unwrap(), port: Some(8443) });
+        assert_eq!(
+            addr("[2001:db8::1]:443"),
+            FrontendSpec::Address { ip: "2001:db8::1".parse().unwrap(), port: Some(443) }
+        );
+        assert_eq!(addr("[2001:db8::1]"), FrontendSpec::Address { ip: "2001:db8::1".parse().unwrap(), port: None });
+        assert_eq!(addr("2001:db8::1"), addr("[2001:db8::1]"));
+        assert_eq!(addr("10.0.0.2:8443").label(), "10.0.0.2:8443");
+        assert_eq!(addr("[2001:db8::1]:443").label(), "[2001:db8::1]:443");
+        assert_eq!(addr("2001:db8::1").label(), "2001:db8::1");
+        for bad in ["", "cache.example.org", "10.0.0.1:", "10.0.0.1:0", "10.0.0.1:99999", "10.0.0", "[10.0.0.1]", "[::1]:x"] {
+            assert!(FrontendSpec::parse_address(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hosts_as_references_write_them() {
+        let host = |u: &str| RegistryConfig::new("r", Url::parse(u).unwrap()).host();
+        assert_eq!(host("https://docker-registry.example.org"), "docker-registry.example.org");
+        assert_eq!(host("https://Registry.Example.org:443/"), "registry.example.org");
+        assert_eq!(host("http://127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(host("http://[::1]:5000"), "[::1]:5000");
+        assert_eq!(host("https://registry-1.docker.io"), "docker.io");
+    }
+
+    #[test]
+    fn ip_family() {
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert!(IpFamily::Any.allows(v4) && IpFamily::Any.allows(v6));
+        assert!(IpFamily::Ipv4.allows(v4) && !IpFamily::Ipv4.allows(v6));
+        assert!(!IpFamily::Ipv6.allows(v4) && IpFamily::Ipv6.allows(v6));
+    }
+}

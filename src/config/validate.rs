@@ -1,0 +1,731 @@
+//! From the raw serde shapes to a checked [`Config`]: every parse of a value
+//! and every rule that spans fields, each error at the position of the value.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::{Regex, RegexBuilder};
+use serde_saphyr::{Location, Spanned};
+use url::Url;
+
+use super::error::{ConfigError, Position};
+use super::raw::*;
+use super::units::{parse_duration, parse_size};
+use super::{
+    AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, Config, Defaults,
+    Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, PasswordSource, PathExpectation,
+    ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule,
+    TargetPattern, TlsConfig, unknown_registry,
+};
+use crate::platform::{Platform, PlatformSelection};
+use crate::reference::{self, ImageReference};
+
+/// Parser settings for probes.yaml: one document, duplicate keys refused, and
+/// budgets far above any real config but far below what hurts (alias bombs,
+/// deep nesting, huge inputs).
+pub(super) fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_reader_input_bytes: Some(super::MAX_CONFIG_BYTES as usize),
+            max_events: 200_000,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_depth: 32,
+            max_documents: 1,
+            max_nodes: 100_000,
+            max_total_scalar_bytes: 4 << 20,
+            max_merge_keys: 100,
+            max_recorded_anchor_events: 100_000,
+            max_recorded_anchor_bytes: 4 << 20,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 100_000,
+            max_replay_stack_depth: 16,
+            max_alias_expansions_per_anchor: 1_000,
+        },
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        with_snippet: false,
+    }
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Check `raw` and build the [`Config`]; the first error wins.
+pub(super) fn build(raw: RawConfig, file: &str) -> Result<Config> {
+    let v = Validator { file };
+    let defaults = v.defaults(raw.defaults)?;
+    let limits = v.limits(raw.limits)?;
+    let mut config = Config {
+        file: file.to_string(),
+        alerting: v.alerting(raw.alerting, &defaults)?,
+        serve: v.serve(raw.serve)?,
+        defaults,
+        limits,
+        registries: Vec::new(),
+        probes: Vec::new(),
+    };
+    let mut seen: HashMap<String, Location> = HashMap::new();
+    for registry in raw.registries.unwrap_or_default() {
+        if let Some(first) = seen.get(&registry.name.value) {
+            return Err(v.error(
+                &registry.name.referenced,
+                format!("registry `{}` is defined twice (first at line {})", registry.name.value, first.line()),
+            ));
+        }
+        seen.insert(registry.name.value.clone(), registry.name.referenced);
+        config.registries.push(v.registry(registry)?);
+    }
+    let mut seen: HashMap<String, Location> = HashMap::new();
+    for probe in raw.probes.unwrap_or_default() {
+        if let Some(first) = seen.get(&probe.name.value) {
+            return Err(v.error(
+                &probe.name.referenced,
+                format!("probe `{}` is defined twice (first at line {})", probe.name.value, first.line()),
+            ));
+        }
+        seen.insert(probe.name.value.clone(), probe.name.referenced);
+        let probe = v.probe(probe, &config)?;
+        config.probes.push(probe);
+    }
+    Ok(config)
+}
+
+struct Validator<'a> {
+    file: &'a str,
+}
+
+impl Validator<'_> {
+    fn error(&self, at: &Location, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.file, Position::from_location(*at), message)
+    }
+
+    fn duration(&self, key: &str, text: &Text) -> Result<Duration> {
+        parse_duration(&text.value).map_err(|e| self.error(&text.referenced, format!("`{key}`: {e}")))
+    }
+
+    /// A duration that must be more than zero (an interval, a timeout).
+    fn positive_duration(&self, key: &str, text: &Text) -> Result<Duration> {
+        let d = self.duration(key, text)?;
+        if d.is_zero() {
+            return Err(self.error(&text.referenced, format!("`{key}`: must be more than 0s, got {:?}", text.value)));
+        }
+        Ok(d)
+    }
+
+    fn size(&self, key: &str, text: &Text) -> Result<u64> {
+        parse_size(&text.value).map_err(|e| self.error(&text.referenced, format!("`{key}`: {e}")))
+    }
+
+    fn count(&self, key: &str, n: &Spanned<u64>, min: u64, max: u64) -> Result<u64> {
+        if n.value < min || n.value > max {
+            return Err(self.error(
+                &n.referenced,
+                format!("`{key}`: expected a number from {min} to {max}, got {}", n.value),
+            ));
+        }
+        Ok(n.value)
+    }
+
+    fn non_empty(&self, key: &str, text: &Text) -> Result<String> {
+        if text.value.trim().is_empty() || text.value.chars().any(char::is_control) {
+            return Err(self.error(&text.referenced, format!("`{key}`: must not be empty or contain control characters")));
+        }
+        Ok(text.value.clone())
+    }
+
+    fn path(&self, key: &str, text: &Text) -> Result<PathBuf> {
+        self.non_empty(key, text).map(PathBuf::from)
+    }
+
+    /// `[a-zA-Z0-9_.-]{1,128}`: probe and registry names are label values and URL parts.
+    fn name(&self, what: &str, text: &Text) -> Result<String> {
+        let s = &text.value;
+        let valid = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !valid {
+            return Err(self.error(
+                &text.referenced,
+                format!("{what} name {s:?}: expected 1 to 128 of letters, digits, `_`, `.` and `-`"),
+            ));
+        }
+        Ok(s.clone())
+    }
+
+    /// An http(s) URL with a host and no credentials; with `root_only`, no path,
+    /// query or fragment either (registries and frontends answer at `/v2/`).
+    fn url(&self, key: &str, text: &Text, root_only: bool) -> Result<Url> {
+        let fail = |why: String| self.error(&text.referenced, format!("`{key}`: {why}"));
+        let url = Url::parse(text.value.trim())
+            .map_err(|e| fail(format!("expected an http:// or https:// URL, got {:?} ({e})", text.value)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(fail(format!("expected an http:// or https:// URL, got scheme {:?}", url.scheme())));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(fail(format!("URL {:?} has no host", text.value)));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(fail("credentials do not belong in a URL: use `auth:`".to_string()));
+        }
+        if root_only && (url.path() != "/" || url.query().is_some() || url.fragment().is_some()) {
+            return Err(fail(format!(
+                "URL {:?} has a path; a registry answers at /v2/ of its root (use repository_prefix for a proxy's path)",
+                text.value
+            )));
+        }
+        Ok(url)
+    }
+
+    fn regex(&self, key: &str, text: &Text) -> Result<Regex> {
+        RegexBuilder::new(&text.value)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| self.error(&text.referenced, format!("`{key}`: invalid regular expression: {e}")))
+    }
+
+    fn platforms(&self, key: &str, raw: &Spanned<RawPlatforms>) -> Result<PlatformSelection> {
+        let platform = |text: &str, at: &Location| {
+            Platform::parse(text).map_err(|e| self.error(at, format!("`{key}`: {e}, or `all`")))
+        };
+        match &raw.value {
+            ScalarOr::Scalar(Scalar::Text(s)) if s.trim().eq_ignore_ascii_case("all") => Ok(PlatformSelection::All),
+            ScalarOr::Scalar(Scalar::Text(s)) => Ok(PlatformSelection::List(vec![platform(s, &raw.referenced)?])),
+            ScalarOr::Scalar(other) => Err(self.error(
+                &raw.referenced,
+                format!("`{key}`: expected `all` or a list of platforms like [linux/amd64], got {other}"),
+            )),
+            ScalarOr::Structured(list) if list.is_empty() => Err(self.error(
+                &raw.referenced,
+                format!("`{key}`: the list is empty; write `all` or at least one platform"),
+            )),
+            ScalarOr::Structured(list) => {
+                let list = list.iter().map(|p| platform(&p.value, &p.referenced)).collect::<Result<Vec<_>>>()?;
+                Ok(PlatformSelection::List(list))
+            }
+        }
+    }
+
+    fn defaults(&self, raw: Option<RawDefaults>) -> Result<Defaults> {
+        let mut defaults = Defaults::default();
+        let Some(raw) = raw else { return Ok(defaults) };
+        if let Some(t) = &raw.interval {
+            defaults.interval = self.positive_duration("interval", t)?;
+        }
+        if let Some(t) = &raw.timeout {
+            defaults.timeout = self.positive_duration("timeout", t)?;
+        }
+        if let Some(p) = &raw.platforms {
+            defaults.platforms = self.platforms("platforms", p)?;
+        }
+        if let Some(t) = &raw.location {
+            defaults.location = self.non_empty("location", t)?;
+        }
+        if let Some(n) = &raw.concurrency {
+            defaults.concurrency = self.count("concurrency", n, 1, 256)? as usize;
+        }
+        Ok(defaults)
+    }
+
+    fn limits(&self, raw: Option<RawLimits>) -> Result<Limits> {
+        let mut limits = Limits::default();
+        let Some(raw) = raw else { return Ok(limits) };
+        let positive = |key: &str, text: &Text| -> Result<u64> {
+            match self.size(key, text)? {
+                0 => Err(self.error(&text.referenced, format!("`{key}`: must be more than 0 bytes"))),
+                n => Ok(n),
+            }
+        };
+        if let Some(t) = &raw.max_manifest_bytes {
+            limits.max_manifest_bytes = positive("max_manifest_bytes", t)?;
+        }
+        if let Some(t) = &raw.max_pull_bytes {
+            limits.max_pull_bytes = positive("max_pull_bytes", t)?;
+        }
+        if let Some(t) = &raw.max_round_bytes {
+            limits.max_round_bytes = positive("max_round_bytes", t)?;
+        }
+        if let Some(n) = &raw.max_uncompressed_ratio {
+            if !(n.value == 0.0 || (n.value >= 1.0 && n.value.is_finite())) {
+                return Err(self.error(
+                    &n.referenced,
+                    format!("`max_uncompressed_ratio`: expected 0 (off) or a ratio of at least 1, got {}", n.value),
+                ));
+            }
+            limits.max_uncompressed_ratio = n.value;
+        }
+        if let Some(t) = &raw.max_uncompressed_bytes {
+            limits.max_uncompressed_bytes = positive("max_uncompressed_bytes", t)?;
+        }
+        if let Some(n) = &raw.max_redirects {
+            limits.max_redirects = self.count("max_redirects", n, 0, 100)? as u32;
+        }
+        if limits.max_round_bytes < limits.max_pull_bytes {
+            let at = raw.max_round_bytes.as_ref().or(raw.max_pull_bytes.as_ref()).map(|t| t.referenced);
+            return Err(ConfigError::new(
+                self.file,
+                at.and_then(Position::from_location),
+                format!(
+                    "`max_round_bytes` ({}) is less than `max_pull_bytes` ({}): one pull must fit in a round",
+                    limits.max_round_bytes, limits.max_pull_bytes
+                ),
+            ));
+        }
+        Ok(limits)
+    }
+
+    fn registry(&self, raw: RawRegistry) -> Result<RegistryConfig> {
+        let name = self.name("registry", &raw.name)?;
+        let url = self.url("url", &raw.url, true)?;
+        let mut registry = RegistryConfig::new(&name, url);
+        if let Some(frontends) = &raw.frontends {
+            registry.frontends = self.frontends(frontends)?;
+        }
+        registry.ip_family = raw.ip_family.unwrap_or_default();
+        if let Some(auth) = &raw.auth {
+            registry.auth = self.auth(auth)?;
+        }
+        if let Some(tls) = &raw.tls {
+            registry.tls = Some(self.tls(tls)?);
+        }
+        Ok(registry)
+    }
+
+    fn frontends(&self, raw: &Spanned<RawFrontends>) -> Result<FrontendSet> {
+        let expected = "expected `dns`, `single`, or a list of addresses (10.0.0.1, 10.0.0.2:8443, [2001:db8::1]:443) \
+                        and {name, url} maps";
+        let list = match &raw.value {
+            ScalarOr::Scalar(Scalar::Text(s)) if s == "single" => return Ok(FrontendSet::Single),
+            ScalarOr::Scalar(Scalar::Text(s)) if s == "dns" => return Ok(FrontendSet::Dns),
+            ScalarOr::Scalar(other) => {
+                return Err(self.error(&raw.referenced, format!("`frontends`: {expected}, got {other}")));
+            }
+            ScalarOr::Structured(list) => list,
+        };
+        if list.is_empty() {
+            return Err(self.error(&raw.referenced, "`frontends`: the list is empty; leave it out for `single`"));
+        }
+        let mut frontends: Vec<FrontendSpec> = Vec::new();
+        for entry in list {
+            let frontend = match &entry.value {
+                ScalarOr::Scalar(Scalar::Text(s)) => FrontendSpec::parse_address(s.trim())
+                    .map_err(|e| self.error(&entry.referenced, format!("`frontends`: {e}")))?,
+                ScalarOr::Scalar(other) => {
+                    return Err(self.error(&entry.referenced, format!("`frontends`: {expected}, got {other}")));
+                }
+                ScalarOr::Structured(endpoint) => self.endpoint(endpoint)?,
+            };
+            if frontends.iter().any(|f| f.label() == frontend.label()) {
+                return Err(self.error(
+                    &entry.referenced,
+                    format!("`frontends`: `{}` is listed twice; each frontend needs its own label", frontend.label()),
+                ));
+            }
+            frontends.push(frontend);
+        }
+        Ok(FrontendSet::List(frontends))
+    }
+
+    fn endpoint(&self, raw: &RawFrontendEndpoint) -> Result<FrontendSpec> {
+        let name = self.name("frontend", &raw.name)?;
+        let url = self.url("url", &raw.url, true)?;
+        let repository_prefix = match &raw.repository_prefix {
+            None => None,
+            Some(text) => {
+                let prefix = text.value.trim_matches('/');
+                let probe = format!("x.invalid/{prefix}/x");
+                if prefix.is_empty() || ImageReference::parse_name(&probe).is_err() || text.value.starts_with('/') {
+                    return Err(self.error(
+                        &text.referenced,
+                        format!(
+                            "`repository_prefix`: expected repository path components like dockerhub-proxy/, got {:?}",
+                            text.value
+                        ),
+                    ));
+                }
+                Some(format!("{prefix}/"))
+            }
+        };
+        let ns = match &raw.ns {
+            None => None,
+            Some(text) => {
+                let valid = ImageReference::parse_name(&format!("{}/x", text.value))
+                    .is_ok_and(|r| ImageReference::names_registry(&format!("{}/x", text.value)) && r.repository == "x");
+                if !valid {
+                    return Err(self.error(
+                        &text.referenced,
+                        format!("`ns`: expected a registry host like docker.io or ghcr.io, got {:?}", text.value),
+                    ));
+                }
+                Some(text.value.clone())
+            }
+        };
+        Ok(FrontendSpec::Endpoint { name, url, repository_prefix, ns })
+    }
+
+    fn auth(&self, raw: &Spanned<RawAuth>) -> Result<Option<Auth>> {
+        let auth = &raw.value;
+        let docker_config = match &auth.docker_config {
+            None | Some(Spanned { value: Scalar::Bool(false), .. }) => None,
+            Some(Spanned { value: Scalar::Bool(true), .. }) => Some(None),
+            Some(Spanned { value: Scalar::Text(path), .. }) if !path.trim().is_empty() => Some(Some(PathBuf::from(path))),
+            Some(other) => {
+                return Err(self.error(
+                    &other.referenced,
+                    format!(
+                        "`docker_config`: expected true ($DOCKER_CONFIG/config.json) or the path of a config.json, got {}",
+                        other.value
+                    ),
+                ));
+            }
+        };
+        let password = match (&auth.password_file, &auth.password_env) {
+            (Some(_), Some(env)) => {
+                return Err(self.error(
+                    &env.referenced,
+                    "`auth`: at most one password source: `password_file` or `password_env`, not both",
+                ));
+            }
+            (Some(file), None) => Some((PasswordSource::File(self.path("password_file", file)?), file.referenced)),
+            (None, Some(env)) => {
+                let valid = env.value.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                    && env.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !valid {
+                    return Err(self.error(
+                        &env.referenced,
+                        format!("`password_env`: expected an environment variable name, got {:?}", env.value),
+                    ));
+                }
+                Some((PasswordSource::Env(env.value.clone()), env.referenced))
+            }
+            (None, None) => None,
+        };
+        match (docker_config, &auth.username, password) {
+            (Some(_), Some(user), _) => Err(self.error(
+                &user.referenced,
+                "`auth`: `docker_config` and `username` are alternatives; use one",
+            )),
+            (Some(_), None, Some((_, at))) => Err(self.error(
+                &at,
+                "`auth`: a password goes with `username`, not with `docker_config`",
+            )),
+            (Some(path), None, None) => Ok(Some(Auth::DockerConfig(path))),
+            (None, Some(user), Some((password, _))) => {
+                Ok(Some(Auth::Basic { username: self.non_empty("username", user)?, password }))
+            }
+            (None, Some(user), None) => Err(self.error(
+                &user.referenced,
+                "`auth`: `username` needs `password_file` or `password_env`",
+            )),
+            (None, None, Some((_, at))) => Err(self.error(&at, "`auth`: a password needs `username`")),
+            (None, None, None) => Ok(None),
+        }
+    }
+
+    fn tls(&self, raw: &Spanned<RawTls>) -> Result<TlsConfig> {
+        let tls = &raw.value;
+        let path = |key: &str, t: &Option<Text>| t.as_ref().map(|t| self.path(key, t)).transpose();
+        let config = TlsConfig {
+            ca_file: path("ca_file", &tls.ca_file)?,
+            client_cert: path("client_cert", &tls.client_cert)?,
+            client_key: path("client_key", &tls.client_key)?,
+        };
+        if config.client_cert.is_some() != config.client_key.is_some() {
+            let at = tls.client_cert.as_ref().or(tls.client_key.as_ref()).map_or(raw.referenced, |t| t.referenced);
+            return Err(self.error(&at, "`tls`: `client_cert` and `client_key` go together"));
+        }
+        Ok(config)
+    }
+
+    fn probe(&self, raw: RawProbe, config: &Config) -> Result<ProbeConfig> {
+        let name = self.name("probe", &raw.name)?;
+        if let Some(registry) = &raw.registry {
+            if config.registry(&registry.value).is_none() {
+                return Err(self.error(&registry.referenced, unknown_registry(&registry.value, &config.registries)));
+            }
+        }
+        let kinds: Vec<(&'static str, Location)> = [
+            ("image", raw.image.as_ref().map(|s| s.referenced)),
+            ("catalog", raw.catalog.as_ref().map(|s| s.referenced)),
+            ("kubernetes", raw.kubernetes.as_ref().map(|s| s.referenced)),
+            ("canary", raw.canary.as_ref().map(|s| s.referenced)),
+        ]
+        .into_iter()
+        .filter_map(|(key, at)| at.map(|at| (key, at)))
+        .collect();
+        let one_of = "a probe has exactly one of `image`, `catalog`, `kubernetes`, `canary`";
+        let key = match kinds.as_slice() {
+            [] => return Err(self.error(&raw.name.referenced, format!("probe `{name}`: {one_of}; it has none"))),
+            [(key, _)] => *key,
+            [(first, _), (second, at), ..] => {
+                return Err(self.error(at, format!("probe `{name}` has both `{first}` and `{second}`: {one_of}")));
+            }
+        };
+        if let (Some(tags), None) = (&raw.tags, &raw.image) {
+            return Err(self.error(&tags.referenced, "`tags` goes with `image`: it picks the tags of that repository"));
+        }
+        let needs_registry = |key: &str, at: &Location| -> Result<()> {
+            if raw.registry.is_none() {
+                return Err(self.error(at, format!("`{key}` needs `registry:`, the registry to {}", match key {
+                    "canary" => "push to",
+                    _ => "list",
+                })));
+            }
+            Ok(())
+        };
+        let kind = match (key, &raw.image, &raw.catalog, &raw.kubernetes, &raw.canary) {
+            ("image", Some(image), ..) => {
+                let tags = raw.tags.as_ref().map(|t| self.tags(t)).transpose()?;
+                ProbeKind::Image { image: image.value.trim().to_string(), tags }
+            }
+            ("catalog", _, Some(catalog), ..) => {
+                needs_registry("catalog", &catalog.referenced)?;
+                ProbeKind::Catalog(self.catalog(&catalog.value)?)
+            }
+            ("kubernetes", _, _, Some(kubernetes), _) => ProbeKind::Kubernetes(self.kubernetes(&kubernetes.value)?),
+            (_, _, _, _, Some(canary)) => {
+                needs_registry("canary", &canary.referenced)?;
+                ProbeKind::Canary(self.canary(&canary.value)?)
+            }
+            _ => return Err(self.error(&raw.name.referenced, format!("probe `{name}`: {one_of}"))),
+        };
+        let mut probe = ProbeConfig::new(&name, kind);
+        probe.origin.name = Position::from_location(raw.name.referenced);
+        probe.origin.registry = raw.registry.as_ref().and_then(|r| Position::from_location(r.referenced));
+        probe.origin.image = raw.image.as_ref().and_then(|i| Position::from_location(i.referenced));
+        probe.registry = raw.registry.map(|r| r.value);
+        probe.severity = raw.severity.unwrap_or_default();
+        if let Some(expect) = &raw.expect {
+            if let Some(canary) = &raw.canary {
+                return Err(self.error(&canary.referenced, "`expect` goes with pulled images, not with `canary`"));
+            }
+            probe.expect = self.expect(expect)?;
+        }
+        if let Some(t) = &raw.interval {
+            probe.interval = Some(self.positive_duration("interval", t)?);
+        }
+        if let Some(t) = &raw.timeout {
+            probe.timeout = Some(self.positive_duration("timeout", t)?);
+        }
+        if let Some(p) = &raw.platforms {
+            probe.platforms = Some(self.platforms("platforms", p)?);
+        }
+        if matches!(probe.kind, ProbeKind::Image { .. }) {
+            let (reference, _) = config.resolve_image(&probe)?;
+            if let (Some(tags), true) = (&raw.tags, reference.tag.is_some() || reference.digest.is_some()) {
+                return Err(self.error(
+                    &tags.referenced,
+                    format!(
+                        "`tags` picks the tags of `image`, so `image` must have no tag or digest (got {:?})",
+                        probe_image(&probe)
+                    ),
+                ));
+            }
+        }
+        Ok(probe)
+    }
+
+    fn tags(&self, raw: &Spanned<RawTags>) -> Result<TagRule> {
+        let pattern = self.regex("match", &raw.value.pattern)?;
+        let newest = match &raw.value.newest {
+            Some(n) => self.count("newest", n, 1, 1_000)? as usize,
+            None => 1,
+        };
+        Ok(TagRule { pattern, newest })
+    }
+
+    fn catalog(&self, raw: &RawCatalog) -> Result<CatalogDiscovery> {
+        let pattern = raw.pattern.as_ref().map(|p| self.regex("match", p)).transpose()?;
+        let sample = match &raw.sample {
+            Some(n) => self.count("sample", n, 1, 1_000)? as usize,
+            None => 5,
+        };
+        let tag = match &raw.tag {
+            Some(t) if reference::is_valid_tag(&t.value) => t.value.clone(),
+            Some(t) => {
+                return Err(self.error(&t.referenced, format!("`tag`: {:?} is not a valid tag", t.value)));
+            }
+            None => reference::DEFAULT_TAG.to_string(),
+        };
+        Ok(CatalogDiscovery { pattern, sample, tag })
+    }
+
+    fn kubernetes(&self, raw: &RawKubernetes) -> Result<KubernetesDiscovery> {
+        let mut namespaces = Vec::new();
+        for ns in raw.namespaces.iter().flatten() {
+            let s = &ns.value;
+            let valid = !s.is_empty()
+                && s.len() <= 63
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-');
+            if !valid {
+                return Err(self.error(
+                    &ns.referenced,
+                    format!("`namespaces`: {s:?} is not a Kubernetes namespace name (lowercase letters, digits, `-`)"),
+                ));
+            }
+            namespaces.push(s.clone());
+        }
+        Ok(KubernetesDiscovery { namespaces })
+    }
+
+    fn canary(&self, raw: &RawCanary) -> Result<CanaryConfig> {
+        let mut canary = CanaryConfig::default();
+        let repo = &raw.repository;
+        let valid = ImageReference::parse_name(&format!("x.invalid/{}", repo.value))
+            .is_ok_and(|r| r.repository == repo.value && r.tag.is_none() && r.digest.is_none());
+        if !valid {
+            return Err(self.error(
+                &repo.referenced,
+                format!("`repository`: expected a repository path like pullprobe/canary (no tag), got {:?}", repo.value),
+            ));
+        }
+        canary.repository = repo.value.clone();
+        if let Some(t) = &raw.consistency_deadline {
+            canary.consistency_deadline = self.positive_duration("consistency_deadline", t)?;
+        }
+        if let Some(t) = &raw.size {
+            canary.size = self.size("size", t)?;
+            if canary.size == 0 {
+                return Err(self.error(&t.referenced, "`size`: must be more than 0 bytes"));
+            }
+        }
+        if let Some(t) = &raw.chunk_size {
+            canary.chunk_size = self.size("chunk_size", t)?;
+        }
+        if canary.chunk_size == 0 || canary.chunk_size > canary.size {
+            let at = raw.chunk_size.as_ref().or(raw.size.as_ref()).map_or(repo.referenced, |t| t.referenced);
+            return Err(self.error(
+                &at,
+                format!("`chunk_size`: must be from 1 byte to `size` ({} bytes), got {}", canary.size, canary.chunk_size),
+            ));
+        }
+        if let Some(n) = &raw.sessions {
+            canary.sessions = self.count("sessions", n, 1, 100)? as usize;
+        }
+        Ok(canary)
+    }
+
+    fn expect(&self, raw: &RawExpect) -> Result<Expectations> {
+        let mut expect = Expectations::default();
+        for entry in raw.paths.iter().flatten() {
+            let (path, absent, at) = match &entry.value {
+                ScalarOr::Scalar(Scalar::Text(path)) => (path.clone(), false, entry.referenced),
+                ScalarOr::Structured(p) => (p.path.value.clone(), p.absent, p.path.referenced),
+                ScalarOr::Scalar(other) => {
+                    return Err(self.error(
+                        &entry.referenced,
+                        format!("`paths`: expected a path like /etc/app.conf or {{path: …, absent: true}}, got {other}"),
+                    ));
+                }
+            };
+            if !path.starts_with('/') || path.chars().any(char::is_control) {
+                return Err(self.error(&at, format!("`paths`: expected an absolute path like /etc/app.conf, got {path:?}")));
+            }
+            expect.paths.push(PathExpectation { path, absent });
+        }
+        if let Some(t) = &raw.max_age {
+            expect.max_age = Some(self.positive_duration("max_age", t)?);
+        }
+        Ok(expect)
+    }
+
+    fn alerting(&self, raw: Option<RawAlerting>, defaults: &Defaults) -> Result<AlertingConfig> {
+        let mut alerting = AlertingConfig::default();
+        let Some(raw) = raw else { return Ok(alerting) };
+        if let Some(am) = &raw.alertmanager {
+            let urls = am.value.urls.iter().map(|u| self.url("urls", u, false)).collect::<Result<Vec<_>>>()?;
+            if urls.is_empty() {
+                return Err(self.error(&am.referenced, "`alertmanager`: `urls` is empty; list at least one"));
+            }
+            let mut labels = std::collections::BTreeMap::new();
+            if let Some(raw_labels) = &am.value.labels {
+                for (key, value) in &raw_labels.value {
+                    let valid = key.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        && !key.starts_with("__");
+                    if !valid {
+                        return Err(self.error(
+                            &raw_labels.referenced,
+                            format!("`labels`: {key:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not __…)"),
+                        ));
+                    }
+                    if RESERVED_LABELS.contains(&key.as_str()) {
+                        return Err(self.error(
+                            &raw_labels.referenced,
+                            format!("`labels`: `{key}` is set by pullprobe itself; choose another name"),
+                        ));
+                    }
+                    labels.insert(key.clone(), value.clone());
+                }
+            }
+            let runbook_url = am.value.runbook_url.as_ref().map(|u| self.url("runbook_url", u, false)).transpose()?;
+            let resolve_timeout = match &am.value.resolve_timeout {
+                Some(t) => self.positive_duration("resolve_timeout", t)?,
+                None => defaults.interval.saturating_mul(4),
+            };
+            alerting.alertmanager = Some(AlertmanagerConfig { urls, labels, runbook_url, resolve_timeout });
+        }
+        if let Some(pg) = &raw.pushgateway {
+            let url = self.url("url", &pg.url, false)?;
+            let job = match &pg.job {
+                Some(job) => self.non_empty("job", job)?,
+                None => "pullprobe".to_string(),
+            };
+            alerting.pushgateway = Some(PushgatewayConfig { url, job });
+        }
+        if let Some(after) = &raw.after {
+            alerting.after = self.after(after)?;
+        }
+        Ok(alerting)
+    }
+
+    fn after(&self, raw: &Spanned<ScalarOr<RawAfter>>) -> Result<AlertAfter> {
+        const MAX: u64 = 1_000;
+        match &raw.value {
+            ScalarOr::Scalar(Scalar::Integer(n)) if (1..=i128::from(MAX)).contains(n) => {
+                let n = *n as u32;
+                Ok(AlertAfter { default: n, integrity: n })
+            }
+            ScalarOr::Scalar(other) => Err(self.error(
+                &raw.referenced,
+                format!(
+                    "`after`: expected a number of failed runs from 1 to {MAX}, or {{default: N, integrity: N}}, got {other}"
+                ),
+            )),
+            ScalarOr::Structured(map) => {
+                let default = match &map.default {
+                    Some(n) => self.count("default", n, 1, MAX)? as u32,
+                    None => 1,
+                };
+                let integrity = match &map.integrity {
+                    Some(n) => self.count("integrity", n, 1, MAX)? as u32,
+                    None => default,
+                };
+                Ok(AlertAfter { default, integrity })
+            }
+        }
+    }
+
+    fn serve(&self, raw: Option<RawServe>) -> Result<ServeConfig> {
+        let mut serve = ServeConfig::default();
+        for pattern in raw.and_then(|r| r.allow_targets).into_iter().flatten() {
+            if pattern.value.is_empty() || pattern.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(self.error(
+                    &pattern.referenced,
+                    format!("`allow_targets`: expected a reference pattern like registry.example.org/*, got {:?}", pattern.value),
+                ));
+            }
+            serve.allow_targets.push(TargetPattern(pattern.value.clone()));
+        }
+        Ok(serve)
+    }
+}
+
+fn probe_image(probe: &ProbeConfig) -> &str {
+    match &probe.kind {
+        ProbeKind::Image { image, .. } => image,
+        _ => "",
+    }
+}

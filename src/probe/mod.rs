@@ -1,0 +1,6 @@
+//! Probes: what one check of one image through one frontend does, and running
+//! a set of them. Each probe returns plain [`crate::result::ProbeResult`] values;
+//! outputs are computed from those and never re-probe.
+
+pub mod pull;
+pub mod run;

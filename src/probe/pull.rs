@@ -1,0 +1,667 @@
+//! The pull probe: one image through one frontend, end to end, the way a
+//! container runtime pulls it — manifest (and index), config, every layer
+//! streamed once and verified — returning one [`ProbeResult`] per platform.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::digest::Digest;
+use crate::frontend::Frontend;
+use crate::manifest::{self, BlobRef, ImageManifest, IndexEntry, Manifest};
+use crate::media_types;
+use crate::platform::{Platform, PlatformSelection};
+use crate::reason::{Phase, ProbeError, Reason};
+use crate::reference::ImageReference;
+use crate::registry::client::{BlobSource, RegistryClient};
+use crate::registry::transport::{classify_transport, is_incomplete_body, Transport, TransportOptions};
+use crate::result::{LayerCheck, ProbeResult};
+use crate::verify::{self, CheckMode, LayerLimits, LayerSpec};
+
+/// Caps that keep one pull bounded whatever the registry sends.
+#[derive(Debug, Clone, Copy)]
+pub struct PullLimits {
+    pub max_manifest_bytes: u64,
+    pub max_pull_bytes: u64,
+    pub max_uncompressed_bytes: u64,
+    pub max_uncompressed_ratio: f64,
+}
+
+impl Default for PullLimits {
+    fn default() -> Self {
+        PullLimits {
+            max_manifest_bytes: 4 << 20,
+            max_pull_bytes: 16 << 30,
+            max_uncompressed_bytes: 64 << 30,
+            max_uncompressed_ratio: 0.0,
+        }
+    }
+}
+
+/// What to pull and how to label it.
+#[derive(Debug, Clone)]
+pub struct PullTarget {
+    pub probe: String,
+    pub image: ImageReference,
+    /// The `registry` label.
+    pub registry: String,
+    pub location: String,
+    pub platforms: PlatformSelection,
+    /// For one (image, frontend, platform).
+    pub timeout: Duration,
+    pub limits: PullLimits,
+    /// Layers downloaded and verified at once.
+    pub layer_concurrency: usize,
+}
+
+/// Live byte counter for a progress display.
+pub type Progress = Arc<AtomicU64>;
+
+/// What a failed step leaves behind for the result.
+#[derive(Debug, Default)]
+struct PullState {
+    phase: Option<Phase>,
+    manifest_digest: Option<String>,
+    platform: Option<String>,
+    phases: BTreeMap<String, f64>,
+    layers: Vec<LayerCheck>,
+    warnings: Vec<String>,
+}
+
+impl PullState {
+    fn add_phase(&mut self, name: &str, took: Duration) {
+        *self.phases.entry(name.to_string()).or_default() += took.as_secs_f64();
+    }
+}
+
+type SharedState = Arc<Mutex<PullState>>;
+
+fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, PullState> {
+    // A panic elsewhere must not take the result with it.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Pull `target` through `frontend`: one result per selected platform.
+pub async fn pull(target: &PullTarget, frontend: &Frontend, options: &TransportOptions, progress: Option<Progress>) -> Vec<ProbeResult> {
+    let run = PullRun { target, frontend, options, progress };
+    run.execute().await
+}
+
+struct PullRun<'a> {
+    target: &'a PullTarget,
+    frontend: &'a Frontend,
+    options: &'a TransportOptions,
+    progress: Option<Progress>,
+}
+
+/// The manifest named by the reference, verified.
+struct TopManifest {
+    digest: Digest,
+    manifest: Manifest,
+}
+
+impl PullRun<'_> {
+    fn client(&self) -> Result<RegistryClient, ProbeError> {
+        let mut options = self.options.clone();
+        if let (Some(addr), Some(host)) = (self.frontend.pin, self.frontend.url.host_str()) {
+            options.pin = Some((host.to_string(), addr));
+        }
+        let transport = Transport::new(&options)?;
+        Ok(RegistryClient::new(transport, self.frontend.url.clone()))
+    }
+
+    async fn execute(&self) -> Vec<ProbeResult> {
+        let started_at = now_rfc3339();
+        let started = Instant::now();
+        let top_state = SharedState::default();
+        let mut retries = 0;
+        let top = loop {
+            let attempt = async {
+                let client = self.client()?;
+                let top = self.fetch_top(&client, &top_state).await;
+                record_connection(&client, &top_state);
+                top
+            };
+            match self.within_deadline(attempt, &top_state).await {
+                Ok(top) => break top,
+                Err(err) if retries == 0 && should_retry(&err, started.elapsed(), self.target.timeout) => {
+                    retries += 1;
+                    *lock(&top_state) = PullState::default();
+                }
+                Err(err) => {
+                    let state = std::mem::take(&mut *lock(&top_state));
+                    return vec![self.result(state, Some(err), retries, &started_at, started)];
+                }
+            }
+        };
+        let top_state = std::mem::take(&mut *lock(&top_state));
+        match top.manifest {
+            Manifest::Image(image) => {
+                vec![self.pull_platform(PlatformSource::Single(image), &top.digest, top_state, retries).await]
+            }
+            Manifest::Index(entries) => self.pull_index(entries, &top.digest, top_state, retries).await,
+        }
+    }
+
+    /// Run a step under the pull's deadline; a timeout names the phase it hit.
+    async fn within_deadline<T>(&self, step: impl Future<Output = Result<T, ProbeError>>, state: &SharedState) -> Result<T, ProbeError> {
+        match tokio::time::timeout(self.target.timeout, step).await {
+            Ok(result) => result,
+            Err(_) => {
+                let phase = lock(state).phase.map(|p| p.as_str()).unwrap_or("connect");
+                Err(ProbeError::new(
+                    Reason::Timeout,
+                    format!("no result within the timeout of {:?} (in phase {phase})", self.target.timeout),
+                ))
+            }
+        }
+    }
+
+    async fn fetch_top(&self, client: &RegistryClient, state: &SharedState) -> Result<TopManifest, ProbeError> {
+        lock(state).phase = Some(Phase::Manifest);
+        let image = &self.target.image;
+        let response = client
+            .manifest(&image.repository, &image.reference_str(), self.target.limits.max_manifest_bytes)
+            .await?;
+        lock(state).add_phase("manifest", response.took);
+        let computed = Digest::of(&response.body);
+        lock(state).manifest_digest = Some(computed.to_string());
+        if let Some(wanted) = &image.digest {
+            if *wanted != computed {
+                return Err(ProbeError::new(
+                    Reason::ManifestDigestMismatch,
+                    format!("manifest for {image}: reference digest is {wanted}, the bytes served hash to {computed}"),
+                ));
+            }
+        } else {
+            match response.docker_content_digest.as_deref().map(str::parse::<Digest>) {
+                Some(Ok(header)) if header != computed => {
+                    return Err(ProbeError::new(
+                        Reason::ManifestDigestMismatch,
+                        format!("manifest for {image}: Docker-Content-Digest says {header}, the bytes served hash to {computed}"),
+                    ));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => lock(state).warnings.push(format!("unusable Docker-Content-Digest header: {e}")),
+                None => lock(state).warnings.push("no Docker-Content-Digest header; the computed manifest digest is recorded".into()),
+            }
+        }
+        let manifest = manifest::parse_manifest(&response.body, response.content_type.as_deref())?;
+        Ok(TopManifest { digest: computed, manifest })
+    }
+
+    async fn pull_index(&self, entries: Vec<IndexEntry>, index_digest: &Digest, base: PullState, retries: u32) -> Vec<ProbeResult> {
+        let runnable: Vec<&IndexEntry> = entries.iter().filter(|e| !e.is_attestation).collect();
+        let mut results = Vec::new();
+        let mut wanted: Vec<(Option<Platform>, Option<&IndexEntry>)> = Vec::new();
+        match &self.target.platforms {
+            PlatformSelection::All => {
+                for entry in &runnable {
+                    wanted.push((entry.platform.clone(), Some(*entry)));
+                }
+            }
+            PlatformSelection::List(list) => {
+                for platform in list {
+                    let found = runnable
+                        .iter()
+                        .find(|e| e.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                        .copied();
+                    wanted.push((Some(platform.clone()), found));
+                }
+            }
+        }
+        for (platform, entry) in wanted {
+            let mut state = PullState {
+                manifest_digest: base.manifest_digest.clone(),
+                phases: base.phases.clone(),
+                warnings: base.warnings.clone(),
+                ..PullState::default()
+            };
+            state.platform = platform.as_ref().map(|p| p.to_string());
+            match entry {
+                Some(entry) => {
+                    results.push(self.pull_platform(PlatformSource::Index(entry.clone()), index_digest, state, retries).await);
+                }
+                None => {
+                    let available: Vec<String> =
+                        runnable.iter().filter_map(|e| e.platform.as_ref().map(|p| p.to_string())).collect();
+                    state.phase = Some(Phase::Manifest);
+                    let err = ProbeError::new(
+                        Reason::PlatformMissing,
+                        format!(
+                            "index {} has no {} image (it has: {})",
+                            index_digest.short(),
+                            platform.map(|p| p.to_string()).unwrap_or_default(),
+                            if available.is_empty() { "none".to_string() } else { available.join(", ") }
+                        ),
+                    );
+                    results.push(self.result(state, Some(err), retries, &now_rfc3339(), Instant::now()));
+                }
+            }
+        }
+        results
+    }
+
+    /// One platform's image: its manifest (from an index), config and layers, with one retry of transient failures.
+    async fn pull_platform(&self, source: PlatformSource, top_digest: &Digest, base: PullState, mut retries: u32) -> ProbeResult {
+        let started_at = now_rfc3339();
+        let started = Instant::now();
+        loop {
+            let state: SharedState = Arc::new(Mutex::new(PullState {
+                phase: None,
+                manifest_digest: base.manifest_digest.clone(),
+                platform: base.platform.clone(),
+                phases: base.phases.clone(),
+                layers: Vec::new(),
+                warnings: base.warnings.clone(),
+            }));
+            let attempt = async {
+                let client = self.client()?;
+                let outcome = self.pull_image(&client, &source, top_digest, &state).await;
+                record_connection(&client, &state);
+                outcome
+            };
+            let outcome = self.within_deadline(attempt, &state).await;
+            let failure = match outcome {
+                Ok(()) => None,
+                Err(err) => Some(err),
+            };
+            let retry = failure.as_ref().is_some_and(|e| retries == 0 && should_retry(e, started.elapsed(), self.target.timeout));
+            if retry {
+                retries += 1;
+                continue;
+            }
+            let state = std::mem::take(&mut *lock(&state));
+            return self.result(state, failure, retries, &started_at, started);
+        }
+    }
+
+    async fn pull_image(&self, client: &RegistryClient, source: &PlatformSource, top_digest: &Digest, state: &SharedState) -> Result<(), ProbeError> {
+        let repository = &self.target.image.repository;
+        let limits = self.target.limits;
+        let image = match source {
+            PlatformSource::Single(image) => image.clone(),
+            PlatformSource::Index(entry) => {
+                lock(state).phase = Some(Phase::Manifest);
+                let digest = entry.manifest.digest;
+                let response = client.manifest(repository, &digest.to_string(), limits.max_manifest_bytes).await?;
+                lock(state).add_phase("manifest", response.took);
+                let computed = Digest::of(&response.body);
+                if computed != digest || response.body.len() as u64 != entry.manifest.size {
+                    return Err(ProbeError::new(
+                        Reason::ManifestDigestMismatch,
+                        format!(
+                            "platform manifest {digest} (index {}): served {} bytes hashing to {computed}, index says {} bytes",
+                            top_digest.short(),
+                            response.body.len(),
+                            entry.manifest.size
+                        ),
+                    ));
+                }
+                match manifest::parse_manifest(&response.body, response.content_type.as_deref())? {
+                    Manifest::Image(image) => image,
+                    Manifest::Index(_) => {
+                        return Err(ProbeError::new(
+                            Reason::ManifestInvalid,
+                            format!("index entry {digest} is itself an index; nested indexes are not pulled by runtimes"),
+                        ));
+                    }
+                }
+            }
+        };
+
+        // Config.
+        lock(state).phase = Some(Phase::Config);
+        let config_started = Instant::now();
+        let config = &image.config;
+        if config.size > limits.max_manifest_bytes {
+            return Err(ProbeError::new(
+                Reason::TooLarge,
+                format!("config {} is {} bytes, over the limit of {}", config.digest.short(), config.size, limits.max_manifest_bytes),
+            ));
+        }
+        let (body, _) = client
+            .small_blob(repository, &config.digest, limits.max_manifest_bytes)
+            .await
+            .map_err(|e| e.context(format_args!("config {}", config.digest)))?;
+        let got = Digest::of(&body);
+        if body.len() as u64 != config.size {
+            let reason = if (body.len() as u64) < config.size { Reason::BlobTruncated } else { Reason::BlobSizeMismatch };
+            return Err(ProbeError::new(reason, format!("config {}: got {} bytes, descriptor says {}", config.digest, body.len(), config.size)));
+        }
+        if got != config.digest {
+            return Err(ProbeError::new(
+                Reason::BlobDigestMismatch,
+                format!("config {}: got {got} ({} bytes of {})", config.digest, body.len(), config.size),
+            ));
+        }
+        let is_image = media_types::is_image_config(&config.media_type);
+        let diff_ids = if is_image {
+            let parsed = manifest::parse_image_config(&body)?;
+            if parsed.diff_ids.len() != image.layers.len() {
+                return Err(ProbeError::new(
+                    Reason::ManifestInvalid,
+                    format!(
+                        "manifest lists {} layers but config {} has {} diff_ids",
+                        image.layers.len(),
+                        config.digest.short(),
+                        parsed.diff_ids.len()
+                    ),
+                ));
+            }
+            let mut s = lock(state);
+            if let Some(p) = parsed.platform {
+                s.platform = Some(p.to_string());
+            }
+            parsed.diff_ids.into_iter().map(Some).collect()
+        } else {
+            vec![None; image.layers.len()]
+        };
+        lock(state).add_phase("config", config_started.elapsed());
+
+        let total: u64 = image.layers.iter().map(|l| l.size).sum();
+        if total > limits.max_pull_bytes {
+            return Err(ProbeError::new(
+                Reason::TooLarge,
+                format!("image layers total {total} bytes, over max_pull_bytes {}", limits.max_pull_bytes),
+            ));
+        }
+
+        self.pull_layers(client, &image, diff_ids, is_image, state).await
+    }
+
+    async fn pull_layers(
+        &self,
+        client: &RegistryClient,
+        image: &ImageManifest,
+        diff_ids: Vec<Option<Digest>>,
+        is_image: bool,
+        state: &SharedState,
+    ) -> Result<(), ProbeError> {
+        lock(state).phase = Some(Phase::Blob);
+        let layers_started = Instant::now();
+        let first_byte: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let permits = Arc::new(Semaphore::new(self.target.layer_concurrency.max(1)));
+        let mut tasks = Vec::with_capacity(image.layers.len());
+        let mut abort_on_drop = AbortOnDrop(Vec::with_capacity(image.layers.len()));
+        for (index, (layer, diff_id)) in image.layers.iter().cloned().zip(diff_ids).enumerate() {
+            let job = LayerJob {
+                client: client.clone(),
+                repository: self.target.image.repository.clone(),
+                index,
+                layer,
+                diff_id,
+                is_image,
+                limits: self.target.limits,
+                progress: self.progress.clone(),
+                first_byte: first_byte.clone(),
+            };
+            let permits = permits.clone();
+            let task = tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                job.run().await
+            });
+            abort_on_drop.0.push(task.abort_handle());
+            tasks.push(task);
+        }
+        let mut checks = Vec::with_capacity(tasks.len());
+        let mut first_failure: Option<ProbeError> = None;
+        for (index, task) in tasks.into_iter().enumerate() {
+            let (check, error) = match task.await {
+                Ok(done) => done,
+                Err(join) => {
+                    let layer = &image.layers[index];
+                    let err = ProbeError::new(Reason::DecompressError, format!("verifier stopped unexpectedly: {join}"));
+                    (failed_check(layer, &err, None), Some(err))
+                }
+            };
+            if first_failure.is_none()
+                && let Some(err) = error
+            {
+                first_failure = Some(err);
+            }
+            checks.push(check);
+            lock(state).layers = checks.clone();
+        }
+        let mut s = lock(state);
+        let first = *first_byte.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(first) = first {
+            s.add_phase("first_byte", first.saturating_duration_since(layers_started));
+            s.add_phase("transfer", first.elapsed());
+        } else {
+            s.add_phase("transfer", layers_started.elapsed());
+        }
+        match first_failure {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    fn result(&self, state: PullState, failure: Option<ProbeError>, retries: u32, started_at: &str, started: Instant) -> ProbeResult {
+        let platform = state.platform.clone().unwrap_or_else(|| match &self.target.platforms {
+            PlatformSelection::List(list) if list.len() == 1 => list[0].to_string(),
+            _ => "unknown".to_string(),
+        });
+        let (reason, phase, error, registry_error) = match failure {
+            Some(err) => {
+                let phase = state.phase.or(Some(Phase::Connect));
+                let mut message = crate::redact::redact_text(&err.message);
+                if let Some(retry_after) = err.retry_after {
+                    message.push_str(&format!(" (Retry-After {retry_after}s)"));
+                }
+                (Some(err.reason), phase, Some(message), err.registry_error)
+            }
+            None => (None, None, None, None),
+        };
+        ProbeResult {
+            probe: self.target.probe.clone(),
+            kind: "pull".to_string(),
+            image: self.target.image.to_string(),
+            registry: self.target.registry.clone(),
+            frontend: self.frontend.label.clone(),
+            location: self.target.location.clone(),
+            platform,
+            ok: reason.is_none(),
+            reason,
+            phase,
+            error,
+            registry_error,
+            retries,
+            manifest_digest: state.manifest_digest,
+            started_at: started_at.to_string(),
+            duration_seconds: started.elapsed().as_secs_f64(),
+            phases: state.phases,
+            tls_not_after: None,
+            layers: state.layers,
+            warnings: state.warnings,
+        }
+    }
+}
+
+/// Layer tasks stop when their pull is dropped (deadline passed), not later.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for handle in &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+enum PlatformSource {
+    Single(ImageManifest),
+    Index(IndexEntry),
+}
+
+fn record_connection(client: &RegistryClient, state: &SharedState) {
+    let timings = client.timings();
+    let mut s = lock(state);
+    if let Some(dns) = timings.dns {
+        s.phases.entry("dns".into()).or_insert(dns.as_secs_f64());
+    }
+    if let Some(connect) = timings.connect {
+        s.phases.entry("connect".into()).or_insert(connect.as_secs_f64());
+    }
+}
+
+/// Transient failures get one more try, if the deadline leaves room for it.
+fn should_retry(err: &ProbeError, elapsed: Duration, timeout: Duration) -> bool {
+    match err.reason {
+        Reason::RateLimited => err.retry_after.is_some_and(|s| elapsed + Duration::from_secs(s) < timeout),
+        _ => err.is_transient() && !err.reason.is_integrity(),
+    }
+}
+
+/// One layer: download, stream into a blocking verifier, report.
+struct LayerJob {
+    client: RegistryClient,
+    repository: String,
+    index: usize,
+    layer: BlobRef,
+    diff_id: Option<Digest>,
+    is_image: bool,
+    limits: PullLimits,
+    progress: Option<Progress>,
+    first_byte: Arc<Mutex<Option<Instant>>>,
+}
+
+/// Chunks buffered between the network and the verifier (memory bound: this × chunk size).
+const CHANNEL_CHUNKS: usize = 16;
+
+impl LayerJob {
+    fn label(&self) -> String {
+        format!("layer {} {}", self.index + 1, self.layer.digest)
+    }
+
+    async fn run(self) -> (LayerCheck, Option<ProbeError>) {
+        let started = Instant::now();
+        let compression = if self.is_image {
+            match media_types::layer_compression(&self.layer.media_type) {
+                Some(c) => Some(c),
+                None => {
+                    let err = ProbeError::new(
+                        Reason::UnsupportedMediaType,
+                        format!("layer media type {:?} is not one pullprobe can unpack", self.layer.media_type),
+                    )
+                    .context(self.label());
+                    return (failed_check(&self.layer, &err, None), Some(err));
+                }
+            }
+        } else {
+            None
+        };
+        let blob = match self.client.blob(&self.repository, &self.layer.digest).await {
+            Ok(blob) => blob,
+            Err(err) => {
+                let err = err.context(self.label());
+                let mut check = failed_check(&self.layer, &err, None);
+                check.duration_seconds = started.elapsed().as_secs_f64();
+                return (check, Some(err));
+            }
+        };
+        let source = blob.source.clone();
+        let spec = LayerSpec {
+            digest: self.layer.digest,
+            size: self.layer.size,
+            compression,
+            diff_id: self.diff_id,
+            mode: CheckMode::Full,
+            limits: LayerLimits {
+                max_uncompressed_bytes: self.limits.max_uncompressed_bytes,
+                max_uncompressed_ratio: self.limits.max_uncompressed_ratio,
+            },
+        };
+        let (sender, reader) = verify::chunk_channel(CHANNEL_CHUNKS);
+        let verifier = tokio::task::spawn_blocking(move || verify::verify_layer(reader, &spec, None));
+        let mut response = blob.response;
+        let what = self.label();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if let Ok(mut first) = self.first_byte.lock() {
+                        first.get_or_insert_with(Instant::now);
+                    }
+                    if let Some(progress) = &self.progress {
+                        progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                    if sender.send(Ok(chunk)).await.is_err() {
+                        break; // the verifier has seen enough (e.g. more bytes than the descriptor)
+                    }
+                }
+                Ok(None) => break,
+                Err(e) if is_incomplete_body(&e) => break, // short body: the verifier counts the bytes
+                Err(e) => {
+                    let _ = sender.send(Err(classify_transport(&e, &what))).await;
+                    break;
+                }
+            }
+        }
+        drop(sender);
+        let report = match verifier.await {
+            Ok(report) => report,
+            Err(join) => {
+                let err = ProbeError::new(Reason::DecompressError, format!("verifier stopped unexpectedly: {join}")).context(self.label());
+                return (failed_check(&self.layer, &err, Some(&source)), Some(err));
+            }
+        };
+        let error = report.error.clone().map(|e| {
+            let mut e = e.context(self.label());
+            if let Some(cache) = &source.cache_status {
+                e.message.push_str(&format!(", cache {cache}"));
+                if let Some(by) = &source.served_by {
+                    e.message.push_str(&format!(" on {by}"));
+                }
+            }
+            e
+        });
+        let check = LayerCheck {
+            digest: self.layer.digest.to_string(),
+            media_type: self.layer.media_type.clone(),
+            size: self.layer.size,
+            ok: error.is_none(),
+            reason: error.as_ref().map(|e| e.reason),
+            check: Some(check_name(report.check).to_string()),
+            bytes: report.bytes,
+            uncompressed_bytes: report.uncompressed_bytes,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            cache_status: source.cache_status.clone(),
+            served_by: source.served_by.clone(),
+            error: error.as_ref().map(|e| crate::redact::redact_text(&e.message)),
+        };
+        (check, error)
+    }
+}
+
+fn check_name(mode: CheckMode) -> &'static str {
+    match mode {
+        CheckMode::Full => "full",
+        CheckMode::DigestOnly => "digest_only",
+    }
+}
+
+fn failed_check(layer: &BlobRef, err: &ProbeError, source: Option<&BlobSource>) -> LayerCheck {
+    LayerCheck {
+        digest: layer.digest.to_string(),
+        media_type: layer.media_type.clone(),
+        size: layer.size,
+        ok: false,
+        reason: Some(err.reason),
+        check: None,
+        bytes: 0,
+        uncompressed_bytes: None,
+        duration_seconds: 0.0,
+        cache_status: source.and_then(|s| s.cache_status.clone()),
+        served_by: source.and_then(|s| s.served_by.clone()),
+        error: Some(crate::redact::redact_text(&err.message)),
+    }
+}
+
+/// Now, as RFC 3339 UTC with second precision.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

@@ -1,0 +1,198 @@
+//! Reading from a registry through one frontend: manifests and small blobs
+//! into capped buffers, layer blobs as streams.
+//!
+//! Every request carries the one `Accept` header of [`crate::media_types`];
+//! every failure leaves here as a [`ProbeError`] with its reason decided.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Response, StatusCode};
+use url::Url;
+
+use crate::digest::Digest;
+use crate::media_types::MANIFEST_ACCEPT;
+use crate::reason::{ProbeError, Reason};
+use crate::registry::errors::{classify_status, RequestKind};
+use crate::registry::transport::{classify_transport, ConnectTimings, Transport};
+
+/// Largest registry error body read to find its error code.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A registry as seen through one frontend.
+#[derive(Clone)]
+pub struct RegistryClient {
+    transport: Transport,
+    base: Url,
+}
+
+/// A manifest as the registry sent it.
+#[derive(Debug, Clone)]
+pub struct ManifestResponse {
+    pub body: Bytes,
+    pub content_type: Option<String>,
+    /// The `Docker-Content-Digest` header, unparsed (a registry may send garbage).
+    pub docker_content_digest: Option<String>,
+    pub took: Duration,
+}
+
+/// Where the bytes of a blob came from.
+#[derive(Debug, Clone, Default)]
+pub struct BlobSource {
+    pub content_length: Option<u64>,
+    /// `HIT`, `MISS`, … from `X-Cache-Status`, `X-Cache` or `CF-Cache-Status`.
+    pub cache_status: Option<String>,
+    /// host[:port] that sent the bytes, after redirects.
+    pub served_by: Option<String>,
+    pub docker_content_digest: Option<String>,
+}
+
+/// An open blob download: headers read, body not yet.
+pub struct BlobResponse {
+    pub response: Response,
+    pub source: BlobSource,
+}
+
+impl RegistryClient {
+    /// `base` is the frontend's URL: scheme, host, port (and an optional path prefix).
+    pub fn new(transport: Transport, base: Url) -> Self {
+        RegistryClient { transport, base }
+    }
+
+    pub fn timings(&self) -> ConnectTimings {
+        self.transport.timings()
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.transport.http
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> Result<Url, ProbeError> {
+        let joined = format!("{}{}", self.base.as_str().trim_end_matches('/'), path);
+        Url::parse(&joined).map_err(|e| ProbeError::new(Reason::ManifestInvalid, format!("bad request URL {joined:?}: {e}")))
+    }
+
+    /// `GET /v2/<repo>/manifests/<reference>` with every manifest type accepted.
+    pub async fn manifest(&self, repository: &str, reference: &str, max_bytes: u64) -> Result<ManifestResponse, ProbeError> {
+        let started = Instant::now();
+        let url = self.url(&format!("/v2/{repository}/manifests/{reference}"))?;
+        let what = format!("manifest {repository}:{reference}");
+        let response = self
+            .transport
+            .http
+            .get(url)
+            .header(ACCEPT, MANIFEST_ACCEPT)
+            .send()
+            .await
+            .map_err(|e| classify_transport(&e, &what))?;
+        let response = check_status(response, RequestKind::Manifest, &what).await?;
+        let content_type = header_str(response.headers(), CONTENT_TYPE.as_str());
+        let docker_content_digest = header_str(response.headers(), "docker-content-digest");
+        let body = read_capped(response, max_bytes, &what).await?;
+        Ok(ManifestResponse { body, content_type, docker_content_digest, took: started.elapsed() })
+    }
+
+    /// Start a blob download; the caller streams the body.
+    pub async fn blob(&self, repository: &str, digest: &Digest) -> Result<BlobResponse, ProbeError> {
+        let url = self.url(&format!("/v2/{repository}/blobs/{digest}"))?;
+        let what = format!("blob {}", digest.short());
+        let response = self.transport.http.get(url).send().await.map_err(|e| classify_transport(&e, &what))?;
+        let source = blob_source(&response);
+        let response = check_status(response, RequestKind::Blob, &what).await?;
+        Ok(BlobResponse { response, source })
+    }
+
+    /// A small blob (an image config) read whole, at most `max_bytes`.
+    pub async fn small_blob(&self, repository: &str, digest: &Digest, max_bytes: u64) -> Result<(Bytes, BlobSource), ProbeError> {
+        let what = format!("config blob {}", digest.short());
+        let blob = self.blob(repository, digest).await?;
+        let body = read_capped(blob.response, max_bytes, &what).await?;
+        Ok((body, blob.source))
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect())
+}
+
+fn blob_source(response: &Response) -> BlobSource {
+    let headers = response.headers();
+    let url = response.url();
+    BlobSource {
+        content_length: header_str(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse().ok()),
+        cache_status: cache_status(headers),
+        served_by: url.host_str().map(|h| match url.port() {
+            Some(port) => format!("{h}:{port}"),
+            None => h.to_string(),
+        }),
+        docker_content_digest: header_str(headers, "docker-content-digest"),
+    }
+}
+
+/// Normalise the cache headers of nginx, Varnish/Squid/CloudFront and Cloudflare to `HIT`, `MISS`, ….
+pub fn cache_status(headers: &HeaderMap) -> Option<String> {
+    for name in ["x-cache-status", "cf-cache-status", "x-cache"] {
+        let Some(value) = header_str(headers, name) else { continue };
+        let upper = value.trim().to_ascii_uppercase();
+        if upper.is_empty() {
+            continue;
+        }
+        let first = upper.split([' ', ',']).next().unwrap_or("");
+        let normalised = if first.contains("HIT") {
+            "HIT".to_string()
+        } else if first.contains("MISS") {
+            "MISS".to_string()
+        } else {
+            first.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(32).collect()
+        };
+        return Some(normalised);
+    }
+    None
+}
+
+/// Pass a success through; turn anything else into the registry's reason.
+async fn check_status(response: Response, kind: RequestKind, what: &str) -> Result<Response, ProbeError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = read_capped(response, MAX_ERROR_BODY as u64, what).await.unwrap_or_default();
+    let mut err = classify_status(status.as_u16(), &body, kind, retry_after).context(what);
+    if status == StatusCode::NOT_FOUND && err.registry_error.is_none() {
+        err.message.push_str(" (no registry error body)");
+    }
+    Err(err)
+}
+
+/// Read a whole body, failing with `too_large` past `max_bytes` without reading further.
+async fn read_capped(mut response: Response, max_bytes: u64, what: &str) -> Result<Bytes, ProbeError> {
+    if let Some(len) = response.content_length()
+        && len > max_bytes
+    {
+        return Err(ProbeError::new(
+            Reason::TooLarge,
+            format!("{what}: Content-Length {len} bytes is over the limit of {max_bytes} bytes"),
+        ));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify_transport(&e, what))? {
+        if body.len() as u64 + chunk.len() as u64 > max_bytes {
+            return Err(ProbeError::new(
+                Reason::TooLarge,
+                format!("{what}: body is over the limit of {max_bytes} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

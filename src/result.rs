@@ -1,0 +1,76 @@
+//! The result of one probe of one image through one frontend for one platform:
+//! a plain value that every output (table, JSON, metrics, alerts) is a function of.
+//!
+//! Its JSON form is a user-facing contract (DESIGN.md, "Result"): keys are
+//! added, never renamed.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reason::{Phase, Reason};
+
+/// The JSON document printed by `now -o json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub results: Vec<ProbeResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub probe: String,
+    /// `pull` for image probes.
+    pub kind: String,
+    /// The full reference probed, e.g. `registry.example.org/team/app:1.2`.
+    pub image: String,
+    pub registry: String,
+    pub frontend: String,
+    pub location: String,
+    /// The platform of the image checked (`linux/amd64`); `unknown` when it could not be learnt.
+    pub platform: String,
+    pub ok: bool,
+    pub reason: Option<Reason>,
+    pub phase: Option<Phase>,
+    pub error: Option<String>,
+    pub registry_error: Option<String>,
+    pub retries: u32,
+    pub manifest_digest: Option<String>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub duration_seconds: f64,
+    /// Seconds per phase: dns, connect, tls, auth, manifest, config, first_byte, transfer.
+    pub phases: BTreeMap<String, f64>,
+    pub tls_not_after: Option<String>,
+    pub layers: Vec<LayerCheck>,
+    /// Things worth knowing that are not failures (e.g. no `Docker-Content-Digest` header).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// What happened to one blob of the image (layers; for artifacts, every blob).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerCheck {
+    pub digest: String,
+    pub media_type: String,
+    /// Size from the descriptor.
+    pub size: u64,
+    pub ok: bool,
+    pub reason: Option<Reason>,
+    /// `full` (digest, size, decompression, diff_id, tar) or `digest_only`; null if not checked.
+    pub check: Option<String>,
+    /// Compressed bytes actually received.
+    pub bytes: u64,
+    pub uncompressed_bytes: Option<u64>,
+    pub duration_seconds: f64,
+    pub cache_status: Option<String>,
+    pub served_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ProbeResult {
+    /// Compressed bytes received across every layer.
+    pub fn bytes(&self) -> u64 {
+        self.layers.iter().map(|l| l.bytes).sum()
+    }
+}
