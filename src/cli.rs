@@ -16,7 +16,7 @@ use crate::frontend::{self, Frontend};
 use crate::output;
 use crate::platform::PlatformSelection;
 use crate::probe::pull::{PullLimits, PullTarget};
-use crate::probe::run::{run_jobs, PullJob};
+use crate::probe::run::{PullJob, run_jobs};
 use crate::reference::ImageReference;
 use crate::registry::transport::TransportOptions;
 use crate::result::ProbeResult;
@@ -185,7 +185,7 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
         None => None,
     };
     let defaults = config.as_ref().map(|c| c.defaults.clone()).unwrap_or_default();
-    let limits = config.as_ref().map(|c| pull_limits(c)).unwrap_or_default();
+    let limits = config.as_ref().map(pull_limits).unwrap_or_default();
     let location = defaults.location.clone();
     let base_transport = TransportOptions {
         insecure: args.insecure,
@@ -216,11 +216,8 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
     }
 
     if let Some(config) = &config {
-        let selected: Vec<_> = config
-            .probes
-            .iter()
-            .filter(|p| args.probes.is_empty() || args.probes.contains(&p.name))
-            .collect();
+        let selected: Vec<_> =
+            config.probes.iter().filter(|p| args.probes.is_empty() || args.probes.contains(&p.name)).collect();
         for wanted in &args.probes {
             if !config.probes.iter().any(|p| &p.name == wanted) {
                 return Err(UsageError(format!("--probe {wanted:?}: no such probe in the config")));
@@ -289,9 +286,7 @@ fn frontends_for(args: &[String], image: &ImageReference, plain_http: bool) -> R
     if args.is_empty() {
         return frontend::default_frontend(image, plain_http).map(|f| vec![f]).map_err(UsageError);
     }
-    args.iter()
-        .map(|a| frontend::parse_frontend_arg(a, image, plain_http).map_err(UsageError))
-        .collect()
+    args.iter().map(|a| frontend::parse_frontend_arg(a, image, plain_http).map_err(UsageError)).collect()
 }
 
 /// Parts of probes.yaml that parse but that this version does not run yet: an
@@ -305,7 +300,9 @@ fn unsupported_features(config: &Config) -> Option<String> {
                 problems.push(format!("probe {name:?}: `tags:` selection is not supported by this version"))
             }
             ProbeKind::Image { .. } => {}
-            other => problems.push(format!("probe {name:?}: `{}:` probes are not supported by this version", other.key())),
+            other => {
+                problems.push(format!("probe {name:?}: `{}:` probes are not supported by this version", other.key()))
+            }
         }
         if !probe.expect.is_empty() {
             problems.push(format!("probe {name:?}: `expect:` assertions are not supported by this version"));
@@ -352,9 +349,9 @@ async fn configured_frontends(
     match &registry.frontends {
         FrontendSet::Single => Ok(vec![Frontend { label: registry.host(), url, pin: None }]),
         FrontendSet::Dns => {
-            let addrs = tokio::net::lookup_host((host.as_str(), default_port))
-                .await
-                .map_err(|e| UsageError(format!("registry {:?}: cannot resolve {host} for `frontends: dns`: {e}", registry.name)))?;
+            let addrs = tokio::net::lookup_host((host.as_str(), default_port)).await.map_err(|e| {
+                UsageError(format!("registry {:?}: cannot resolve {host} for `frontends: dns`: {e}", registry.name))
+            })?;
             let mut frontends: Vec<Frontend> = Vec::new();
             for addr in addrs.filter(|a| registry.ip_family.allows(a.ip())) {
                 if frontends.iter().all(|f| f.pin != Some(addr)) {

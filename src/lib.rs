@@ -11,19 +11,19 @@
 //! - [`output`] turns results into a table, JSON and the rest; it never touches the network.
 //! - [`image_builder`] writes OCI/Docker images in code (tests, demo, benchmark).
 
+pub mod cli;
+pub mod config;
 pub mod digest;
+pub mod frontend;
+pub mod image_builder;
+pub mod manifest;
 pub mod media_types;
+pub mod output;
+pub mod platform;
+pub mod probe;
 pub mod reason;
 pub mod redact;
-pub mod config;
-pub mod image_builder;
-pub mod platform;
 pub mod reference;
 pub mod registry;
-pub mod verify;
-pub mod frontend;
-pub mod manifest;
-pub mod output;
-pub mod probe;
 pub mod result;
-pub mod cli;
+pub mod verify;

@@ -94,14 +94,16 @@ fn invalid(message: impl Into<String>) -> ProbeError {
 
 fn check_descriptor(d: &Descriptor, what: &str) -> Result<BlobRef, ProbeError> {
     let digest: Digest = d.digest.parse().map_err(|e| invalid(format!("{what}: {e}")))?;
-    let size = u64::try_from(d.size).map_err(|_| invalid(format!("{what} {}: negative size {}", digest.short(), d.size)))?;
+    let size =
+        u64::try_from(d.size).map_err(|_| invalid(format!("{what} {}: negative size {}", digest.short(), d.size)))?;
     Ok(BlobRef { media_type: d.media_type.clone(), digest, size })
 }
 
 /// Parse a manifest body. `content_type` is the response header, used when the
 /// document itself has no `mediaType` (allowed by OCI).
 pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifest, ProbeError> {
-    let raw: RawDocument = serde_json::from_slice(body).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
+    let raw: RawDocument =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
     let header_type = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_string());
     let media_type = match (&raw.media_type, &header_type) {
         (Some(t), _) if !t.is_empty() => t.clone(),
@@ -116,7 +118,10 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
             )));
         }
     };
-    if raw.schema_version == Some(1) || media_type == media_types::DOCKER_SCHEMA1 || media_type == media_types::DOCKER_SCHEMA1_SIGNED {
+    if raw.schema_version == Some(1)
+        || media_type == media_types::DOCKER_SCHEMA1
+        || media_type == media_types::DOCKER_SCHEMA1_SIGNED
+    {
         return Err(ProbeError::new(
             Reason::UnsupportedMediaType,
             "Docker schema 1 manifest: deprecated, unverifiable layer digests; push the image again with schema 2 or OCI",
@@ -147,8 +152,9 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
                     architecture: p.architecture.clone(),
                     variant: p.variant.clone().filter(|v| !v.is_empty()),
                 });
-                let is_attestation = d.annotations.get("vnd.docker.reference.type").is_some_and(|t| t == "attestation-manifest")
-                    || platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown");
+                let is_attestation =
+                    d.annotations.get("vnd.docker.reference.type").is_some_and(|t| t == "attestation-manifest")
+                        || platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown");
                 out.push(IndexEntry { manifest, platform, is_attestation });
             }
             Ok(Manifest::Index(out))
@@ -204,11 +210,9 @@ pub fn parse_image_config(body: &[u8]) -> Result<ImageConfig, ProbeError> {
         .map(|(i, d)| d.parse::<Digest>().map_err(|e| invalid(format!("image config diff_ids[{i}]: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let platform = match (raw.os, raw.architecture) {
-        (Some(os), Some(architecture)) if !os.is_empty() && !architecture.is_empty() => Some(Platform {
-            os,
-            architecture,
-            variant: raw.variant.filter(|v| !v.is_empty()),
-        }),
+        (Some(os), Some(architecture)) if !os.is_empty() && !architecture.is_empty() => {
+            Some(Platform { os, architecture, variant: raw.variant.filter(|v| !v.is_empty()) })
+        }
         _ => None,
     };
     Ok(ImageConfig { platform, diff_ids, created: raw.created })
@@ -263,7 +267,8 @@ mod tests {
 
     #[test]
     fn config_needs_layers_rootfs() {
-        let cfg = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{DIGEST}"]}}}}"#);
+        let cfg =
+            format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{DIGEST}"]}}}}"#);
         let parsed = parse_image_config(cfg.as_bytes()).unwrap();
         assert_eq!(parsed.diff_ids.len(), 1);
         assert_eq!(parsed.platform.unwrap().to_string(), "linux/amd64");

@@ -181,13 +181,7 @@ pub struct ProbeError {
 
 impl ProbeError {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        ProbeError {
-            reason,
-            message: message.into(),
-            registry_error: None,
-            retry_after: None,
-            status: None,
-        }
+        ProbeError { reason, message: message.into(), registry_error: None, retry_after: None, status: None }
     }
 
     pub fn with_registry_error(mut self, code: Option<String>) -> Self {

@@ -64,9 +64,8 @@ fn redact_words(text: &str) -> String {
             out.push(word.to_string());
             continue;
         }
-        let secret_key = ["token=", "access_token=", "password=", "secret=", "signature="]
-            .iter()
-            .find(|k| lower.contains(*k));
+        let secret_key =
+            ["token=", "access_token=", "password=", "secret=", "signature="].iter().find(|k| lower.contains(*k));
         match secret_key {
             Some(key) => {
                 let at = lower.find(key).unwrap_or(0) + key.len();
@@ -84,7 +83,8 @@ mod tests {
 
     #[test]
     fn urls_lose_credentials_and_queries() {
-        let url = Url::parse("https://user:hunter2@s3.example.org/blob?X-Amz-Signature=abc&X-Amz-Credential=k").unwrap();
+        let url =
+            Url::parse("https://user:hunter2@s3.example.org/blob?X-Amz-Signature=abc&X-Amz-Credential=k").unwrap();
         let shown = redact_url(&url);
         assert!(!shown.contains("hunter2") && !shown.contains("abc"), "{shown}");
         assert!(shown.starts_with("https://s3.example.org/blob"));

@@ -64,9 +64,7 @@ pub enum ReferenceErrorKind {
     Uppercase(String),
     #[error("empty path component (`//` or a leading or trailing `/`)")]
     EmptyComponent,
-    #[error(
-        "path component {0:?} must be lowercase letters and digits, separated by `.`, `_`, `__` or dashes"
-    )]
+    #[error("path component {0:?} must be lowercase letters and digits, separated by `.`, `_`, `__` or dashes")]
     BadComponent(String),
     #[error("registry host {0:?} is not a host name, an IPv4 address or a bracketed IPv6 address")]
     BadHost(String),
@@ -231,11 +229,8 @@ fn parse(s: &str) -> Result<ImageReference, ReferenceErrorKind> {
         (None, path) => (DOCKER_HUB.to_string(), path),
     };
     check_path(path)?;
-    let repository = if registry == DOCKER_HUB && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path.to_string()
-    };
+    let repository =
+        if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path.to_string() };
     let length = registry.len() + 1 + repository.len();
     if length > NAME_MAX_LEN {
         return Err(ReferenceErrorKind::NameTooLong(length));
@@ -424,7 +419,10 @@ mod tests {
         assert_eq!(r.name(), "docker.io/library/alpine");
         assert_eq!(ImageReference::parse("user/app").unwrap().to_string(), "docker.io/user/app:latest");
         assert_eq!(ImageReference::parse("docker.io/alpine:3").unwrap().to_string(), "docker.io/library/alpine:3");
-        assert_eq!(ImageReference::parse("index.docker.io/alpine").unwrap().to_string(), "docker.io/library/alpine:latest");
+        assert_eq!(
+            ImageReference::parse("index.docker.io/alpine").unwrap().to_string(),
+            "docker.io/library/alpine:latest"
+        );
         assert_eq!(
             ImageReference::parse("registry-1.docker.io/user/app").unwrap().to_string(),
             "docker.io/user/app:latest"
@@ -492,8 +490,7 @@ mod tests {
         for loopback in ["localhost/a", "localhost:5000/a", "127.0.0.1:5000/a", "127.1.2.3/a", "[::1]/a"] {
             assert!(ImageReference::parse(loopback).unwrap().is_loopback(), "{loopback}");
         }
-        for remote in ["alpine", "10.0.0.1:5000/a", "[2001:db8::1]:443/a", "localhost.example.org/a", "128.0.0.1/a"]
-        {
+        for remote in ["alpine", "10.0.0.1:5000/a", "[2001:db8::1]:443/a", "localhost.example.org/a", "128.0.0.1/a"] {
             assert!(!ImageReference::parse(remote).unwrap().is_loopback(), "{remote}");
         }
         assert_eq!(ImageReference::parse("registry.example.org/a").unwrap().port(), None);
@@ -573,8 +570,14 @@ mod tests {
             ("index.docker.io/docker/docker", "docker.io/docker/docker:latest"),
             ("index.docker.io/debian", "docker.io/library/debian:latest"),
             ("127.0.0.1:5000/library/debian", "127.0.0.1:5000/library/debian:latest"),
-            ("thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev", "docker.io/library/thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev:latest"),
-            ("docker.io/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a", "docker.io/library/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a:latest"),
+            (
+                "thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev",
+                "docker.io/library/thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev:latest",
+            ),
+            (
+                "docker.io/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a",
+                "docker.io/library/1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a:latest",
+            ),
         ];
         for (input, want) in valid {
             let got = ImageReference::parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
@@ -591,8 +594,10 @@ mod tests {
         ] {
             assert_eq!(ImageReference::parse(&input).unwrap().to_string(), want, "{input:?}");
         }
-        let name_255 = format!("{}a:tag-puts-this-over-max", "a/".repeat(127 - 5));
-        assert!(ImageReference::parse(&format!("x.io/{name_255}")).is_ok());
+        // `x.io/` + 250 characters is the longest name; the tag does not count.
+        let path_250 = format!("{}aa", "a/".repeat(124));
+        assert!(ImageReference::parse(&format!("x.io/{path_250}:tag-puts-this-over-max")).is_ok());
+        assert_eq!(kind(&format!("x.io/{path_250}a")), ReferenceErrorKind::NameTooLong(256));
 
         let invalid = [
             ":justtag".to_string(),

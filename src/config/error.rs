@@ -29,8 +29,10 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// The message is kept to one line of at most [`MAX_MESSAGE_CHARS`] characters,
+    /// whatever the input echoed in it.
     pub fn new(file: &str, position: Option<Position>, message: impl Into<String>) -> Self {
-        ConfigError { file: file.to_string(), position, message: message.into() }
+        ConfigError { file: file.to_string(), position, message: printable(&message.into()) }
     }
 
     /// A parse error from serde-saphyr: its bare message (no snippet, no
@@ -38,7 +40,7 @@ impl ConfigError {
     pub(crate) fn from_yaml(file: &str, error: &serde_saphyr::Error) -> Self {
         let message = UserMessageFormatter.format_message(error);
         let position = error.location().and_then(Position::from_location);
-        ConfigError::new(file, position, printable(&message))
+        ConfigError::new(file, position, message)
     }
 }
 
@@ -53,9 +55,24 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Control characters from hostile input escaped, so a message stays one line.
+/// Longest message kept; the rest of hostile input is cut.
+pub const MAX_MESSAGE_CHARS: usize = 1_000;
+
+/// Control characters escaped, so a message stays one line, and cut to a readable length.
 fn printable(message: &str) -> String {
-    message.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+    let mut out = String::new();
+    for (i, c) in message.chars().enumerate() {
+        if i == MAX_MESSAGE_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -68,5 +85,6 @@ mod tests {
         assert_eq!(e.to_string(), "probes.yaml:3:7: bad");
         assert_eq!(ConfigError::new("p.yaml", None, "unreadable").to_string(), "p.yaml: unreadable");
         assert_eq!(printable("a\nb\u{0}"), "a\\nb\\u{0}");
+        assert_eq!(printable(&"x".repeat(5_000)).chars().count(), MAX_MESSAGE_CHARS + 1);
     }
 }

@@ -184,7 +184,11 @@ impl Config {
         }
         let bytes = std::fs::read(path).map_err(unreadable)?;
         let text = String::from_utf8(bytes).map_err(|e| {
-            ConfigError::new(&file, None, format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+            ConfigError::new(
+                &file,
+                None,
+                format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            )
         })?;
         Config::from_str_named(&text, &file)
     }

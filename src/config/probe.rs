@@ -13,7 +13,8 @@ use crate::platform::PlatformSelection;
 pub struct ProbeConfig {
     /// Unique, `[a-zA-Z0-9_.-]+`; the `probe` label.
     pub name: String,
-    /// The name of a configured registry.
+    /// The name of a configured registry: where `image:` lives, what `catalog:`
+    /// lists and `canary:` pushes to; for `kubernetes:`, only that registry's images.
     pub registry: Option<String>,
     pub kind: ProbeKind,
     pub severity: Severity,

@@ -103,7 +103,7 @@ pub(super) struct RawProbe {
     pub kubernetes: Option<Spanned<RawKubernetes>>,
     pub canary: Option<Spanned<RawCanary>>,
     pub severity: Option<Severity>,
-    pub expect: Option<RawExpect>,
+    pub expect: Option<Spanned<RawExpect>>,
     pub interval: Option<Text>,
     pub timeout: Option<Text>,
     pub platforms: Option<Spanned<RawPlatforms>>,

@@ -190,7 +190,9 @@ mod tests {
         assert_eq!(addr("10.0.0.2:8443").label(), "10.0.0.2:8443");
         assert_eq!(addr("[2001:db8::1]:443").label(), "[2001:db8::1]:443");
         assert_eq!(addr("2001:db8::1").label(), "2001:db8::1");
-        for bad in ["", "cache.example.org", "10.0.0.1:", "10.0.0.1:0", "10.0.0.1:99999", "10.0.0", "[10.0.0.1]", "[::1]:x"] {
+        for bad in
+            ["", "cache.example.org", "10.0.0.1:", "10.0.0.1:0", "10.0.0.1:99999", "10.0.0", "[10.0.0.1]", "[::1]:x"]
+        {
             assert!(FrontendSpec::parse_address(bad).is_err(), "{bad:?}");
         }
     }

@@ -75,10 +75,24 @@ fn error(yaml: &str) -> (u64, u64, String) {
     }
 }
 
+std::thread_local! {
+    static MISMATCHES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Check one error; mismatches are collected and reported together by [`finish`].
 fn assert_error(yaml: &str, line: u64, column: u64, needle: &str) {
     let (l, c, message) = error(yaml);
-    assert!(message.contains(needle), "message {message:?} lacks {needle:?}");
-    assert_eq!((l, c), (line, column), "position of {message:?}");
+    if !message.contains(needle) || (l, c) != (line, column) {
+        let shown: String = yaml.chars().take(120).collect();
+        MISMATCHES.with(|m| {
+            m.borrow_mut().push(format!("{shown:?}\n  want {line}:{column} {needle:?}\n  got  {l}:{c} {message:?}"))
+        });
+    }
+}
+
+fn finish() {
+    let mismatches = MISMATCHES.with(|m| std::mem::take(&mut *m.borrow_mut()));
+    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
 }
 
 fn secs(s: u64) -> Duration {
@@ -127,7 +141,7 @@ fn design_example_parses() {
         ]
     );
     assert_eq!(golden.expect.max_age, Some(secs(30 * 86_400)));
-    assert_eq!(golden.position(), Some(Position { line: 24, column: 11 }));
+    assert_eq!(golden.position(), Some(Position { line: 26, column: 11 }));
 
     let app = config.probe("app").unwrap();
     let (image, registry) = config.resolve_image(app).unwrap();
@@ -197,7 +211,7 @@ registries:
 "#;
     // The last frontend is a host name, which is an error; the rest is checked without it.
     let (line, column, message) = error(yaml);
-    assert_eq!((line, column), (12, 53));
+    assert_eq!((line, column), (12, 51));
     assert!(message.contains("a host name goes in {name: …, url: https://…}"), "{message}");
     let config = load(&yaml.replace(", single-host-is-not-an-ip-so-see-below", ""));
 
@@ -222,11 +236,15 @@ registries:
     let FrontendSet::List(frontends) = &v6.frontends else { panic!() };
     assert_eq!(frontends.iter().map(FrontendSpec::label).collect::<Vec<_>>(), ["[2001:db8::1]:443", "2001:db8::2"]);
 
-    let config = load("registries: [{name: r, url: 'https://r.example.org', auth: {username: u, password_env: R_PASS}, ip_family: ipv6, frontends: single}]");
+    let config = load(
+        "registries: [{name: r, url: 'https://r.example.org', auth: {username: u, password_env: R_PASS}, ip_family: ipv6, frontends: single}]",
+    );
     let r = config.registry("r").unwrap();
     assert_eq!(r.auth, Some(Auth::Basic { username: "u".into(), password: PasswordSource::Env("R_PASS".into()) }));
     assert_eq!((r.ip_family, &r.frontends, &r.tls), (IpFamily::Ipv6, &FrontendSet::Single, &None));
-    let config = load("registries: [{name: r, url: 'https://r.example.org', auth: {docker_config: /etc/pull/.dockerconfigjson}}]");
+    let config = load(
+        "registries: [{name: r, url: 'https://r.example.org', auth: {docker_config: /etc/pull/.dockerconfigjson}}]",
+    );
     assert_eq!(
         config.registry("r").unwrap().auth,
         Some(Auth::DockerConfig(Some("/etc/pull/.dockerconfigjson".into())))
@@ -333,20 +351,26 @@ alerting:
 #[test]
 fn syntax_and_shape_errors_have_positions() {
     // YAML syntax.
-    assert_error("probes:\n  - name: [unclosed\n", 3, 1, "");
+    assert_error("probes:\n  - name: [unclosed\n", 2, 11, "expected string scalar");
     assert_error("defaults:\n  interval: 5m\n   timeout: 2m\n", 3, 11, "");
     // A typo'd key, at the key.
     assert_error("defaults:\n  intervall: 5m\n", 2, 3, "unknown field `intervall`");
     assert_error("probes:\n  - name: a\n    imgae: x.org/a\n", 3, 5, "unknown field `imgae`");
-    assert_error("registries:\n  - name: r\n    url: https://r.org\n    frontends: [{name: c, url: https://c.org, prefix: x/}]\n", 4, 47, "unknown field `prefix`");
+    assert_error(
+        "registries:\n  - name: r\n    url: https://r.org\n    frontends: [{name: c, url: https://c.org, prefix: x/}]\n",
+        4,
+        47,
+        "unknown field `prefix`",
+    );
     // Wrong types and enumerations.
     assert_error("probes:\n  - name: a\n    image: x.org/a\n    severity: critcal\n", 4, 15, "critical");
-    assert_error("registries:\n  - {name: r, url: 'https://r.org', ip_family: ipv5}\n", 2, 47, "ipv6");
+    assert_error("registries:\n  - {name: r, url: 'https://r.org', ip_family: ipv5}\n", 2, 48, "ipv6");
     assert_error("probes: {name: a}\n", 1, 9, "");
     assert_error("defaults:\n  concurrency: -1\n", 2, 16, "");
     assert_error("defaults:\n  interval: 5m\n  interval: 6m\n", 3, 3, "duplicate");
-    assert_error("defaults:\n  timeout: 5m\n---\ndefaults:\n  timeout: 5m\n", 3, 1, "");
+    assert_error("defaults:\n  timeout: 5m\n---\ndefaults:\n  timeout: 5m\n", 4, 1, "only single YAML document");
     assert_error("probes:\n  - image: x.org/a\n", 2, 5, "missing field `name`");
+    finish();
 }
 
 #[test]
@@ -372,31 +396,68 @@ fn value_errors_say_what_was_expected() {
     assert_error("limits:\n  max_pull_bytes: 1GiB\n  max_round_bytes: 1MiB\n", 3, 20, "one pull must fit in a round");
     assert_error("limits:\n  max_uncompressed_ratio: 0.5\n", 2, 27, "`max_uncompressed_ratio`: expected 0 (off)");
     assert_error("limits:\n  max_redirects: 1000\n", 2, 18, "`max_redirects`: expected a number from 0 to 100");
+    finish();
 }
 
 #[test]
 fn registry_errors() {
     let reg = |body: &str| format!("registries:\n  - name: r\n    url: https://r.example.org\n{body}");
-    assert_error("registries:\n  - {name: r, url: 'https://a.org'}\n  - {name: r, url: 'https://b.org'}\n", 3, 11, "registry `r` is defined twice (first at line 2)");
-    assert_error("registries:\n  - {name: 'bad name', url: 'https://a.org'}\n", 2, 11, "registry name \"bad name\"");
-    assert_error("registries:\n  - {name: r, url: 'ftp://a.org'}\n", 2, 20, "`url`: expected an http:// or https:// URL, got scheme \"ftp\"");
+    assert_error(
+        "registries:\n  - {name: r, url: 'https://a.org'}\n  - {name: r, url: 'https://b.org'}\n",
+        3,
+        12,
+        "registry `r` is defined twice (first at line 2)",
+    );
+    assert_error("registries:\n  - {name: 'bad name', url: 'https://a.org'}\n", 2, 12, "registry name \"bad name\"");
+    assert_error(
+        "registries:\n  - {name: r, url: 'ftp://a.org'}\n",
+        2,
+        20,
+        "`url`: expected an http:// or https:// URL, got scheme \"ftp\"",
+    );
     assert_error("registries:\n  - {name: r, url: 'not a url'}\n", 2, 20, "`url`: expected an http:// or https:// URL");
     assert_error("registries:\n  - {name: r, url: 'https://a.org/v2/'}\n", 2, 20, "has a path");
     assert_error("registries:\n  - {name: r, url: 'https://u:p@a.org'}\n", 2, 20, "use `auth:`");
-    assert_error(&reg("    frontends: [10.0.0.1, cache.example.org]\n"), 4, 31, "`frontends`: expected an IP address like 10.0.0.2");
-    assert_error(&reg("    frontends: [10.0.0.1, 10.0.0.1]\n"), 4, 31, "`10.0.0.1` is listed twice");
+    assert_error(
+        &reg("    frontends: [10.0.0.1, cache.example.org]\n"),
+        4,
+        27,
+        "`frontends`: expected an IP address like 10.0.0.2",
+    );
+    assert_error(&reg("    frontends: [10.0.0.1, 10.0.0.1]\n"), 4, 27, "`10.0.0.1` is listed twice");
     assert_error(&reg("    frontends: [10.0.0.1:99999]\n"), 4, 17, "`frontends`");
     assert_error(&reg("    frontends: all\n"), 4, 16, "expected `dns`, `single`, or a list");
     assert_error(&reg("    frontends: []\n"), 4, 16, "the list is empty");
-    assert_error(&reg("    frontends: [{name: m, url: 'https://m.org', ns: 'not a host'}]\n"), 4, 52, "`ns`: expected a registry host");
-    assert_error(&reg("    frontends: [{name: m, url: 'https://m.org', repository_prefix: 'UP/'}]\n"), 4, 67, "`repository_prefix`");
-    assert_error(&reg("    auth: {username: u, password_file: /p, password_env: P}\n"), 4, 58, "at most one password source");
+    assert_error(
+        &reg("    frontends: [{name: m, url: 'https://m.org', ns: 'not a host'}]\n"),
+        4,
+        53,
+        "`ns`: expected a registry host",
+    );
+    assert_error(
+        &reg("    frontends: [{name: m, url: 'https://m.org', repository_prefix: 'UP/'}]\n"),
+        4,
+        68,
+        "`repository_prefix`",
+    );
+    assert_error(
+        &reg("    auth: {username: u, password_file: /p, password_env: P}\n"),
+        4,
+        58,
+        "at most one password source",
+    );
     assert_error(&reg("    auth: {username: u}\n"), 4, 22, "`username` needs `password_file` or `password_env`");
     assert_error(&reg("    auth: {password_env: P}\n"), 4, 26, "a password needs `username`");
     assert_error(&reg("    auth: {docker_config: true, username: u, password_env: P}\n"), 4, 43, "alternatives");
     assert_error(&reg("    auth: {docker_config: 3}\n"), 4, 27, "`docker_config`: expected true");
-    assert_error(&reg("    auth: {username: u, password_env: 'A-B'}\n"), 4, 39, "`password_env`: expected an environment variable name");
+    assert_error(
+        &reg("    auth: {username: u, password_env: 'A-B'}\n"),
+        4,
+        39,
+        "`password_env`: expected an environment variable name",
+    );
     assert_error(&reg("    tls: {client_cert: /c.pem}\n"), 4, 24, "`client_cert` and `client_key` go together");
+    finish();
 }
 
 #[test]
@@ -404,50 +465,162 @@ fn probe_errors() {
     let with = |probes: &str| {
         format!("registries:\n  - name: prod\n    url: https://docker-registry.example.org\nprobes:\n{probes}")
     };
-    assert_error(&with("  - {name: a, image: x.org/a}\n  - {name: a, image: x.org/b}\n"), 6, 11, "probe `a` is defined twice (first at line 5)");
-    assert_error(&with("  - {name: '', image: x.org/a}\n"), 5, 11, "probe name \"\"");
-    assert_error(&with("  - {name: 'a/b', image: x.org/a}\n"), 5, 11, "probe name \"a/b\"");
-    assert_error(&with("  - {name: a, registry: prd, image: x}\n"), 5, 26, "`registry`: no registry named `prd` (configured: prod)");
-    assert_error(&with("  - {name: a}\n"), 5, 11, "exactly one of `image`, `catalog`, `kubernetes`, `canary`; it has none");
-    assert_error(&with("  - {name: a, registry: prod, image: x, canary: {repository: c}}\n"), 5, 49, "probe `a` has both `image` and `canary`");
-    assert_error(&with("  - {name: a, image: wikimedia/buster}\n"), 5, 21, "`image`: \"wikimedia/buster\" names no registry host: add `registry:` (prod) or the host");
-    assert_error(&with("  - {name: a, image: alpine}\n"), 5, 21, "docker.io/alpine");
-    assert_error(&with("  - {name: a, image: 'x.org/UPPER/case'}\n"), 5, 21, "`image`: invalid image reference \"x.org/UPPER/case\": repository name \"UPPER/case\" must be lowercase");
-    assert_error(&with("  - {name: a, registry: prod, image: 'a//b'}\n"), 5, 37, "empty path component");
-    assert_error(&with(&format!("  - {{name: a, registry: prod, image: 'a:{}'}}\n", "t".repeat(129))), 5, 37, "tag is 129 characters");
-    assert_error(&with("  - {name: a, registry: prod, image: 'a@sha256:abc'}\n"), 5, 37, "not 64 lowercase hex");
-    assert_error(&with("  - {name: a, registry: prod, image: 'a:1', tags: {match: x}}\n"), 5, 50, "`image` must have no tag or digest (got \"a:1\")");
-    assert_error(&with("  - {name: a, registry: prod, catalog: {}, tags: {match: x}}\n"), 5, 50, "`tags` goes with `image`");
-    assert_error(&with("  - {name: a, registry: prod, image: a, tags: {match: '(unclosed'}}\n"), 5, 54, "`match`: invalid regular expression");
-    assert_error(&with("  - {name: a, registry: prod, image: a, tags: {match: x, newest: 0}}\n"), 5, 65, "`newest`: expected a number from 1");
-    assert_error(&with("  - {name: a, catalog: {}}\n"), 5, 23, "`catalog` needs `registry:`");
-    assert_error(&with("  - {name: a, canary: {repository: c}}\n"), 5, 22, "`canary` needs `registry:`");
-    assert_error(&with("  - {name: a, registry: prod, canary: {repository: 'C'}}\n"), 5, 51, "`repository`: expected a repository path");
-    assert_error(&with("  - {name: a, registry: prod, canary: {repository: c, size: 1MiB, chunk_size: 2MiB}}\n"), 5, 79, "`chunk_size`: must be from 1 byte to `size`");
-    assert_error(&with("  - {name: a, registry: prod, canary: {repository: c, consistency_deadline: 0s}}\n"), 5, 76, "`consistency_deadline`: must be more than 0s");
-    assert_error(&with("  - {name: a, registry: prod, canary: {repository: c}, expect: {max_age: 1d}}\n"), 5, 37, "`expect` goes with pulled images");
-    assert_error(&with("  - {name: a, kubernetes: {namespaces: [Prod]}}\n"), 5, 40, "`namespaces`: \"Prod\"");
-    assert_error(&with("  - {name: a, image: x.org/a, expect: {paths: [etc/x]}}\n"), 5, 47, "`paths`: expected an absolute path");
+    assert_error(
+        &with("  - {name: a, image: x.org/a}\n  - {name: a, image: x.org/b}\n"),
+        6,
+        12,
+        "probe `a` is defined twice (first at line 5)",
+    );
+    assert_error(&with("  - {name: '', image: x.org/a}\n"), 5, 12, "probe name \"\"");
+    assert_error(&with("  - {name: 'a/b', image: x.org/a}\n"), 5, 12, "probe name \"a/b\"");
+    assert_error(
+        &with("  - {name: a, registry: prd, image: x}\n"),
+        5,
+        25,
+        "`registry`: no registry named `prd` (configured: prod)",
+    );
+    assert_error(
+        &with("  - {name: a}\n"),
+        5,
+        12,
+        "exactly one of `image`, `catalog`, `kubernetes`, `canary`; it has none",
+    );
+    assert_error(
+        &with("  - {name: a, registry: prod, image: x, canary: {repository: c}}\n"),
+        5,
+        49,
+        "probe `a` has both `image` and `canary`",
+    );
+    assert_error(
+        &with("  - {name: a, image: wikimedia/buster}\n"),
+        5,
+        22,
+        "`image`: \"wikimedia/buster\" names no registry host: add `registry:` (prod) or the host",
+    );
+    assert_error(&with("  - {name: a, image: alpine}\n"), 5, 22, "docker.io/alpine");
+    assert_error(
+        &with("  - {name: a, image: 'x.org/UPPER/case'}\n"),
+        5,
+        22,
+        "`image`: invalid image reference \"x.org/UPPER/case\": repository name \"UPPER/case\" must be lowercase",
+    );
+    assert_error(&with("  - {name: a, registry: prod, image: 'a//b'}\n"), 5, 38, "empty path component");
+    assert_error(
+        &with(&format!("  - {{name: a, registry: prod, image: 'a:{}'}}\n", "t".repeat(129))),
+        5,
+        38,
+        "tag is 129 characters",
+    );
+    assert_error(&with("  - {name: a, registry: prod, image: 'a@sha256:abc'}\n"), 5, 38, "not 64 lowercase hex");
+    assert_error(
+        &with("  - {name: a, registry: prod, image: 'a:1', tags: {match: x}}\n"),
+        5,
+        51,
+        "`image` must have no tag or digest (got \"a:1\")",
+    );
+    assert_error(
+        &with("  - {name: a, registry: prod, catalog: {}, tags: {match: x}}\n"),
+        5,
+        50,
+        "`tags` goes with `image`",
+    );
+    assert_error(
+        &with("  - {name: a, registry: prod, image: a, tags: {match: '(unclosed'}}\n"),
+        5,
+        55,
+        "`match`: invalid regular expression",
+    );
+    assert_error(
+        &with("  - {name: a, registry: prod, image: a, tags: {match: x, newest: 0}}\n"),
+        5,
+        66,
+        "`newest`: expected a number from 1",
+    );
+    assert_error(&with("  - {name: a, catalog: {}}\n"), 5, 24, "`catalog` needs `registry:`");
+    assert_error(&with("  - {name: a, canary: {repository: c}}\n"), 5, 23, "`canary` needs `registry:`");
+    assert_error(
+        &with("  - {name: a, registry: prod, canary: {repository: 'C'}}\n"),
+        5,
+        52,
+        "`repository`: expected a repository path",
+    );
+    assert_error(
+        &with("  - {name: a, registry: prod, canary: {repository: c, size: 1MiB, chunk_size: 2MiB}}\n"),
+        5,
+        79,
+        "`chunk_size`: must be from 1 byte to `size`",
+    );
+    assert_error(
+        &with("  - {name: a, registry: prod, canary: {repository: c, consistency_deadline: 0s}}\n"),
+        5,
+        77,
+        "`consistency_deadline`: must be more than 0s",
+    );
+    assert_error(
+        &with("  - {name: a, registry: prod, canary: {repository: c}, expect: {max_age: 1d}}\n"),
+        5,
+        64,
+        "`expect` goes with pulled images",
+    );
+    assert_error(&with("  - {name: a, kubernetes: {namespaces: [Prod]}}\n"), 5, 41, "`namespaces`: \"Prod\"");
+    assert_error(
+        &with("  - {name: a, image: x.org/a, expect: {paths: [etc/x]}}\n"),
+        5,
+        48,
+        "`paths`: expected an absolute path",
+    );
     assert_error(&with("  - {name: a, image: x.org/a, expect: {paths: [{path: /x, absent: maybe}]}}\n"), 5, 67, "");
-    assert_error(&with("  - {name: a, image: x.org/a, expect: {max_age: 30 days}}\n"), 5, 48, "`max_age`: expected a duration");
-    assert_error(&with("  - {name: a, image: x.org/a, timeout: 0s}\n"), 5, 39, "`timeout`: must be more than 0s");
-    assert_error(&with("  - {name: a, image: x.org/a, platforms: [linux/amd64, all]}\n"), 5, 55, "`platforms`");
+    assert_error(
+        &with("  - {name: a, image: x.org/a, expect: {max_age: 30 days}}\n"),
+        5,
+        49,
+        "`max_age`: expected a duration",
+    );
+    assert_error(&with("  - {name: a, image: x.org/a, timeout: 0s}\n"), 5, 40, "`timeout`: must be more than 0s");
+    assert_error(&with("  - {name: a, image: x.org/a, platforms: [linux/amd64, all]}\n"), 5, 56, "`platforms`");
+    finish();
 }
 
 #[test]
 fn alerting_and_serve_errors() {
-    assert_error("alerting:\n  after: 0\n", 2, 10, "`after`: expected a number of failed runs from 1 to 1000, or {default: N, integrity: N}, got 0");
+    assert_error(
+        "alerting:\n  after: 0\n",
+        2,
+        10,
+        "`after`: expected a number of failed runs from 1 to 1000, or {default: N, integrity: N}, got 0",
+    );
     assert_error("alerting:\n  after: often\n", 2, 10, "got \"often\"");
     assert_error("alerting:\n  after: {default: 2, integrity: 0}\n", 2, 34, "`integrity`: expected a number from 1");
     assert_error("alerting:\n  after: {default: 2, pages: 1}\n", 2, 23, "unknown field `pages`");
     assert_error("alerting:\n  alertmanager: {urls: []}\n", 2, 17, "`urls` is empty");
-    assert_error("alerting:\n  alertmanager: {urls: ['am:9093']}\n", 2, 25, "`urls`: expected an http:// or https:// URL");
-    assert_error("alerting:\n  alertmanager: {urls: ['http://am:9093'], labels: {probe: x}}\n", 2, 52, "`probe` is set by pullprobe itself");
-    assert_error("alerting:\n  alertmanager: {urls: ['http://am:9093'], labels: {'bad-label': x}}\n", 2, 52, "is not a label name");
-    assert_error("alerting:\n  alertmanager: {urls: ['http://am:9093'], resolve_timeout: soon}\n", 2, 61, "`resolve_timeout`");
+    assert_error(
+        "alerting:\n  alertmanager: {urls: ['am:9093']}\n",
+        2,
+        25,
+        "`urls`: expected an http:// or https:// URL",
+    );
+    assert_error(
+        "alerting:\n  alertmanager: {urls: ['http://am:9093'], labels: {probe: x}}\n",
+        2,
+        52,
+        "`probe` is set by pullprobe itself",
+    );
+    assert_error(
+        "alerting:\n  alertmanager: {urls: ['http://am:9093'], labels: {'bad-label': x}}\n",
+        2,
+        52,
+        "is not a label name",
+    );
+    assert_error(
+        "alerting:\n  alertmanager: {urls: ['http://am:9093'], resolve_timeout: soon}\n",
+        2,
+        61,
+        "`resolve_timeout`",
+    );
     assert_error("alerting:\n  pushgateway: {url: 'http://pg:9091', job: ''}\n", 2, 45, "`job`: must not be empty");
     assert_error("serve:\n  allow_targets: ['a b']\n", 2, 19, "`allow_targets`");
     assert_error("serve:\n  listen: ':9640'\n", 2, 3, "unknown field `listen`");
+    finish();
 }
 
 #[test]
@@ -479,7 +652,13 @@ fn load_reads_files() {
     let path = dir.path().join("probes.yaml");
     std::fs::write(&path, "defaults:\n  timeout: 5 minutes\n").unwrap();
     let e = Config::load(&path).unwrap_err();
-    assert_eq!(e.to_string(), format!("{}:2:12: `timeout`: expected a duration like 30s, 5m, 2h, 1h30m or 500ms, got \"5 minutes\"", path.display()));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:2:12: `timeout`: expected a duration like 30s, 5m, 2h, 1h30m or 500ms, got \"5 minutes\"",
+            path.display()
+        )
+    );
 
     std::fs::write(&path, DESIGN_EXAMPLE).unwrap();
     let config = Config::load(&path).unwrap();
@@ -570,4 +749,112 @@ probes:
     }
     let e = Config::from_str_named(bomb, "hostile.yaml").unwrap_err();
     assert!(e.position.is_some(), "{e}");
+}
+
+/// Aliases that each expand to a valid value are bounded by the parser budget.
+#[test]
+fn alias_budget() {
+    let few = format!("serve:\n  allow_targets: [&a 'x.org/*', {}]\n", ["*a"; 50].join(", "));
+    assert_eq!(load(&few).serve.allow_targets.len(), 51);
+    let many = format!("serve:\n  allow_targets: [&a 'x.org/*', {}]\n", ["*a"; 5_000].join(", "));
+    let e = Config::from_str_named(&many, "probes.yaml").unwrap_err();
+    assert!(e.message.contains("limits breached"), "{e}");
+}
+
+#[test]
+fn repository_probes_yaml_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("probes.yaml");
+    if !path.exists() {
+        return;
+    }
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    for probe in &config.probes {
+        if matches!(probe.kind, ProbeKind::Image { .. }) {
+            config.resolve_image(probe).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+/// Random soup of YAML tokens and config keys: never a panic, always one line.
+#[test]
+fn token_soup_never_panics() {
+    const TOKENS: &[&str] = &[
+        "\n",
+        "  ",
+        "- ",
+        ": ",
+        "{",
+        "}",
+        "[",
+        "]",
+        ", ",
+        "&a ",
+        "*a",
+        "<<: ",
+        "? ",
+        "'",
+        "\"",
+        "#",
+        "!!str ",
+        "---\n",
+        "~",
+        "|\n",
+        ">-\n",
+        "\\",
+        "\u{0}",
+        "\u{feff}",
+        "é",
+        "defaults",
+        "limits",
+        "registries",
+        "probes",
+        "alerting",
+        "serve",
+        "name",
+        "url",
+        "image",
+        "registry",
+        "tags",
+        "match",
+        "canary",
+        "repository",
+        "frontends",
+        "dns",
+        "timeout",
+        "interval",
+        "platforms",
+        "all",
+        "linux/amd64",
+        "5m",
+        "0s",
+        "-1",
+        "4MiB",
+        "99999999999999999999",
+        "1e309",
+        ".nan",
+        "true",
+        "null",
+        "http://x",
+        "x.org/a:1",
+        "10.0.0.1",
+        "[::1]:5000",
+        "after",
+        "default",
+    ];
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3_000 {
+        let len = (next() % 60) as usize;
+        let input: String = (0..len).map(|_| TOKENS[(next() % TOKENS.len() as u64) as usize]).collect();
+        let result = std::panic::catch_unwind(|| Config::from_str_named(&input, "soup.yaml"));
+        let result = result.unwrap_or_else(|_| panic!("panicked on {input:?}"));
+        if let Err(e) = result {
+            assert!(!e.to_string().contains('\n'), "{e:?}");
+        }
+    }
 }

@@ -14,9 +14,9 @@ use super::raw::*;
 use super::units::{parse_duration, parse_size};
 use super::{
     AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, Config, Defaults,
-    Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, PasswordSource, PathExpectation,
-    ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule,
-    TargetPattern, TlsConfig, unknown_registry,
+    Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, PasswordSource, PathExpectation, ProbeConfig,
+    ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule, TargetPattern, TlsConfig,
+    unknown_registry,
 };
 use crate::platform::{Platform, PlatformSelection};
 use crate::reference::{self, ImageReference};
@@ -32,7 +32,7 @@ pub(super) fn yaml_options() -> serde_saphyr::Options {
             max_aliases: 1_000,
             max_anchors: 1_000,
             max_depth: 32,
-            max_documents: 1,
+            max_documents: 2, // a second document is then reported as such
             max_nodes: 100_000,
             max_total_scalar_bytes: 4 << 20,
             max_merge_keys: 100,
@@ -119,17 +119,18 @@ impl Validator<'_> {
 
     fn count(&self, key: &str, n: &Spanned<u64>, min: u64, max: u64) -> Result<u64> {
         if n.value < min || n.value > max {
-            return Err(self.error(
-                &n.referenced,
-                format!("`{key}`: expected a number from {min} to {max}, got {}", n.value),
-            ));
+            return Err(
+                self.error(&n.referenced, format!("`{key}`: expected a number from {min} to {max}, got {}", n.value))
+            );
         }
         Ok(n.value)
     }
 
     fn non_empty(&self, key: &str, text: &Text) -> Result<String> {
         if text.value.trim().is_empty() || text.value.chars().any(char::is_control) {
-            return Err(self.error(&text.referenced, format!("`{key}`: must not be empty or contain control characters")));
+            return Err(
+                self.error(&text.referenced, format!("`{key}`: must not be empty or contain control characters"))
+            );
         }
         Ok(text.value.clone())
     }
@@ -178,15 +179,20 @@ impl Validator<'_> {
     }
 
     fn regex(&self, key: &str, text: &Text) -> Result<Regex> {
-        RegexBuilder::new(&text.value)
-            .size_limit(1 << 20)
-            .build()
-            .map_err(|e| self.error(&text.referenced, format!("`{key}`: invalid regular expression: {e}")))
+        RegexBuilder::new(&text.value).size_limit(1 << 20).build().map_err(|e| {
+            // The regex crate explains over several lines; its last line says what is wrong.
+            let text_of_error = e.to_string();
+            let why = text_of_error.lines().last().unwrap_or_default().trim_start_matches("error: ");
+            self.error(&text.referenced, format!("`{key}`: invalid regular expression {:?}: {why}", text.value))
+        })
     }
 
     fn platforms(&self, key: &str, raw: &Spanned<RawPlatforms>) -> Result<PlatformSelection> {
         let platform = |text: &str, at: &Location| {
-            Platform::parse(text).map_err(|e| self.error(at, format!("`{key}`: {e}, or `all`")))
+            if text.trim().eq_ignore_ascii_case("all") {
+                return Err(self.error(at, format!("`{key}`: `all` is not one platform: write `{key}: all`")));
+            }
+            Platform::parse(text).map_err(|e| self.error(at, format!("`{key}`: {e}")))
         };
         match &raw.value {
             ScalarOr::Scalar(Scalar::Text(s)) if s.trim().eq_ignore_ascii_case("all") => Ok(PlatformSelection::All),
@@ -195,10 +201,8 @@ impl Validator<'_> {
                 &raw.referenced,
                 format!("`{key}`: expected `all` or a list of platforms like [linux/amd64], got {other}"),
             )),
-            ScalarOr::Structured(list) if list.is_empty() => Err(self.error(
-                &raw.referenced,
-                format!("`{key}`: the list is empty; write `all` or at least one platform"),
-            )),
+            ScalarOr::Structured(list) if list.is_empty() => Err(self
+                .error(&raw.referenced, format!("`{key}`: the list is empty; write `all` or at least one platform"))),
             ScalarOr::Structured(list) => {
                 let list = list.iter().map(|p| platform(&p.value, &p.referenced)).collect::<Result<Vec<_>>>()?;
                 Ok(PlatformSelection::List(list))
@@ -349,8 +353,9 @@ impl Validator<'_> {
         let ns = match &raw.ns {
             None => None,
             Some(text) => {
-                let valid = ImageReference::parse_name(&format!("{}/x", text.value))
-                    .is_ok_and(|r| ImageReference::names_registry(&format!("{}/x", text.value)) && r.repository == "x");
+                let probe = format!("{}/x/y", text.value);
+                let valid = ImageReference::names_registry(&probe)
+                    && ImageReference::parse_name(&probe).is_ok_and(|r| r.repository == "x/y");
                 if !valid {
                     return Err(self.error(
                         &text.referenced,
@@ -368,7 +373,9 @@ impl Validator<'_> {
         let docker_config = match &auth.docker_config {
             None | Some(Spanned { value: Scalar::Bool(false), .. }) => None,
             Some(Spanned { value: Scalar::Bool(true), .. }) => Some(None),
-            Some(Spanned { value: Scalar::Text(path), .. }) if !path.trim().is_empty() => Some(Some(PathBuf::from(path))),
+            Some(Spanned { value: Scalar::Text(path), .. }) if !path.trim().is_empty() => {
+                Some(Some(PathBuf::from(path)))
+            }
             Some(other) => {
                 return Err(self.error(
                     &other.referenced,
@@ -401,22 +408,19 @@ impl Validator<'_> {
             (None, None) => None,
         };
         match (docker_config, &auth.username, password) {
-            (Some(_), Some(user), _) => Err(self.error(
-                &user.referenced,
-                "`auth`: `docker_config` and `username` are alternatives; use one",
-            )),
-            (Some(_), None, Some((_, at))) => Err(self.error(
-                &at,
-                "`auth`: a password goes with `username`, not with `docker_config`",
-            )),
+            (Some(_), Some(user), _) => {
+                Err(self.error(&user.referenced, "`auth`: `docker_config` and `username` are alternatives; use one"))
+            }
+            (Some(_), None, Some((_, at))) => {
+                Err(self.error(&at, "`auth`: a password goes with `username`, not with `docker_config`"))
+            }
             (Some(path), None, None) => Ok(Some(Auth::DockerConfig(path))),
             (None, Some(user), Some((password, _))) => {
                 Ok(Some(Auth::Basic { username: self.non_empty("username", user)?, password }))
             }
-            (None, Some(user), None) => Err(self.error(
-                &user.referenced,
-                "`auth`: `username` needs `password_file` or `password_env`",
-            )),
+            (None, Some(user), None) => {
+                Err(self.error(&user.referenced, "`auth`: `username` needs `password_file` or `password_env`"))
+            }
             (None, None, Some((_, at))) => Err(self.error(&at, "`auth`: a password needs `username`")),
             (None, None, None) => Ok(None),
         }
@@ -454,40 +458,33 @@ impl Validator<'_> {
         .filter_map(|(key, at)| at.map(|at| (key, at)))
         .collect();
         let one_of = "a probe has exactly one of `image`, `catalog`, `kubernetes`, `canary`";
-        let key = match kinds.as_slice() {
-            [] => return Err(self.error(&raw.name.referenced, format!("probe `{name}`: {one_of}; it has none"))),
-            [(key, _)] => *key,
-            [(first, _), (second, at), ..] => {
-                return Err(self.error(at, format!("probe `{name}` has both `{first}` and `{second}`: {one_of}")));
-            }
-        };
+        if let [(first, _), (second, at), ..] = kinds.as_slice() {
+            return Err(self.error(at, format!("probe `{name}` has both `{first}` and `{second}`: {one_of}")));
+        }
         if let (Some(tags), None) = (&raw.tags, &raw.image) {
             return Err(self.error(&tags.referenced, "`tags` goes with `image`: it picks the tags of that repository"));
         }
-        let needs_registry = |key: &str, at: &Location| -> Result<()> {
-            if raw.registry.is_none() {
-                return Err(self.error(at, format!("`{key}` needs `registry:`, the registry to {}", match key {
-                    "canary" => "push to",
-                    _ => "list",
-                })));
-            }
-            Ok(())
+        let needs_registry = |key: &str, verb: &str, at: &Location| match raw.registry {
+            Some(_) => Ok(()),
+            None => Err(self.error(at, format!("`{key}` needs `registry:`, the registry to {verb}"))),
         };
-        let kind = match (key, &raw.image, &raw.catalog, &raw.kubernetes, &raw.canary) {
-            ("image", Some(image), ..) => {
+        let kind = match (&raw.image, &raw.catalog, &raw.kubernetes, &raw.canary) {
+            (Some(image), ..) => {
                 let tags = raw.tags.as_ref().map(|t| self.tags(t)).transpose()?;
                 ProbeKind::Image { image: image.value.trim().to_string(), tags }
             }
-            ("catalog", _, Some(catalog), ..) => {
-                needs_registry("catalog", &catalog.referenced)?;
+            (_, Some(catalog), ..) => {
+                needs_registry("catalog", "list", &catalog.referenced)?;
                 ProbeKind::Catalog(self.catalog(&catalog.value)?)
             }
-            ("kubernetes", _, _, Some(kubernetes), _) => ProbeKind::Kubernetes(self.kubernetes(&kubernetes.value)?),
-            (_, _, _, _, Some(canary)) => {
-                needs_registry("canary", &canary.referenced)?;
+            (_, _, Some(kubernetes), _) => ProbeKind::Kubernetes(self.kubernetes(&kubernetes.value)?),
+            (_, _, _, Some(canary)) => {
+                needs_registry("canary", "push to", &canary.referenced)?;
                 ProbeKind::Canary(self.canary(&canary.value)?)
             }
-            _ => return Err(self.error(&raw.name.referenced, format!("probe `{name}`: {one_of}"))),
+            (None, None, None, None) => {
+                return Err(self.error(&raw.name.referenced, format!("probe `{name}`: {one_of}; it has none")));
+            }
         };
         let mut probe = ProbeConfig::new(&name, kind);
         probe.origin.name = Position::from_location(raw.name.referenced);
@@ -496,10 +493,10 @@ impl Validator<'_> {
         probe.registry = raw.registry.map(|r| r.value);
         probe.severity = raw.severity.unwrap_or_default();
         if let Some(expect) = &raw.expect {
-            if let Some(canary) = &raw.canary {
-                return Err(self.error(&canary.referenced, "`expect` goes with pulled images, not with `canary`"));
+            if raw.canary.is_some() {
+                return Err(self.error(&expect.referenced, "`expect` goes with pulled images, not with `canary`"));
             }
-            probe.expect = self.expect(expect)?;
+            probe.expect = self.expect(&expect.value)?;
         }
         if let Some(t) = &raw.interval {
             probe.interval = Some(self.positive_duration("interval", t)?);
@@ -578,7 +575,10 @@ impl Validator<'_> {
         if !valid {
             return Err(self.error(
                 &repo.referenced,
-                format!("`repository`: expected a repository path like pullprobe/canary (no tag), got {:?}", repo.value),
+                format!(
+                    "`repository`: expected a repository path like pullprobe/canary (no tag), got {:?}",
+                    repo.value
+                ),
             ));
         }
         canary.repository = repo.value.clone();
@@ -598,7 +598,10 @@ impl Validator<'_> {
             let at = raw.chunk_size.as_ref().or(raw.size.as_ref()).map_or(repo.referenced, |t| t.referenced);
             return Err(self.error(
                 &at,
-                format!("`chunk_size`: must be from 1 byte to `size` ({} bytes), got {}", canary.size, canary.chunk_size),
+                format!(
+                    "`chunk_size`: must be from 1 byte to `size` ({} bytes), got {}",
+                    canary.size, canary.chunk_size
+                ),
             ));
         }
         if let Some(n) = &raw.sessions {
@@ -616,12 +619,16 @@ impl Validator<'_> {
                 ScalarOr::Scalar(other) => {
                     return Err(self.error(
                         &entry.referenced,
-                        format!("`paths`: expected a path like /etc/app.conf or {{path: …, absent: true}}, got {other}"),
+                        format!(
+                            "`paths`: expected a path like /etc/app.conf or {{path: …, absent: true}}, got {other}"
+                        ),
                     ));
                 }
             };
             if !path.starts_with('/') || path.chars().any(char::is_control) {
-                return Err(self.error(&at, format!("`paths`: expected an absolute path like /etc/app.conf, got {path:?}")));
+                return Err(
+                    self.error(&at, format!("`paths`: expected an absolute path like /etc/app.conf, got {path:?}"))
+                );
             }
             expect.paths.push(PathExpectation { path, absent });
         }
@@ -714,7 +721,10 @@ impl Validator<'_> {
             if pattern.value.is_empty() || pattern.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(self.error(
                     &pattern.referenced,
-                    format!("`allow_targets`: expected a reference pattern like registry.example.org/*, got {:?}", pattern.value),
+                    format!(
+                        "`allow_targets`: expected a reference pattern like registry.example.org/*, got {:?}",
+                        pattern.value
+                    ),
                 ));
             }
             serve.allow_targets.push(TargetPattern(pattern.value.clone()));

@@ -48,7 +48,11 @@ impl ArtifactBlob {
     }
 
     pub fn written(media_type: &str, blob: Blob) -> Self {
-        ArtifactBlob { media_type: media_type.to_string(), data: ArtifactData::Written(blob), annotations: BTreeMap::new() }
+        ArtifactBlob {
+            media_type: media_type.to_string(),
+            data: ArtifactData::Written(blob),
+            annotations: BTreeMap::new(),
+        }
     }
 
     pub fn annotation(mut self, key: &str, value: &str) -> Self {

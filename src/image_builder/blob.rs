@@ -78,13 +78,7 @@ impl BlobWriter {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let temp_path = dir.join("blobs").join(format!(".writing-{}-{n}", std::process::id()));
         let file = BufWriter::with_capacity(1 << 20, File::create(&temp_path)?);
-        Ok(BlobWriter {
-            dir: dir.to_path_buf(),
-            temp_path,
-            file,
-            hasher: DigestHasher::new(),
-            small: Some(Vec::new()),
-        })
+        Ok(BlobWriter { dir: dir.to_path_buf(), temp_path, file, hasher: DigestHasher::new(), small: Some(Vec::new()) })
     }
 
     /// Flush, name the file by its digest and describe it.

@@ -87,12 +87,8 @@ impl Read for ContentReader {
 fn fill_block(kind: ContentKind, seed: u64, index: u64, block: &mut [u8]) {
     let mut state = splitmix64(seed ^ splitmix64(index.wrapping_add(0x5eed)));
     match kind {
-        ContentKind::Zeros => {
-            // Written once; zeros never change.
-            if index == 0 {
-                block.fill(0);
-            }
-        }
+        // The block starts zeroed and is never written.
+        ContentKind::Zeros => {}
         ContentKind::Random => {
             for chunk in block.chunks_exact_mut(8) {
                 chunk.copy_from_slice(&wyrand(&mut state).to_le_bytes());
@@ -104,12 +100,70 @@ fn fill_block(kind: ContentKind, seed: u64, index: u64, block: &mut [u8]) {
 
 /// Words of a made-up configuration-and-prose dialect; 64 of them, so 6 random bits pick one.
 const WORDS: [&str; 64] = [
-    "the", "registry", "layer", "blob", "manifest", "digest", "pull", "push", "image", "tag", "index", "config",
-    "storage", "cache", "frontend", "upload", "session", "chunk", "server", "client", "request", "response",
-    "header", "status", "error", "timeout", "retry", "verify", "stream", "bytes", "size", "compress", "gzip",
-    "zstd", "tar", "file", "directory", "link", "mode", "owner", "group", "time", "path", "value", "key",
-    "label", "alert", "probe", "result", "reason", "metric", "counter", "gauge", "histogram", "bucket",
-    "sample", "interval", "schedule", "deadline", "budget", "replica", "region", "site", "node",
+    "the",
+    "registry",
+    "layer",
+    "blob",
+    "manifest",
+    "digest",
+    "pull",
+    "push",
+    "image",
+    "tag",
+    "index",
+    "config",
+    "storage",
+    "cache",
+    "frontend",
+    "upload",
+    "session",
+    "chunk",
+    "server",
+    "client",
+    "request",
+    "response",
+    "header",
+    "status",
+    "error",
+    "timeout",
+    "retry",
+    "verify",
+    "stream",
+    "bytes",
+    "size",
+    "compress",
+    "gzip",
+    "zstd",
+    "tar",
+    "file",
+    "directory",
+    "link",
+    "mode",
+    "owner",
+    "group",
+    "time",
+    "path",
+    "value",
+    "key",
+    "label",
+    "alert",
+    "probe",
+    "result",
+    "reason",
+    "metric",
+    "counter",
+    "gauge",
+    "histogram",
+    "bucket",
+    "sample",
+    "interval",
+    "schedule",
+    "deadline",
+    "budget",
+    "replica",
+    "region",
+    "site",
+    "node",
 ];
 
 fn fill_text(state: &mut u64, block: &mut [u8]) {
@@ -174,11 +228,9 @@ mod tests {
 
     #[test]
     fn bytes_do_not_depend_on_read_sizes() {
-        for content in [
-            GeneratedContent::random(7, 200_001),
-            GeneratedContent::text(7, 200_001),
-            GeneratedContent::zeros(70_000),
-        ] {
+        for content in
+            [GeneratedContent::random(7, 200_001), GeneratedContent::text(7, 200_001), GeneratedContent::zeros(70_000)]
+        {
             let a = read_all_with(content, 1);
             let b = read_all_with(content, 8191);
             let c = read_all_with(content, 1 << 20);

@@ -151,11 +151,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layer = LayerBuilder::new().file("a", "a").write(dir.path(), LayerCompression::Gzip).unwrap();
         let amd64 = ImageBuilder::new(Format::Oci).layer(layer.clone()).build(dir.path()).unwrap();
-        let arm64 = ImageBuilder::new(Format::Oci)
-            .platform(Platform::linux_arm64_v8())
-            .layer(layer)
-            .build(dir.path())
-            .unwrap();
+        let arm64 =
+            ImageBuilder::new(Format::Oci).platform(Platform::linux_arm64_v8()).layer(layer).build(dir.path()).unwrap();
         let statement = ArtifactBlob::new(media_types::OCI_EMPTY, &b"{}"[..]);
         let att = attestation(vec![statement]).build(dir.path()).unwrap();
         let subject = amd64.digest();
@@ -163,8 +160,7 @@ mod tests {
 
         let doc: IndexManifest = serde_json::from_slice(&index.manifest.bytes).unwrap();
         assert_eq!(doc.media_type, media_types::OCI_INDEX);
-        let platforms: Vec<String> =
-            doc.manifests.iter().map(|d| d.platform.as_ref().unwrap().to_string()).collect();
+        let platforms: Vec<String> = doc.manifests.iter().map(|d| d.platform.as_ref().unwrap().to_string()).collect();
         assert_eq!(platforms, ["linux/amd64", "linux/arm64/v8", "unknown/unknown"]);
         assert_eq!(doc.manifests[2].annotations[REFERENCE_TYPE_ANNOTATION], ATTESTATION_MANIFEST);
         assert_eq!(doc.manifests[2].annotations[REFERENCE_DIGEST_ANNOTATION], subject.to_string());

@@ -17,7 +17,7 @@ use crate::platform::{Platform, PlatformSelection};
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::client::{BlobSource, RegistryClient};
-use crate::registry::transport::{classify_transport, is_incomplete_body, Transport, TransportOptions};
+use crate::registry::transport::{Transport, TransportOptions, classify_transport, is_incomplete_body};
 use crate::result::{LayerCheck, ProbeResult};
 use crate::verify::{self, CheckMode, LayerLimits, LayerSpec};
 
@@ -69,6 +69,7 @@ struct PullState {
     phases: BTreeMap<String, f64>,
     layers: Vec<LayerCheck>,
     warnings: Vec<String>,
+    tls_not_after: Option<String>,
 }
 
 impl PullState {
@@ -85,7 +86,12 @@ fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, PullState> {
 }
 
 /// Pull `target` through `frontend`: one result per selected platform.
-pub async fn pull(target: &PullTarget, frontend: &Frontend, options: &TransportOptions, progress: Option<Progress>) -> Vec<ProbeResult> {
+pub async fn pull(
+    target: &PullTarget,
+    frontend: &Frontend,
+    options: &TransportOptions,
+    progress: Option<Progress>,
+) -> Vec<ProbeResult> {
     let run = PullRun { target, frontend, options, progress };
     run.execute().await
 }
@@ -147,7 +153,11 @@ impl PullRun<'_> {
     }
 
     /// Run a step under the pull's deadline; a timeout names the phase it hit.
-    async fn within_deadline<T>(&self, step: impl Future<Output = Result<T, ProbeError>>, state: &SharedState) -> Result<T, ProbeError> {
+    async fn within_deadline<T>(
+        &self,
+        step: impl Future<Output = Result<T, ProbeError>>,
+        state: &SharedState,
+    ) -> Result<T, ProbeError> {
         match tokio::time::timeout(self.target.timeout, step).await {
             Ok(result) => result,
             Err(_) => {
@@ -163,12 +173,15 @@ impl PullRun<'_> {
     async fn fetch_top(&self, client: &RegistryClient, state: &SharedState) -> Result<TopManifest, ProbeError> {
         lock(state).phase = Some(Phase::Manifest);
         let image = &self.target.image;
-        let response = client
-            .manifest(&image.repository, &image.reference_str(), self.target.limits.max_manifest_bytes)
-            .await?;
+        let response =
+            client.manifest(&image.repository, &image.reference_str(), self.target.limits.max_manifest_bytes).await?;
         lock(state).add_phase("manifest", response.took);
         let computed = Digest::of(&response.body);
-        lock(state).manifest_digest = Some(computed.to_string());
+        {
+            let mut s = lock(state);
+            s.manifest_digest = Some(computed.to_string());
+            s.tls_not_after = response.tls_not_after.clone();
+        }
         if let Some(wanted) = &image.digest {
             if *wanted != computed {
                 return Err(ProbeError::new(
@@ -181,19 +194,29 @@ impl PullRun<'_> {
                 Some(Ok(header)) if header != computed => {
                     return Err(ProbeError::new(
                         Reason::ManifestDigestMismatch,
-                        format!("manifest for {image}: Docker-Content-Digest says {header}, the bytes served hash to {computed}"),
+                        format!(
+                            "manifest for {image}: Docker-Content-Digest says {header}, the bytes served hash to {computed}"
+                        ),
                     ));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => lock(state).warnings.push(format!("unusable Docker-Content-Digest header: {e}")),
-                None => lock(state).warnings.push("no Docker-Content-Digest header; the computed manifest digest is recorded".into()),
+                None => lock(state)
+                    .warnings
+                    .push("no Docker-Content-Digest header; the computed manifest digest is recorded".into()),
             }
         }
         let manifest = manifest::parse_manifest(&response.body, response.content_type.as_deref())?;
         Ok(TopManifest { digest: computed, manifest })
     }
 
-    async fn pull_index(&self, entries: Vec<IndexEntry>, index_digest: &Digest, base: PullState, retries: u32) -> Vec<ProbeResult> {
+    async fn pull_index(
+        &self,
+        entries: Vec<IndexEntry>,
+        index_digest: &Digest,
+        base: PullState,
+        retries: u32,
+    ) -> Vec<ProbeResult> {
         let runnable: Vec<&IndexEntry> = entries.iter().filter(|e| !e.is_attestation).collect();
         let mut results = Vec::new();
         let mut wanted: Vec<(Option<Platform>, Option<&IndexEntry>)> = Vec::new();
@@ -205,10 +228,8 @@ impl PullRun<'_> {
             }
             PlatformSelection::List(list) => {
                 for platform in list {
-                    let found = runnable
-                        .iter()
-                        .find(|e| e.platform.as_ref().is_some_and(|p| platform.matches(p)))
-                        .copied();
+                    let found =
+                        runnable.iter().find(|e| e.platform.as_ref().is_some_and(|p| platform.matches(p))).copied();
                     wanted.push((Some(platform.clone()), found));
                 }
             }
@@ -218,12 +239,15 @@ impl PullRun<'_> {
                 manifest_digest: base.manifest_digest.clone(),
                 phases: base.phases.clone(),
                 warnings: base.warnings.clone(),
+                tls_not_after: base.tls_not_after.clone(),
                 ..PullState::default()
             };
             state.platform = platform.as_ref().map(|p| p.to_string());
             match entry {
                 Some(entry) => {
-                    results.push(self.pull_platform(PlatformSource::Index(entry.clone()), index_digest, state, retries).await);
+                    results.push(
+                        self.pull_platform(PlatformSource::Index(entry.clone()), index_digest, state, retries).await,
+                    );
                 }
                 None => {
                     let available: Vec<String> =
@@ -246,7 +270,13 @@ impl PullRun<'_> {
     }
 
     /// One platform's image: its manifest (from an index), config and layers, with one retry of transient failures.
-    async fn pull_platform(&self, source: PlatformSource, top_digest: &Digest, base: PullState, mut retries: u32) -> ProbeResult {
+    async fn pull_platform(
+        &self,
+        source: PlatformSource,
+        top_digest: &Digest,
+        base: PullState,
+        mut retries: u32,
+    ) -> ProbeResult {
         let started_at = now_rfc3339();
         let started = Instant::now();
         loop {
@@ -257,6 +287,7 @@ impl PullRun<'_> {
                 phases: base.phases.clone(),
                 layers: Vec::new(),
                 warnings: base.warnings.clone(),
+                tls_not_after: base.tls_not_after.clone(),
             }));
             let attempt = async {
                 let client = self.client()?;
@@ -265,11 +296,10 @@ impl PullRun<'_> {
                 outcome
             };
             let outcome = self.within_deadline(attempt, &state).await;
-            let failure = match outcome {
-                Ok(()) => None,
-                Err(err) => Some(err),
-            };
-            let retry = failure.as_ref().is_some_and(|e| retries == 0 && should_retry(e, started.elapsed(), self.target.timeout));
+            let failure = outcome.err();
+            let retry = failure
+                .as_ref()
+                .is_some_and(|e| retries == 0 && should_retry(e, started.elapsed(), self.target.timeout));
             if retry {
                 retries += 1;
                 continue;
@@ -279,7 +309,13 @@ impl PullRun<'_> {
         }
     }
 
-    async fn pull_image(&self, client: &RegistryClient, source: &PlatformSource, top_digest: &Digest, state: &SharedState) -> Result<(), ProbeError> {
+    async fn pull_image(
+        &self,
+        client: &RegistryClient,
+        source: &PlatformSource,
+        top_digest: &Digest,
+        state: &SharedState,
+    ) -> Result<(), ProbeError> {
         let repository = &self.target.image.repository;
         let limits = self.target.limits;
         let image = match source {
@@ -306,7 +342,9 @@ impl PullRun<'_> {
                     Manifest::Index(_) => {
                         return Err(ProbeError::new(
                             Reason::ManifestInvalid,
-                            format!("index entry {digest} is itself an index; nested indexes are not pulled by runtimes"),
+                            format!(
+                                "index entry {digest} is itself an index; nested indexes are not pulled by runtimes"
+                            ),
                         ));
                     }
                 }
@@ -320,7 +358,12 @@ impl PullRun<'_> {
         if config.size > limits.max_manifest_bytes {
             return Err(ProbeError::new(
                 Reason::TooLarge,
-                format!("config {} is {} bytes, over the limit of {}", config.digest.short(), config.size, limits.max_manifest_bytes),
+                format!(
+                    "config {} is {} bytes, over the limit of {}",
+                    config.digest.short(),
+                    config.size,
+                    limits.max_manifest_bytes
+                ),
             ));
         }
         let (body, _) = client
@@ -329,8 +372,12 @@ impl PullRun<'_> {
             .map_err(|e| e.context(format_args!("config {}", config.digest)))?;
         let got = Digest::of(&body);
         if body.len() as u64 != config.size {
-            let reason = if (body.len() as u64) < config.size { Reason::BlobTruncated } else { Reason::BlobSizeMismatch };
-            return Err(ProbeError::new(reason, format!("config {}: got {} bytes, descriptor says {}", config.digest, body.len(), config.size)));
+            let reason =
+                if (body.len() as u64) < config.size { Reason::BlobTruncated } else { Reason::BlobSizeMismatch };
+            return Err(ProbeError::new(
+                reason,
+                format!("config {}: got {} bytes, descriptor says {}", config.digest, body.len(), config.size),
+            ));
         }
         if got != config.digest {
             return Err(ProbeError::new(
@@ -414,7 +461,8 @@ impl PullRun<'_> {
                 Ok(done) => done,
                 Err(join) => {
                     let layer = &image.layers[index];
-                    let err = ProbeError::new(Reason::DecompressError, format!("verifier stopped unexpectedly: {join}"));
+                    let err =
+                        ProbeError::new(Reason::DecompressError, format!("verifier stopped unexpectedly: {join}"));
                     (failed_check(layer, &err, None), Some(err))
                 }
             };
@@ -440,7 +488,14 @@ impl PullRun<'_> {
         }
     }
 
-    fn result(&self, state: PullState, failure: Option<ProbeError>, retries: u32, started_at: &str, started: Instant) -> ProbeResult {
+    fn result(
+        &self,
+        state: PullState,
+        failure: Option<ProbeError>,
+        retries: u32,
+        started_at: &str,
+        started: Instant,
+    ) -> ProbeResult {
         let platform = state.platform.clone().unwrap_or_else(|| match &self.target.platforms {
             PlatformSelection::List(list) if list.len() == 1 => list[0].to_string(),
             _ => "unknown".to_string(),
@@ -474,7 +529,7 @@ impl PullRun<'_> {
             started_at: started_at.to_string(),
             duration_seconds: started.elapsed().as_secs_f64(),
             phases: state.phases,
-            tls_not_after: None,
+            tls_not_after: state.tls_not_after,
             layers: state.layers,
             warnings: state.warnings,
         }
@@ -604,7 +659,8 @@ impl LayerJob {
         let report = match verifier.await {
             Ok(report) => report,
             Err(join) => {
-                let err = ProbeError::new(Reason::DecompressError, format!("verifier stopped unexpectedly: {join}")).context(self.label());
+                let err = ProbeError::new(Reason::DecompressError, format!("verifier stopped unexpectedly: {join}"))
+                    .context(self.label());
                 return (failed_check(&self.layer, &err, Some(&source)), Some(err));
             }
         };
@@ -624,7 +680,7 @@ impl LayerJob {
             size: self.layer.size,
             ok: error.is_none(),
             reason: error.as_ref().map(|e| e.reason),
-            check: Some(check_name(report.check).to_string()),
+            check: Some(report.check.as_str().to_string()),
             bytes: report.bytes,
             uncompressed_bytes: report.uncompressed_bytes,
             duration_seconds: started.elapsed().as_secs_f64(),
@@ -633,13 +689,6 @@ impl LayerJob {
             error: error.as_ref().map(|e| crate::redact::redact_text(&e.message)),
         };
         (check, error)
-    }
-}
-
-fn check_name(mode: CheckMode) -> &'static str {
-    match mode {
-        CheckMode::Full => "full",
-        CheckMode::DigestOnly => "digest_only",
     }
 }
 

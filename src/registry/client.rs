@@ -7,15 +7,15 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use reqwest::{Response, StatusCode};
 use url::Url;
 
 use crate::digest::Digest;
 use crate::media_types::MANIFEST_ACCEPT;
 use crate::reason::{ProbeError, Reason};
-use crate::registry::errors::{classify_status, RequestKind};
-use crate::registry::transport::{classify_transport, ConnectTimings, Transport};
+use crate::registry::errors::{RequestKind, classify_status};
+use crate::registry::transport::{ConnectTimings, Transport, classify_transport};
 
 /// Largest registry error body read to find its error code.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -35,6 +35,8 @@ pub struct ManifestResponse {
     /// The `Docker-Content-Digest` header, unparsed (a registry may send garbage).
     pub docker_content_digest: Option<String>,
     pub took: Duration,
+    /// Expiry of the certificate the frontend presented (RFC 3339), for https.
+    pub tls_not_after: Option<String>,
 }
 
 /// Where the bytes of a blob came from.
@@ -74,11 +76,17 @@ impl RegistryClient {
 
     fn url(&self, path: &str) -> Result<Url, ProbeError> {
         let joined = format!("{}{}", self.base.as_str().trim_end_matches('/'), path);
-        Url::parse(&joined).map_err(|e| ProbeError::new(Reason::ManifestInvalid, format!("bad request URL {joined:?}: {e}")))
+        Url::parse(&joined)
+            .map_err(|e| ProbeError::new(Reason::ManifestInvalid, format!("bad request URL {joined:?}: {e}")))
     }
 
     /// `GET /v2/<repo>/manifests/<reference>` with every manifest type accepted.
-    pub async fn manifest(&self, repository: &str, reference: &str, max_bytes: u64) -> Result<ManifestResponse, ProbeError> {
+    pub async fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        max_bytes: u64,
+    ) -> Result<ManifestResponse, ProbeError> {
         let started = Instant::now();
         let url = self.url(&format!("/v2/{repository}/manifests/{reference}"))?;
         let what = format!("manifest {repository}:{reference}");
@@ -93,8 +101,13 @@ impl RegistryClient {
         let response = check_status(response, RequestKind::Manifest, &what).await?;
         let content_type = header_str(response.headers(), CONTENT_TYPE.as_str());
         let docker_content_digest = header_str(response.headers(), "docker-content-digest");
+        let tls_not_after = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|info| info.peer_certificate())
+            .and_then(certificate_not_after);
         let body = read_capped(response, max_bytes, &what).await?;
-        Ok(ManifestResponse { body, content_type, docker_content_digest, took: started.elapsed() })
+        Ok(ManifestResponse { body, content_type, docker_content_digest, took: started.elapsed(), tls_not_after })
     }
 
     /// Start a blob download; the caller streams the body.
@@ -108,12 +121,25 @@ impl RegistryClient {
     }
 
     /// A small blob (an image config) read whole, at most `max_bytes`.
-    pub async fn small_blob(&self, repository: &str, digest: &Digest, max_bytes: u64) -> Result<(Bytes, BlobSource), ProbeError> {
+    pub async fn small_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        max_bytes: u64,
+    ) -> Result<(Bytes, BlobSource), ProbeError> {
         let what = format!("config blob {}", digest.short());
         let blob = self.blob(repository, digest).await?;
         let body = read_capped(blob.response, max_bytes, &what).await?;
         Ok((body, blob.source))
     }
+}
+
+/// The `notAfter` of a DER certificate as RFC 3339.
+fn certificate_not_after(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let timestamp = cert.validity().not_after.timestamp();
+    let at = time::OffsetDateTime::from_unix_timestamp(timestamp).ok()?;
+    at.format(&time::format_description::well_known::Rfc3339).ok()
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -161,11 +187,8 @@ async fn check_status(response: Response, kind: RequestKind, what: &str) -> Resu
     if status.is_success() {
         return Ok(response);
     }
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let retry_after =
+        response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let body = read_capped(response, MAX_ERROR_BODY as u64, what).await.unwrap_or_default();
     let mut err = classify_status(status.as_u16(), &body, kind, retry_after).context(what);
     if status == StatusCode::NOT_FOUND && err.registry_error.is_none() {

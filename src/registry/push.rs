@@ -298,12 +298,12 @@ fn next_location(request: &Url, headers: &HeaderMap, label: &str) -> Result<Url,
     let Some(location) = headers.get(LOCATION) else {
         return Err(ProbeError::new(Reason::UploadFailed, format!("{label}: the registry sent no Location header")));
     };
-    let location = location.to_str().map_err(|_| {
-        ProbeError::new(Reason::UploadFailed, format!("{label}: the Location header is not ASCII"))
-    })?;
-    request.join(location).map_err(|e| {
-        ProbeError::new(Reason::UploadFailed, format!("{label}: cannot use Location {location:?}: {e}"))
-    })
+    let location = location
+        .to_str()
+        .map_err(|_| ProbeError::new(Reason::UploadFailed, format!("{label}: the Location header is not ASCII")))?;
+    request
+        .join(location)
+        .map_err(|e| ProbeError::new(Reason::UploadFailed, format!("{label}: cannot use Location {location:?}: {e}")))
 }
 
 fn check_digest_header(headers: &HeaderMap, expected: &Digest, label: &str) -> Result<(), ProbeError> {
@@ -383,11 +383,8 @@ fn transport_error(label: &str, e: &reqwest::Error) -> ProbeError {
 /// A request the registry answered with an error status.
 async fn status_error(label: &str, response: Response) -> ProbeError {
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let retry_after =
+        response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let body = read_capped(response).await;
     let mut error = classify_status(status, &body, RequestKind::Upload, retry_after);
     if !matches!(error.reason, Reason::AuthFailed | Reason::RateLimited) {
@@ -415,9 +412,15 @@ mod tests {
     #[test]
     fn endpoints_keep_a_base_path() {
         let plain = Url::parse("http://127.0.0.1:5000").unwrap();
-        assert_eq!(endpoint(&plain, "v2/a/b/blobs/uploads/").unwrap().as_str(), "http://127.0.0.1:5000/v2/a/b/blobs/uploads/");
+        assert_eq!(
+            endpoint(&plain, "v2/a/b/blobs/uploads/").unwrap().as_str(),
+            "http://127.0.0.1:5000/v2/a/b/blobs/uploads/"
+        );
         let prefixed = Url::parse("https://example.org/mirror").unwrap();
-        assert_eq!(endpoint(&prefixed, "v2/x/manifests/1").unwrap().as_str(), "https://example.org/mirror/v2/x/manifests/1");
+        assert_eq!(
+            endpoint(&prefixed, "v2/x/manifests/1").unwrap().as_str(),
+            "https://example.org/mirror/v2/x/manifests/1"
+        );
     }
 
     #[test]

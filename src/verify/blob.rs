@@ -1,9 +1,9 @@
 //! The compressed stream as the registry sent it: sha256 and byte count against the
 //! manifest descriptor, bounded by the descriptor size.
 //!
-//! Rules 1 to 4 of the verdict are decided here, where the bytes arrive: a failed source,
-//! a body longer than the descriptor, a body shorter than it, a wrong sha256. This reader
-//! never reads more than `size + 1` bytes from its source, whatever the source offers.
+//! The first four steps of the verdict are decided here, where the bytes arrive: a failed
+//! source, a body longer than the descriptor, a body shorter than it, a wrong sha256. This
+//! reader never reads more than `size + 1` bytes from its source, whatever it offers.
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read};
@@ -52,7 +52,7 @@ pub(super) struct BlobReader<R> {
     eof: bool,
 }
 
-/// The verdict on the compressed stream (rules 1 to 4).
+/// The verdict on the compressed stream.
 pub(super) struct BlobCheck {
     pub bytes: u64,
     /// sha256 of the first `min(bytes, size)` bytes; `None` when the source failed.
@@ -62,14 +62,7 @@ pub(super) struct BlobCheck {
 
 impl<R: Read> BlobReader<R> {
     pub fn new(source: R, expected_size: u64) -> Self {
-        BlobReader {
-            source,
-            expected_size,
-            hasher: DigestHasher::new(),
-            bytes: 0,
-            stop: None,
-            eof: false,
-        }
+        BlobReader { source, expected_size, hasher: DigestHasher::new(), bytes: 0, stop: None, eof: false }
     }
 
     /// Read and hash whatever the source still has, up to one byte past the descriptor
@@ -86,18 +79,11 @@ impl<R: Read> BlobReader<R> {
         let size = self.expected_size;
         let got = self.bytes;
         match self.stop {
-            Some(Stop::Source(error)) => BlobCheck {
-                bytes: got,
-                digest: None,
-                error: Some(error),
-            },
+            Some(Stop::Source(error)) => BlobCheck { bytes: got, digest: None, error: Some(error) },
             Some(Stop::Oversized) => {
                 let digest = self.hasher.finish();
-                let head = if digest == *expected_digest {
-                    "match the digest"
-                } else {
-                    "do not match the digest either"
-                };
+                let head =
+                    if digest == *expected_digest { "match the digest" } else { "do not match the digest either" };
                 let message = format!(
                     "body is longer than the descriptor size {size} (stopped at {got} bytes; the first {size} bytes {head})"
                 );
@@ -110,22 +96,14 @@ impl<R: Read> BlobReader<R> {
             None => {
                 let digest = self.hasher.finish();
                 let error = if got < size {
-                    Some(ProbeError::new(
-                        Reason::BlobTruncated,
-                        format!("got {got} of {size} bytes"),
-                    ))
+                    Some(ProbeError::new(Reason::BlobTruncated, format!("got {got} of {size} bytes")))
                 } else if digest != *expected_digest {
-                    let message =
-                        format!("got {digest} ({got} bytes of {size}), expected {expected_digest}");
+                    let message = format!("got {digest} ({got} bytes of {size}), expected {expected_digest}");
                     Some(ProbeError::new(Reason::BlobDigestMismatch, message))
                 } else {
                     None
                 };
-                BlobCheck {
-                    bytes: got,
-                    digest: Some(digest),
-                    error,
-                }
+                BlobCheck { bytes: got, digest: Some(digest), error }
             }
         }
     }
@@ -133,10 +111,7 @@ impl<R: Read> BlobReader<R> {
     fn stopped_error(&self) -> io::Error {
         match &self.stop {
             Some(Stop::Source(error)) => source_error(error.clone()),
-            _ => io::Error::new(
-                ErrorKind::InvalidData,
-                "blob is longer than its descriptor size",
-            ),
+            _ => io::Error::new(ErrorKind::InvalidData, "blob is longer than its descriptor size"),
         }
     }
 
@@ -155,23 +130,18 @@ impl<R: Read> BlobReader<R> {
 
     fn source_failure(&self, error: io::Error) -> ProbeError {
         let (got, size) = (self.bytes, self.expected_size);
-        if let Some(SourceError(failure)) = error
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<SourceError>())
-        {
+        if let Some(SourceError(failure)) = error.get_ref().and_then(|e| e.downcast_ref::<SourceError>()) {
             let mut failure = failure.clone();
             failure.message = format!("{} (after {got} of {size} bytes)", failure.message);
             return failure;
         }
         match error.kind() {
-            ErrorKind::UnexpectedEof => ProbeError::new(
-                Reason::BlobTruncated,
-                format!("got {got} of {size} bytes: {error}"),
-            ),
-            ErrorKind::TimedOut => ProbeError::new(
-                Reason::Timeout,
-                format!("reading the blob: {error} (after {got} of {size} bytes)"),
-            ),
+            ErrorKind::UnexpectedEof => {
+                ProbeError::new(Reason::BlobTruncated, format!("got {got} of {size} bytes: {error}"))
+            }
+            ErrorKind::TimedOut => {
+                ProbeError::new(Reason::Timeout, format!("reading the blob: {error} (after {got} of {size} bytes)"))
+            }
             _ => ProbeError::new(
                 Reason::ConnectError,
                 format!("reading the blob: {error} (after {got} of {size} bytes)"),
@@ -201,9 +171,7 @@ impl<R: Read> Read for BlobReader<R> {
             self.stop = Some(Stop::Oversized);
             return Err(self.stopped_error());
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let n = self.read_source(&mut buf[..want])?;
         if n == 0 {
             self.eof = true;

@@ -21,12 +21,7 @@ use super::source_error;
 /// A bounded channel of body chunks from an async task to a blocking reader.
 pub fn chunk_channel(capacity: usize) -> (ChunkSender, ChunkReader) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let reader = ChunkReader {
-        rx,
-        chunk: Bytes::new(),
-        failure: None,
-        done: false,
-    };
+    let reader = ChunkReader { rx, chunk: Bytes::new(), failure: None, done: false };
     (ChunkSender { tx }, reader)
 }
 

@@ -11,10 +11,7 @@ const INPUT_BUFFER: usize = 64 * 1024;
 
 /// A reader of the decompressed stream. An uncompressed stream is read unbuffered: the
 /// tar walk's own 32 KiB reads then copy each byte once.
-pub(super) fn decoder<'a, R: Read + 'a>(
-    compression: Compression,
-    compressed: R,
-) -> io::Result<Box<dyn Read + 'a>> {
+pub(super) fn decoder<'a, R: Read + 'a>(compression: Compression, compressed: R) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         Compression::None => Box::new(compressed),
         Compression::Gzip => {

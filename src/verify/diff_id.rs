@@ -30,10 +30,7 @@ enum CapLimit {
 
 impl UncompressedCap {
     pub fn new(limits: &LayerLimits, compressed_size: u64) -> Self {
-        let mut cap = UncompressedCap {
-            bytes: u64::MAX,
-            limit: CapLimit::None,
-        };
+        let mut cap = UncompressedCap { bytes: u64::MAX, limit: CapLimit::None };
         if limits.max_uncompressed_bytes > 0 {
             cap.bytes = limits.max_uncompressed_bytes;
             cap.limit = CapLimit::Bytes;
@@ -44,10 +41,7 @@ impl UncompressedCap {
             let by_ratio = (ratio * compressed_size as f64) as u64;
             if by_ratio < cap.bytes {
                 cap.bytes = by_ratio;
-                cap.limit = CapLimit::Ratio {
-                    ratio,
-                    compressed: compressed_size,
-                };
+                cap.limit = CapLimit::Ratio { ratio, compressed: compressed_size };
             }
         }
         cap
@@ -59,10 +53,7 @@ impl UncompressedCap {
                 "uncompressed stream is over max_uncompressed_ratio {ratio} x {compressed} compressed bytes = {} bytes (stopped at {got})",
                 self.bytes
             ),
-            _ => format!(
-                "uncompressed stream is over max_uncompressed_bytes {} (stopped at {got})",
-                self.bytes
-            ),
+            _ => format!("uncompressed stream is over max_uncompressed_bytes {} (stopped at {got})", self.bytes),
         };
         ProbeError::new(Reason::TooLarge, message)
     }
@@ -83,15 +74,7 @@ pub(super) struct DiffIdReader<R> {
 
 impl<R: Read> DiffIdReader<R> {
     pub fn new(decoder: R, format: &'static str, hash: bool, cap: UncompressedCap) -> Self {
-        DiffIdReader {
-            decoder,
-            format,
-            hasher: hash.then(DigestHasher::new),
-            bytes: 0,
-            cap,
-            failure: None,
-            eof: false,
-        }
+        DiffIdReader { decoder, format, hasher: hash.then(DigestHasher::new), bytes: 0, cap, failure: None, eof: false }
     }
 
     pub fn bytes_read(&self) -> u64 {
@@ -138,17 +121,12 @@ impl<R: Read> Read for DiffIdReader<R> {
         }
         // Ask for at most one byte past the cap: enough to tell "at the cap" from "over it".
         let allowed = self.cap.bytes.saturating_sub(self.bytes).saturating_add(1);
-        let want = buf
-            .len()
-            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
+        let want = buf.len().min(usize::try_from(allowed).unwrap_or(usize::MAX));
         let n = match self.decoder.read(&mut buf[..want]) {
             Ok(n) => n.min(want),
             Err(e) if e.kind() == ErrorKind::Interrupted => return Err(e),
             Err(e) => {
-                let message = format!(
-                    "{} stream: {e} (after {} uncompressed bytes)",
-                    self.format, self.bytes
-                );
+                let message = format!("{} stream: {e} (after {} uncompressed bytes)", self.format, self.bytes);
                 self.failure = Some(ProbeError::new(Reason::DecompressError, message));
                 return Err(e);
             }

@@ -73,10 +73,7 @@ pub struct LayerLimits {
 }
 
 impl LayerLimits {
-    pub const UNLIMITED: LayerLimits = LayerLimits {
-        max_uncompressed_bytes: 0,
-        max_uncompressed_ratio: 0.0,
-    };
+    pub const UNLIMITED: LayerLimits = LayerLimits { max_uncompressed_bytes: 0, max_uncompressed_ratio: 0.0 };
 }
 
 /// What a blob should be, from the manifest descriptor and the image config.
@@ -124,17 +121,11 @@ impl LayerReport {
 /// Verify one blob read from `source` against `spec`. Reads at most `spec.size + 1`
 /// bytes and never panics on any input; blocks while `source` does, so run it on a
 /// blocking thread. `visitor`, if given, sees every tar entry (full checks only).
-pub fn verify_layer<R: Read>(
-    source: R,
-    spec: &LayerSpec,
-    visitor: Option<&mut dyn EntryVisitor>,
-) -> LayerReport {
+pub fn verify_layer<R: Read>(source: R, spec: &LayerSpec, visitor: Option<&mut dyn EntryVisitor>) -> LayerReport {
     let mut blob = BlobReader::new(source, spec.size);
     let mut scratch = vec![0u8; BUFFER_SIZE];
     let unpacked = match (spec.mode, spec.compression) {
-        (CheckMode::Full, Some(compression)) => {
-            Some(unpack(&mut blob, compression, spec, visitor, &mut scratch))
-        }
+        (CheckMode::Full, Some(compression)) => Some(unpack(&mut blob, compression, spec, visitor, &mut scratch)),
         _ => None,
     };
     // Whatever the decoder or the walk left: the root cause of their failure may be here.
@@ -210,10 +201,7 @@ fn unpack<R: Read>(
                 complete: false,
                 diff_id: None,
                 tar_entries: 0,
-                failure: Some(ProbeError::new(
-                    Reason::DecompressError,
-                    format!("{format} decoder: {e}"),
-                )),
+                failure: Some(ProbeError::new(Reason::DecompressError, format!("{format} decoder: {e}"))),
             };
         }
     };
@@ -231,11 +219,5 @@ fn unpack<R: Read>(
     let bytes = stream.bytes_read();
     let complete = failure.is_none() && stream.is_complete();
     let diff_id = if complete { stream.finish() } else { None };
-    Unpacked {
-        bytes,
-        complete,
-        diff_id,
-        tar_entries: walk.entries,
-        failure,
-    }
+    Unpacked { bytes, complete, diff_id, tar_entries: walk.entries, failure }
 }

@@ -73,10 +73,7 @@ pub(super) fn walk<R: Read>(stream: R, mut visitor: Option<&mut dyn EntryVisitor
         over_budget: &over_budget,
         position: &position,
     });
-    let mut walk = TarWalk {
-        entries: 0,
-        failure: None,
-    };
+    let mut walk = TarWalk { entries: 0, failure: None };
     let mut entries = match archive.entries() {
         Ok(entries) => entries,
         Err(e) => {
@@ -115,22 +112,12 @@ pub(super) fn walk<R: Read>(stream: R, mut visitor: Option<&mut dyn EntryVisitor
             continue;
         };
         let info = entry_info(&entry, entry_type);
-        let mut data = EntryData {
-            entry: &mut entry,
-            remaining: info.size,
-            truncated: false,
-        };
+        let mut data = EntryData { entry: &mut entry, remaining: info.size, truncated: false };
         if let Err(e) = visitor.visit(&info, &mut data) {
-            let failure = match e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<ProbeError>())
-            {
+            let failure = match e.get_ref().and_then(|inner| inner.downcast_ref::<ProbeError>()) {
                 Some(probe_error) => probe_error.clone(),
                 None if data.truncated => tar_error(&e, walk.entries, position.get()),
-                None => ProbeError::new(
-                    Reason::TarError,
-                    format!("entry visitor at {:?}: {e}", info.path),
-                ),
+                None => ProbeError::new(Reason::TarError, format!("entry visitor at {:?}: {e}", info.path)),
             };
             walk.failure = Some(failure);
             return walk;
@@ -180,11 +167,7 @@ fn normalise_path(raw: &[u8]) -> String {
         }
     }
     let rest = rest.trim_end_matches('/');
-    if rest == "." {
-        String::new()
-    } else {
-        rest.to_owned()
-    }
+    if rest == "." { String::new() } else { rest.to_owned() }
 }
 
 /// Limits what the tar crate may read before the walk sees the next entry.
@@ -201,10 +184,7 @@ impl<R: Read> Read for BudgetReader<'_, R> {
         let budget = self.budget.get();
         if budget == 0 && !buf.is_empty() {
             self.over_budget.set(true);
-            return Err(io::Error::new(
-                ErrorKind::InvalidData,
-                "tar metadata over budget",
-            ));
+            return Err(io::Error::new(ErrorKind::InvalidData, "tar metadata over budget"));
         }
         let want = buf.len().min(usize::try_from(budget).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?.min(want);
@@ -226,18 +206,13 @@ impl<R: Read> Read for EntryData<'_, R> {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.entry.read(&mut buf[..want])?.min(want);
         if n == 0 {
             self.truncated = true;
             return Err(io::Error::new(
                 ErrorKind::UnexpectedEof,
-                format!(
-                    "archive ends {} bytes before the end of the entry",
-                    self.remaining
-                ),
+                format!("archive ends {} bytes before the end of the entry", self.remaining),
             ));
         }
         self.remaining -= n as u64;

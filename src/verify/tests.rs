@@ -10,10 +10,7 @@ use super::*;
 const PYTHON: &[u8] = b"#!/bin/sh\necho python\n";
 
 fn long_path() -> String {
-    format!(
-        "usr/share/{}/module.py",
-        "very-long-directory-name".repeat(5)
-    )
+    format!("usr/share/{}/module.py", "very-long-directory-name".repeat(5))
 }
 
 fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
@@ -50,22 +47,14 @@ fn sample_tar() -> Vec<u8> {
     append_dir(&mut b, "usr/bin/");
     append_file(&mut b, "usr/bin/python3", PYTHON, 0o755);
     let mut link = header(tar::EntryType::Link, 0, 0o755);
-    b.append_link(&mut link, "usr/bin/python", "usr/bin/python3")
-        .unwrap();
+    b.append_link(&mut link, "usr/bin/python", "usr/bin/python3").unwrap();
     let mut symlink = header(tar::EntryType::Symlink, 0, 0o777);
-    b.append_link(&mut symlink, "usr/bin/py", "python3")
-        .unwrap();
+    b.append_link(&mut symlink, "usr/bin/py", "python3").unwrap();
     // A PAX long path (> 100 bytes) and a GNU long name.
     let long = long_path();
-    b.append_pax_extensions([("path", long.as_bytes())])
-        .unwrap();
+    b.append_pax_extensions([("path", long.as_bytes())]).unwrap();
     append_raw_name(&mut b, b"module.py", b"print('pax')\n");
-    append_file(
-        &mut b,
-        &format!("opt/{}", "gnu-long-name-".repeat(10)),
-        b"gnu",
-        0o644,
-    );
+    append_file(&mut b, &format!("opt/{}", "gnu-long-name-".repeat(10)), b"gnu", 0o644);
     // Whiteouts: a deleted file and an opaque directory.
     append_file(&mut b, "etc/.wh.motd", b"", 0o644);
     append_file(&mut b, "var/cache/.wh..wh..opq", b"", 0o644);
@@ -85,11 +74,7 @@ fn patterned(len: usize) -> Vec<u8> {
             state ^= state << 13;
             state ^= state >> 17;
             state ^= state << 5;
-            if i % 3 == 0 {
-                (state >> 24) as u8
-            } else {
-                b'a' + (i % 7) as u8
-            }
+            if i % 3 == 0 { (state >> 24) as u8 } else { b'a' + (i % 7) as u8 }
         })
         .collect()
 }
@@ -213,10 +198,7 @@ fn truncated_body_is_blob_truncated() {
     let report = verify(cut, &spec);
     assert_reason(&report, Reason::BlobTruncated);
     let message = &report.error.as_ref().unwrap().message;
-    assert_eq!(
-        message,
-        &format!("got {} of {} bytes", cut.len(), blob.len())
-    );
+    assert_eq!(message, &format!("got {} of {} bytes", cut.len(), blob.len()));
 
     // A body that is empty although the headers promised it all.
     assert_reason(&verify(&[], &spec), Reason::BlobTruncated);
@@ -234,15 +216,9 @@ fn one_flipped_byte_is_blob_digest_mismatch() {
     assert_reason(&report, Reason::BlobDigestMismatch);
     let message = &report.error.as_ref().unwrap().message;
     let n = blob.len();
-    assert!(
-        message.contains(&format!("({n} bytes of {n})")),
-        "{message}"
-    );
+    assert!(message.contains(&format!("({n} bytes of {n})")), "{message}");
     assert!(message.contains(&Digest::of(&bad).to_string()), "{message}");
-    assert!(
-        message.contains(&Digest::of(&blob).to_string()),
-        "{message}"
-    );
+    assert!(message.contains(&Digest::of(&blob).to_string()), "{message}");
 }
 
 #[test]
@@ -315,10 +291,7 @@ fn truncated_gzip_matching_its_descriptor_is_decompress_error() {
 
     let full = zstd(&tar);
     let blob = &full[..full.len() - 3];
-    assert_reason(
-        &verify(blob, &spec(blob, Compression::Zstd, &tar)),
-        Reason::DecompressError,
-    );
+    assert_reason(&verify(blob, &spec(blob, Compression::Zstd, &tar)), Reason::DecompressError);
 }
 
 #[test]
@@ -335,35 +308,23 @@ fn decompress_errors_do_not_hide_the_root_cause() {
     assert_reason(&report, Reason::BlobDigestMismatch);
     assert_eq!(report.bytes, blob.len() as u64);
     // Cut in the middle: the decoder fails first, truncation is still the verdict.
-    assert_reason(
-        &verify(&bad[..blob.len() / 2], &spec),
-        Reason::BlobTruncated,
-    );
+    assert_reason(&verify(&bad[..blob.len() / 2], &spec), Reason::BlobTruncated);
 }
 
 #[test]
 fn gzip_with_trailing_garbage_is_decompress_error() {
     let tar = sample_tar();
     let blob = [gzip(&tar), b"not gzip".to_vec()].concat();
-    assert_reason(
-        &verify(&blob, &spec(&blob, Compression::Gzip, &tar)),
-        Reason::DecompressError,
-    );
+    assert_reason(&verify(&blob, &spec(&blob, Compression::Gzip, &tar)), Reason::DecompressError);
 }
 
 #[test]
 fn wrong_compression_is_decompress_error() {
     let tar = sample_tar();
     let blob = zstd(&tar);
-    assert_reason(
-        &verify(&blob, &spec(&blob, Compression::Gzip, &tar)),
-        Reason::DecompressError,
-    );
+    assert_reason(&verify(&blob, &spec(&blob, Compression::Gzip, &tar)), Reason::DecompressError);
     let blob = gzip(&tar);
-    assert_reason(
-        &verify(&blob, &spec(&blob, Compression::Zstd, &tar)),
-        Reason::DecompressError,
-    );
+    assert_reason(&verify(&blob, &spec(&blob, Compression::Zstd, &tar)), Reason::DecompressError);
 }
 
 #[test]
@@ -373,17 +334,11 @@ fn corrupt_tar_in_valid_gzip_is_tar_error() {
     let blob = gzip(&tar);
     let report = verify(&blob, &spec(&blob, Compression::Gzip, &tar));
     assert_reason(&report, Reason::TarError);
-    assert!(
-        report.error.as_ref().unwrap().message.contains("checksum"),
-        "{report:?}"
-    );
+    assert!(report.error.as_ref().unwrap().message.contains("checksum"), "{report:?}");
 
     let noise = patterned(4096);
     let blob = gzip(&noise);
-    assert_reason(
-        &verify(&blob, &spec(&blob, Compression::Gzip, &noise)),
-        Reason::TarError,
-    );
+    assert_reason(&verify(&blob, &spec(&blob, Compression::Gzip, &noise)), Reason::TarError);
 }
 
 #[test]
@@ -394,27 +349,20 @@ fn tar_cut_inside_an_entry_is_tar_error() {
     let report = verify(&blob, &spec(&blob, Compression::Gzip, cut));
     assert_reason(&report, Reason::TarError);
     let message = &report.error.as_ref().unwrap().message;
-    assert!(
-        message.contains(&format!("at byte {} of the tar stream", cut.len())),
-        "{message}"
-    );
+    assert!(message.contains(&format!("at byte {} of the tar stream", cut.len())), "{message}");
 }
 
 #[test]
 fn oversized_pax_record_is_tar_error_not_memory() {
     let mut b = tar::Builder::new(Vec::new());
     let huge = vec![b'a'; 6 << 20];
-    b.append_pax_extensions([("comment", huge.as_slice())])
-        .unwrap();
+    b.append_pax_extensions([("comment", huge.as_slice())]).unwrap();
     append_file(&mut b, "etc/hosts", b"x", 0o644);
     let tar = b.into_inner().unwrap();
     let blob = gzip(&tar);
     let report = verify(&blob, &spec(&blob, Compression::Gzip, &tar));
     assert_reason(&report, Reason::TarError);
-    assert!(
-        report.error.as_ref().unwrap().message.contains("over"),
-        "{report:?}"
-    );
+    assert!(report.error.as_ref().unwrap().message.contains("over"), "{report:?}");
 }
 
 /// A tar header for a 10 GiB file followed by its zeros, as gzip members of 64 MiB of
@@ -440,22 +388,11 @@ fn gzip_bomb_stops_at_max_uncompressed_bytes() {
     let started = Instant::now();
     let report = verify(&blob, &spec);
     assert_reason(&report, Reason::TooLarge);
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     assert_eq!(report.uncompressed_bytes, Some((200 << 20) + 1));
-    assert_eq!(
-        report.bytes,
-        blob.len() as u64,
-        "compressed stream still drained"
-    );
+    assert_eq!(report.bytes, blob.len() as u64, "compressed stream still drained");
     let message = &report.error.as_ref().unwrap().message;
-    assert!(
-        message.contains("max_uncompressed_bytes 209715200"),
-        "{message}"
-    );
+    assert!(message.contains("max_uncompressed_bytes 209715200"), "{message}");
 }
 
 #[test]
@@ -474,10 +411,7 @@ fn ratio_limit_is_too_large() {
     assert!(message.contains("max_uncompressed_ratio 10"), "{message}");
 
     // Within the limits (exactly at the byte cap is allowed).
-    spec.limits = LayerLimits {
-        max_uncompressed_bytes: tar.len() as u64,
-        max_uncompressed_ratio: 10_000.0,
-    };
+    spec.limits = LayerLimits { max_uncompressed_bytes: tar.len() as u64, max_uncompressed_ratio: 10_000.0 };
     assert_verified(&verify(&blob, &spec));
 }
 
@@ -490,10 +424,7 @@ struct FailingSource {
 impl Read for FailingSource {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self.data.read(buf)? {
-            0 => Err(self
-                .error
-                .take()
-                .unwrap_or_else(|| io::Error::other("again"))),
+            0 => Err(self.error.take().unwrap_or_else(|| io::Error::other("again"))),
             n => Ok(n),
         }
     }
@@ -506,10 +437,7 @@ fn source_error_mid_stream_keeps_its_reason() {
     let spec = spec(&blob, Compression::Gzip, &tar);
     let source = FailingSource {
         data: io::Cursor::new(blob[..blob.len() / 3].to_vec()),
-        error: Some(source_error(ProbeError::new(
-            Reason::Timeout,
-            "no body bytes for 30s",
-        ))),
+        error: Some(source_error(ProbeError::new(Reason::Timeout, "no body bytes for 30s"))),
     };
     let report = verify_layer(source, &spec, None);
     assert_reason(&report, Reason::Timeout);
@@ -519,10 +447,7 @@ fn source_error_mid_stream_keeps_its_reason() {
 
     let source = FailingSource {
         data: io::Cursor::new(blob[..blob.len() / 3].to_vec()),
-        error: Some(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed",
-        )),
+        error: Some(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed")),
     };
     assert_reason(&verify_layer(source, &spec, None), Reason::BlobTruncated);
 }
@@ -590,21 +515,10 @@ impl EntryVisitor for Recorder {
 fn visitor_sees_every_entry_in_order() {
     let tar = sample_tar();
     let blob = gzip(&tar);
-    let mut recorder = Recorder {
-        wanted: vec!["usr/bin/python3", "etc/hosts"],
-        ..Recorder::default()
-    };
-    let report = verify_layer(
-        &blob[..],
-        &spec(&blob, Compression::Gzip, &tar),
-        Some(&mut recorder),
-    );
+    let mut recorder = Recorder { wanted: vec!["usr/bin/python3", "etc/hosts"], ..Recorder::default() };
+    let report = verify_layer(&blob[..], &spec(&blob, Compression::Gzip, &tar), Some(&mut recorder));
     assert_verified(&report);
-    let seen: Vec<(&str, EntryKind)> = recorder
-        .entries
-        .iter()
-        .map(|e| (e.path.as_str(), e.kind))
-        .collect();
+    let seen: Vec<(&str, EntryKind)> = recorder.entries.iter().map(|e| (e.path.as_str(), e.kind)).collect();
     let long = long_path();
     let gnu_long = format!("opt/{}", "gnu-long-name-".repeat(10));
     assert_eq!(
@@ -626,10 +540,7 @@ fn visitor_sees_every_entry_in_order() {
     );
     let python = &recorder.entries[2];
     assert_eq!((python.mode, python.size), (0o755, PYTHON.len() as u64));
-    assert_eq!(
-        recorder.entries[3].link_name.as_deref(),
-        Some("usr/bin/python3")
-    );
+    assert_eq!(recorder.entries[3].link_name.as_deref(), Some("usr/bin/python3"));
     assert_eq!(recorder.entries[4].link_name.as_deref(), Some("python3"));
     assert_eq!(recorder.entries[11].size, 300_000);
     assert_eq!(
@@ -655,26 +566,17 @@ fn visitor_errors_stop_the_walk() {
     let tar = sample_tar();
     let blob = gzip(&tar);
     let spec = spec(&blob, Compression::Gzip, &tar);
-    let mut visitor = Refuses(io::Error::other(ProbeError::new(
-        Reason::ContentMismatch,
-        "mode 0644",
-    )));
+    let mut visitor = Refuses(io::Error::other(ProbeError::new(Reason::ContentMismatch, "mode 0644")));
     let report = verify_layer(&blob[..], &spec, Some(&mut visitor));
     assert_reason(&report, Reason::ContentMismatch);
     assert_eq!(report.computed_diff_id, None);
 
     let mut visitor = Refuses(io::Error::other("disk full"));
-    assert_reason(
-        &verify_layer(&blob[..], &spec, Some(&mut visitor)),
-        Reason::TarError,
-    );
+    assert_reason(&verify_layer(&blob[..], &spec, Some(&mut visitor)), Reason::TarError);
 
     // The blob's own failure still wins over the visitor's.
     let mut visitor = Refuses(io::Error::other("disk full"));
-    assert_reason(
-        &verify_layer(&blob[..100], &spec, Some(&mut visitor)),
-        Reason::BlobTruncated,
-    );
+    assert_reason(&verify_layer(&blob[..100], &spec, Some(&mut visitor)), Reason::BlobTruncated);
 }
 
 #[test]
@@ -682,27 +584,15 @@ fn visitor_reading_a_truncated_entry_gets_an_error() {
     let tar = sample_tar();
     let cut = &tar[..tar.len() - 200_000];
     let blob = gzip(cut);
-    let mut recorder = Recorder {
-        wanted: vec!["data/big.bin"],
-        ..Recorder::default()
-    };
-    let report = verify_layer(
-        &blob[..],
-        &spec(&blob, Compression::Gzip, cut),
-        Some(&mut recorder),
-    );
+    let mut recorder = Recorder { wanted: vec!["data/big.bin"], ..Recorder::default() };
+    let report = verify_layer(&blob[..], &spec(&blob, Compression::Gzip, cut), Some(&mut recorder));
     assert_reason(&report, Reason::TarError);
     let message = &report.error.as_ref().unwrap().message;
-    assert!(
-        message.contains("archive ends") && message.contains("after 12 entries"),
-        "{message}"
-    );
+    assert!(message.contains("archive ends") && message.contains("after 12 entries"), "{message}");
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().build().unwrap()
 }
 
 #[test]
@@ -737,13 +627,7 @@ fn chunk_channel_carries_the_transfer_failure() {
         verifier.await.unwrap()
     });
     assert_reason(&report, Reason::ConnectError);
-    assert!(
-        report
-            .error
-            .unwrap()
-            .message
-            .starts_with("connection reset")
-    );
+    assert!(report.error.unwrap().message.starts_with("connection reset"));
 }
 
 #[test]

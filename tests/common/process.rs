@@ -29,10 +29,7 @@ pub fn require_binary(path: &str, package: &str) -> PathBuf {
 /// A loopback port that was free a moment ago (bind port 0, read it, close).
 /// The caller must cope with losing a race for it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("binding 127.0.0.1:0")
 }
 
 /// A string no other server of this machine uses.
@@ -81,10 +78,8 @@ pub fn http_request(method: &str, host_port: &str, path: &str, headers: &[(&str,
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad status line"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     Ok(RawResponse { status, headers, body: raw[split + 4..].to_vec() })
 }
 
@@ -102,7 +97,13 @@ pub enum Readiness {
 }
 
 /// Wait until `GET path` on `host_port` is answered by the server carrying `instance`.
-pub fn wait_until_ready(child: &mut Child, host_port: &str, path: &str, instance: &str, timeout: Duration) -> Readiness {
+pub fn wait_until_ready(
+    child: &mut Child,
+    host_port: &str,
+    path: &str,
+    instance: &str,
+    timeout: Duration,
+) -> Readiness {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -173,10 +174,4 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> CommandOutp
         stdout: String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).to_string(),
         stderr: String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).to_string(),
     }
-}
-
-/// Whether this process runs as root (files it creates are owned by uid 0).
-pub fn running_as_root(dir: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir).map(|m| m.uid() == 0).unwrap_or(false)
 }

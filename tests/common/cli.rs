@@ -1,0 +1,96 @@
+//! Running the real `pullprobe` binary and reading its JSON result (the shape
+//! DESIGN.md fixes: `{"results": [{probe, frontend, ok, reason, layers: […]}, …]}`).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::process::run_with_timeout;
+
+/// How long one pullprobe run may take before the test fails.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Run `pullprobe ARGS…` in a fresh empty directory (so no ./probes.yaml is picked up)
+/// and return (exit code, stdout, stderr); the exit code is -1 if a signal ended it.
+pub fn run_pullprobe(args: &[&str]) -> (i32, String, String) {
+    run_pullprobe_with(args, &[], None, DEFAULT_TIMEOUT)
+}
+
+/// [`run_pullprobe`] with extra environment variables, a working directory and a timeout.
+pub fn run_pullprobe_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+    cwd: Option<&Path>,
+    timeout: Duration,
+) -> (i32, String, String) {
+    let empty = tempfile::Builder::new().prefix("pullprobe-cwd-").tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pullprobe"));
+    command.args(args).current_dir(cwd.unwrap_or(empty.path())).env("DOCKER_CONFIG", empty.path());
+    command.env_remove("RUST_LOG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = run_with_timeout(&mut command, timeout);
+    (out.code, out.stdout, out.stderr)
+}
+
+/// The `results` array of `-o json` output; panics with the output if it is not one.
+pub fn json_results(stdout: &str) -> Vec<Value> {
+    let parsed: Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}"));
+    match parsed.get("results") {
+        Some(Value::Array(results)) => results.clone(),
+        _ => panic!("stdout has no \"results\" array:\n{stdout}"),
+    }
+}
+
+/// The one result for a frontend (its label or address); panics listing the frontends there are.
+pub fn result_for<'a>(results: &'a [Value], frontend: &str) -> &'a Value {
+    results.iter().find(|r| r.str_field("frontend") == Some(frontend)).unwrap_or_else(|| {
+        let frontends: Vec<_> = results.iter().map(|r| r.str_field("frontend").unwrap_or("?")).collect();
+        panic!("no result for frontend {frontend}; results are for {frontends:?}")
+    })
+}
+
+/// Reading one result (or one of its layers) without repeating `as_str()` chains.
+pub trait ResultJson {
+    fn str_field(&self, key: &str) -> Option<&str>;
+    /// `ok`; panics if absent, since every result has it.
+    fn is_ok(&self) -> bool;
+    fn reason(&self) -> Option<&str>;
+    fn registry_error(&self) -> Option<&str>;
+    fn error_message(&self) -> Option<&str>;
+    fn layers(&self) -> &[Value];
+    fn u64_field(&self, key: &str) -> Option<u64>;
+}
+
+impl ResultJson for Value {
+    fn str_field(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+
+    fn is_ok(&self) -> bool {
+        self.get("ok").and_then(Value::as_bool).unwrap_or_else(|| panic!("result has no boolean \"ok\": {self}"))
+    }
+
+    fn reason(&self) -> Option<&str> {
+        self.str_field("reason")
+    }
+
+    fn registry_error(&self) -> Option<&str> {
+        self.str_field("registry_error")
+    }
+
+    fn error_message(&self) -> Option<&str> {
+        self.str_field("error")
+    }
+
+    fn layers(&self) -> &[Value] {
+        self.get("layers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn u64_field(&self, key: &str) -> Option<u64> {
+        self.get(key).and_then(Value::as_u64)
+    }
+}

@@ -1,0 +1,24 @@
+//! The real-server test harness: every integration test does `mod common;`.
+//!
+//! - [`Registry`]: a real distribution registry on loopback, with storage faults.
+//! - [`Nginx`]: a real nginx proxy or `proxy_cache` frontend, with the poisoned-cache fault.
+//! - [`skopeo`]: an independent client that checks digests.
+//! - [`images`]: standard test images, built and pushed.
+//! - [`cli`]: run the `pullprobe` binary and read its JSON.
+//!
+//! A missing server binary fails the test with the `apt-get install` line that fixes it.
+// Each test binary uses a different part of the harness.
+#![allow(dead_code, unused_imports)]
+
+pub mod cli;
+pub mod images;
+pub mod nginx;
+pub mod process;
+pub mod registry;
+pub mod skopeo;
+
+pub use cli::{ResultJson, json_results, result_for, run_pullprobe, run_pullprobe_with};
+pub use images::{Pushed, client, push, push_multi_arch_index, push_small_docker_image, push_small_image, push_via};
+pub use nginx::Nginx;
+pub use process::{http_get, http_request};
+pub use registry::{Registry, RegistryOptions};

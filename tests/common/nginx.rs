@@ -1,0 +1,259 @@
+//! A real nginx in front of a registry, on an ephemeral loopback port, with
+//! everything it writes (pid, logs, temp files, cache) in its own temp dir:
+//! a plain reverse proxy, or a `proxy_cache` frontend keyed on the URI that
+//! says `X-Cache-Status` — and the "poisoned cache" fault, a cached blob whose
+//! body is corrupted on disk and then served as a HIT.
+//!
+//! nginx runs with `master_process off` (one process), so stopping the child
+//! we started stops all of it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pullprobe::digest::Digest;
+use tempfile::TempDir;
+use url::Url;
+
+use super::process::{
+    INSTANCE_HEADER, Readiness, free_port, instance_id, require_binary, stop_child, wait_until_ready,
+};
+use super::registry::flip_byte_in_file;
+
+const BINARY: &str = "/usr/sbin/nginx";
+const PACKAGE: &str = "nginx";
+const START_ATTEMPTS: usize = 8;
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running nginx; stopped (by PID) when dropped.
+pub struct Nginx {
+    dir: TempDir,
+    port: u16,
+    upstream: String,
+    cache: bool,
+    instance: String,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    /// A plain reverse proxy to `upstream` (`127.0.0.1:PORT`).
+    pub fn start_proxy(upstream: &str) -> Nginx {
+        Nginx::start(upstream, false)
+    }
+
+    /// A caching frontend for `upstream`: `proxy_cache` keyed on `$request_uri`,
+    /// 200s kept a day, `X-Cache-Status` on every answer.
+    pub fn start_cache(upstream: &str) -> Nginx {
+        Nginx::start(upstream, true)
+    }
+
+    fn start(upstream: &str, cache: bool) -> Nginx {
+        require_binary(BINARY, PACKAGE);
+        let dir = tempfile::Builder::new().prefix("pullprobe-nginx-").tempdir().expect("temp dir");
+        for sub in ["tmp", "cache"] {
+            fs::create_dir_all(dir.path().join(sub)).expect("nginx dirs");
+        }
+        let mut nginx =
+            Nginx { dir, port: 0, upstream: upstream.to_string(), cache, instance: instance_id(), child: None };
+        for _ in 0..START_ATTEMPTS {
+            nginx.port = free_port();
+            if nginx.spawn() {
+                return nginx;
+            }
+        }
+        panic!("nginx did not start on a free port in {START_ATTEMPTS} attempts; error log:\n{}", nginx.error_log());
+    }
+
+    fn spawn(&mut self) -> bool {
+        let conf = self.dir.path().join("nginx.conf");
+        fs::write(&conf, self.config()).expect("writing nginx.conf");
+        let mut child = Command::new(BINARY)
+            // -e: the error log before the config is read (the compiled-in one is outside the temp dir).
+            .arg("-e")
+            .arg(self.error_log_path())
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BINARY}: {e}"));
+        // Any path answers with our instance header, even if the upstream is down (502).
+        match wait_until_ready(&mut child, &self.host_port(), "/nginx-ready", &self.instance, READY_TIMEOUT) {
+            Readiness::Ready => {
+                self.child = Some(child);
+                true
+            }
+            Readiness::Exited(_) if self.error_log().contains("Address already in use") => false,
+            outcome => {
+                stop_child(&mut child);
+                panic!("nginx did not become ready ({outcome:?}); error log:\n{}", self.error_log());
+            }
+        }
+    }
+
+    fn config(&self) -> String {
+        let d = self.dir.path().display();
+        let (cache_path, cache) = if self.cache {
+            (
+                format!(
+                    "    proxy_cache_path {d}/cache levels=1:2 keys_zone=pullprobe_test:10m max_size=10g inactive=1d use_temp_path=off;\n"
+                ),
+                "            proxy_cache pullprobe_test;\n\
+                 \x20           proxy_cache_key $request_uri;\n\
+                 \x20           proxy_cache_valid 200 1d;\n\
+                 \x20           add_header X-Cache-Status $upstream_cache_status always;\n"
+                    .to_string(),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        format!(
+            "master_process off;\n\
+             daemon off;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\n\
+             events {{ worker_connections 512; }}\n\
+             http {{\n\
+             \x20   log_format pullprobe_test '$remote_addr host=$host \"$request\" $status $body_bytes_sent cache=$upstream_cache_status';\n\
+             \x20   access_log {d}/access.log pullprobe_test;\n\
+             \x20   client_body_temp_path {d}/tmp/client_body;\n\
+             \x20   proxy_temp_path {d}/tmp/proxy;\n\
+             \x20   fastcgi_temp_path {d}/tmp/fastcgi;\n\
+             \x20   uwsgi_temp_path {d}/tmp/uwsgi;\n\
+             \x20   scgi_temp_path {d}/tmp/scgi;\n\
+             \x20   client_max_body_size 0;\n\
+             {cache_path}\
+             \x20   server {{\n\
+             \x20       listen 127.0.0.1:{port};\n\
+             \x20       location / {{\n\
+             \x20           proxy_pass http://{upstream};\n\
+             \x20           proxy_http_version 1.1;\n\
+             \x20           proxy_set_header Host $http_host;\n\
+             \x20           proxy_request_buffering off;\n\
+             \x20           proxy_read_timeout 300s;\n\
+             {cache}\
+             \x20           add_header {INSTANCE_HEADER} {instance} always;\n\
+             \x20       }}\n\
+             \x20   }}\n\
+             }}\n",
+            port = self.port,
+            upstream = self.upstream,
+            instance = self.instance,
+        )
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> Url {
+        Url::parse(&format!("http://{}", self.host_port())).expect("nginx URL")
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The temp dir holding config, logs, temp files and cache.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn error_log_path(&self) -> PathBuf {
+        self.dir.path().join("error.log")
+    }
+
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.error_log_path()).unwrap_or_default()
+    }
+
+    /// One line per request: `ADDR host=HOST "GET /v2/… HTTP/1.1" STATUS BYTES cache=HIT|MISS|-`.
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// The cache file holding the blob `digest` (its key ends in `/blobs/<digest>`), if cached.
+    pub fn cached_blob_file(&self, digest: &Digest) -> Option<PathBuf> {
+        let suffix = format!("/blobs/{digest}");
+        cache_files(&self.cache_dir()).into_iter().find(|path| {
+            fs::read(path).ok().and_then(|bytes| cache_key(&bytes)).is_some_and(|key| key.ends_with(&suffix))
+        })
+    }
+
+    /// Wait (nginx renames the cache file into place as the response completes) for a blob's cache file.
+    pub fn wait_for_cached_blob(&self, digest: &Digest) -> PathBuf {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(path) = self.cached_blob_file(digest) {
+                return path;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "blob {digest} did not appear in the nginx cache {:?}",
+                self.cache_dir()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Poison the cache: invert the byte at `offset` of the cached body of blob `digest`
+    /// (the header with `KEY:` and the stored response headers stay intact).
+    pub fn corrupt_cached_blob(&self, digest: &Digest, offset: u64) -> PathBuf {
+        let path = self.wait_for_cached_blob(digest);
+        let bytes = fs::read(&path).expect("reading the cache file");
+        let body_start = cache_body_start(&bytes).expect("cache file has a header block");
+        flip_byte_in_file(&path, body_start as u64 + offset);
+        path
+    }
+}
+
+/// Files of the cache tree named like nginx names them (32 hex digits of the key's md5).
+fn cache_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(cache_files(&path));
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The `KEY: …` line of a cache file's header.
+fn cache_key(bytes: &[u8]) -> Option<String> {
+    let start = bytes.windows(6).position(|w| w == b"\nKEY: ")? + 6;
+    let end = start + bytes[start..].iter().position(|b| *b == b'\n')?;
+    Some(String::from_utf8_lossy(&bytes[start..end]).to_string())
+}
+
+/// Where the cached body starts: after the stored upstream response headers that follow the key.
+fn cache_body_start(bytes: &[u8]) -> Option<usize> {
+    let key = bytes.windows(6).position(|w| w == b"\nKEY: ")?;
+    let headers_end = key + bytes[key..].windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some(headers_end + 4)
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child);
+        }
+    }
+}

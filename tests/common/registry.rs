@@ -1,0 +1,231 @@
+//! A real CNCF distribution registry (`/usr/bin/docker-registry serve CONFIG`)
+//! on an ephemeral loopback port, with its own temporary storage, and the
+//! storage faults the tests inject behind its back.
+//!
+//! The registry keeps an in-memory blob descriptor cache (as the packaged
+//! default config does): after a blob's data file is deleted, HEAD still
+//! answers 200 and GET answers 200 with the full Content-Length and no body,
+//! until [`Registry::restart`] drops the cache.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pullprobe::digest::Digest;
+use tempfile::TempDir;
+use url::Url;
+
+use super::process::{
+    INSTANCE_HEADER, Readiness, free_port, instance_id, require_binary, stop_child, wait_until_ready,
+};
+
+const BINARY: &str = "/usr/bin/docker-registry";
+const PACKAGE: &str = "docker-registry";
+const START_ATTEMPTS: usize = 8;
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How to configure the registry.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// `storage.cache.blobdescriptor: inmemory` (the packaged default).
+    pub blob_descriptor_cache: bool,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions { blob_descriptor_cache: true }
+    }
+}
+
+/// A running registry; stopped (by PID) when dropped.
+pub struct Registry {
+    dir: TempDir,
+    port: u16,
+    instance: String,
+    options: RegistryOptions,
+    child: Option<Child>,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Registry::start_with(RegistryOptions::default())
+    }
+
+    pub fn start_with(options: RegistryOptions) -> Registry {
+        require_binary(BINARY, PACKAGE);
+        let dir = tempfile::Builder::new().prefix("pullprobe-registry-").tempdir().expect("temp dir");
+        fs::create_dir_all(dir.path().join("storage")).expect("storage dir");
+        fs::create_dir_all(dir.path().join("scratch")).expect("scratch dir");
+        let mut registry = Registry { dir, port: 0, instance: instance_id(), options, child: None };
+        for _ in 0..START_ATTEMPTS {
+            registry.port = free_port();
+            if registry.spawn() {
+                return registry;
+            }
+        }
+        panic!("docker-registry did not start on a free port in {START_ATTEMPTS} attempts; log:\n{}", registry.log());
+    }
+
+    /// Stop the registry and start it again on the same port with the same storage.
+    /// Whatever it kept in memory (the blob descriptor cache) is gone.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child);
+        }
+        for _ in 0..START_ATTEMPTS {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("docker-registry did not restart on port {}; log:\n{}", self.port, self.log());
+    }
+
+    /// Write the config for the current port and start; false if the port was taken.
+    fn spawn(&mut self) -> bool {
+        let config = self.dir.path().join("config.yml");
+        fs::write(&config, self.config()).expect("writing the registry config");
+        let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("opening the registry log");
+        let mut child = Command::new(BINARY)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BINARY}: {e}"));
+        match wait_until_ready(&mut child, &self.host_port(), "/v2/", &self.instance, READY_TIMEOUT) {
+            Readiness::Ready => {
+                self.child = Some(child);
+                true
+            }
+            Readiness::Exited(_) if self.log().contains("address already in use") => false,
+            outcome => {
+                stop_child(&mut child);
+                panic!("docker-registry did not become ready ({outcome:?}); log:\n{}", self.log());
+            }
+        }
+    }
+
+    fn config(&self) -> String {
+        let cache = if self.options.blob_descriptor_cache { "  cache:\n    blobdescriptor: inmemory\n" } else { "" };
+        format!(
+            "version: 0.1\n\
+             log:\n  level: info\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n{cache}\
+             \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: pullprobe-test-secret\n\
+             \x20 headers:\n    {INSTANCE_HEADER}: [\"{instance}\"]\n",
+            root = self.root().display(),
+            port = self.port,
+            instance = self.instance,
+        )
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> Url {
+        Url::parse(&format!("http://{}", self.host_port())).expect("registry URL")
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// An image reference on this registry: `127.0.0.1:PORT/repo:tag` (or `@sha256:…`).
+    pub fn reference(&self, repo: &str, tag_or_digest: &str) -> String {
+        let sep = if tag_or_digest.starts_with("sha256:") { '@' } else { ':' };
+        format!("{}/{repo}{sep}{tag_or_digest}", self.host_port())
+    }
+
+    /// The storage root (`rootdirectory`): `<root>/docker/registry/v2/…`.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// A directory for images built by the test, removed with the registry.
+    pub fn scratch(&self) -> PathBuf {
+        self.dir.path().join("scratch")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("registry.log")
+    }
+
+    /// The registry's log so far (it logs at info level, one line per request).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// `<root>/docker/registry/v2/blobs/sha256/<2 hex>/<hex>/data`
+    pub fn blob_data_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root().join("docker/registry/v2/blobs/sha256").join(&hex[..2]).join(&hex).join("data")
+    }
+
+    /// The upload session directories of a repository (`_uploads/<uuid>`).
+    pub fn upload_sessions(&self, repo: &str) -> Vec<PathBuf> {
+        let dir = self.root().join("docker/registry/v2/repositories").join(repo).join("_uploads");
+        match fs::read_dir(dir) {
+            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Remove a blob's data file, as a deleted storage bucket does.
+    pub fn delete_blob(&self, digest: &Digest) {
+        let path = self.existing_blob(digest);
+        fs::remove_file(&path).unwrap_or_else(|e| panic!("deleting {}: {e}", path.display()));
+    }
+
+    /// Keep only the first `keep_bytes` bytes of a blob.
+    pub fn truncate_blob(&self, digest: &Digest, keep_bytes: u64) {
+        let path = self.existing_blob(digest);
+        let file = OpenOptions::new().write(true).open(&path).expect("opening blob data");
+        file.set_len(keep_bytes).expect("truncating blob data");
+    }
+
+    /// Invert one byte of a blob (same size, wrong digest).
+    pub fn flip_byte(&self, digest: &Digest, offset: u64) {
+        flip_byte_in_file(&self.existing_blob(digest), offset);
+    }
+
+    /// Replace a blob's bytes with others.
+    pub fn replace_blob(&self, digest: &Digest, bytes: &[u8]) {
+        let path = self.existing_blob(digest);
+        fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+
+    fn existing_blob(&self, digest: &Digest) -> PathBuf {
+        let path = self.blob_data_path(digest);
+        assert!(path.is_file(), "blob {digest} is not in the registry's storage ({})", path.display());
+        path
+    }
+}
+
+/// Invert the byte at `offset` of a file.
+pub fn flip_byte_in_file(path: &Path, offset: u64) {
+    let mut file = OpenOptions::new().read(true).write(true).open(path).expect("opening file to corrupt");
+    let len = file.metadata().expect("file metadata").len();
+    assert!(offset < len, "offset {offset} is past the end of {} ({len} bytes)", path.display());
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    std::io::Read::read_exact(&mut file, &mut byte).expect("read");
+    byte[0] ^= 0xff;
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.write_all(&byte).expect("write");
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child);
+        }
+    }
+}
