@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, FrontendSet, FrontendSpec, ProbeKind, RegistryConfig};
+use crate::config::{Config, ProbeKind};
 use crate::frontend::{self, Frontend};
 use crate::output;
 use crate::platform::PlatformSelection;
@@ -249,7 +249,7 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
                     transport.client_key = tls.client_key.clone();
                 }
                 let frontends = if args.frontends.is_empty() {
-                    configured_frontends(registry, &image, plain_http).await?
+                    frontend::configured_frontends(registry, &image, plain_http).await.map_err(UsageError)?
                 } else {
                     frontends_for(&args.frontends, &image, plain_http)?
                 };
@@ -313,17 +313,6 @@ fn unsupported_features(config: &Config) -> Option<String> {
         if registry.auth.is_some() {
             problems.push(format!("registry {name:?}: `auth:` is not supported by this version"));
         }
-        if let FrontendSet::List(list) = &registry.frontends {
-            for spec in list {
-                if let FrontendSpec::Endpoint { name: fe, repository_prefix, ns, .. } = spec
-                    && (repository_prefix.is_some() || ns.is_some())
-                {
-                    problems.push(format!(
-                        "registry {name:?} frontend {fe:?}: `repository_prefix`/`ns` are not supported by this version"
-                    ));
-                }
-            }
-        }
     }
     if config.alerting.alertmanager.is_some() || config.alerting.pushgateway.is_some() {
         problems.push("`alerting:` (Alertmanager, Pushgateway) is not supported by this version".to_string());
@@ -331,56 +320,6 @@ fn unsupported_features(config: &Config) -> Option<String> {
     problems.into_iter().next()
 }
 
-/// The frontends configured for a registry (or the registry's own name for an ad-hoc image).
-async fn configured_frontends(
-    registry: Option<&RegistryConfig>,
-    image: &ImageReference,
-    plain_http: bool,
-) -> Result<Vec<Frontend>, UsageError> {
-    let Some(registry) = registry else {
-        return frontends_for(&[], image, plain_http);
-    };
-    let mut url = registry.url.clone();
-    if plain_http {
-        let _ = url.set_scheme("http");
-    }
-    let default_port = url.port_or_known_default().unwrap_or(443);
-    let host = url.host_str().unwrap_or_default().to_string();
-    match &registry.frontends {
-        FrontendSet::Single => Ok(vec![Frontend { label: registry.host(), url, pin: None }]),
-        FrontendSet::Dns => {
-            let addrs = tokio::net::lookup_host((host.as_str(), default_port)).await.map_err(|e| {
-                UsageError(format!("registry {:?}: cannot resolve {host} for `frontends: dns`: {e}", registry.name))
-            })?;
-            let mut frontends: Vec<Frontend> = Vec::new();
-            for addr in addrs.filter(|a| registry.ip_family.allows(a.ip())) {
-                if frontends.iter().all(|f| f.pin != Some(addr)) {
-                    frontends.push(Frontend { label: addr.ip().to_string(), url: url.clone(), pin: Some(addr) });
-                }
-            }
-            if frontends.is_empty() {
-                return Err(UsageError(format!(
-                    "registry {:?}: {host} has no {:?} addresses",
-                    registry.name, registry.ip_family
-                )));
-            }
-            Ok(frontends)
-        }
-        FrontendSet::List(list) => Ok(list
-            .iter()
-            .map(|spec| match spec {
-                FrontendSpec::Address { ip, port } => Frontend {
-                    label: spec.label(),
-                    url: url.clone(),
-                    pin: Some(std::net::SocketAddr::new(*ip, port.unwrap_or(default_port))),
-                },
-                FrontendSpec::Endpoint { name, url: endpoint, .. } => {
-                    Frontend { label: name.clone(), url: endpoint.clone(), pin: None }
-                }
-            })
-            .collect()),
-    }
-}
 
 /// A live byte counter on stderr, only on a terminal.
 struct ProgressDisplay {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::registry::{PasswordSource, TlsConfig};
 use crate::reason::Reason;
 
 /// `alerting:`.
@@ -25,6 +26,8 @@ pub struct AlertmanagerConfig {
     /// `endsAt` = now + this for alerts sent by `now` (CronJob mode).
     /// Default: 4 × `defaults.interval`, as `serve` uses.
     pub resolve_timeout: Duration,
+    /// Credentials and TLS for every replica.
+    pub access: EndpointAccess,
 }
 
 /// `alerting.pushgateway:`.
@@ -33,6 +36,22 @@ pub struct PushgatewayConfig {
     pub url: Url,
     /// The `job` grouping label (default `pullprobe`).
     pub job: String,
+    pub access: EndpointAccess,
+}
+
+/// How to reach an Alertmanager or a Pushgateway: `auth:` and `tls:` next to `urls:`/`url:`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointAccess {
+    pub auth: Option<EndpointAuth>,
+    /// `ca_file`, and `client_cert` + `client_key` for mTLS.
+    pub tls: TlsConfig,
+}
+
+/// `auth: {username: x, password_file: …}` or `auth: {bearer_token_file: …}` (or `…_env`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointAuth {
+    Basic { username: String, password: PasswordSource },
+    Bearer(PasswordSource),
 }
 
 /// How many consecutive failed runs fire an alert: `after: 2` or

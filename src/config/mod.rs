@@ -24,7 +24,9 @@ mod tests;
 use std::path::Path;
 use std::time::Duration;
 
-pub use alerting::{AlertAfter, AlertingConfig, AlertmanagerConfig, PushgatewayConfig, RESERVED_LABELS};
+pub use alerting::{
+    AlertAfter, AlertingConfig, AlertmanagerConfig, EndpointAccess, EndpointAuth, PushgatewayConfig, RESERVED_LABELS,
+};
 pub use error::{ConfigError, Position};
 pub use probe::{
     CanaryConfig, CatalogDiscovery, Expectations, KubernetesDiscovery, PathExpectation, ProbeConfig, ProbeKind,

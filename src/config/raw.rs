@@ -173,6 +173,8 @@ pub(super) struct RawAlertmanager {
     pub labels: Option<Spanned<BTreeMap<String, String>>>,
     pub runbook_url: Option<Text>,
     pub resolve_timeout: Option<Text>,
+    pub auth: Option<Spanned<RawEndpointAuth>>,
+    pub tls: Option<Spanned<RawTls>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +182,19 @@ pub(super) struct RawAlertmanager {
 pub(super) struct RawPushgateway {
     pub url: Text,
     pub job: Option<Text>,
+    pub auth: Option<Spanned<RawEndpointAuth>>,
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+/// Credentials for Alertmanager or the Pushgateway: basic or bearer, secrets from a file or the environment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpointAuth {
+    pub username: Option<Text>,
+    pub password_file: Option<Text>,
+    pub password_env: Option<Text>,
+    pub bearer_token_file: Option<Text>,
+    pub bearer_token_env: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

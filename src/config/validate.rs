@@ -13,7 +13,7 @@ use super::error::{ConfigError, Position};
 use super::raw::*;
 use super::units::{parse_duration, parse_size};
 use super::{
-    AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, Config, Defaults,
+    AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, EndpointAccess, EndpointAuth, CanaryConfig, CatalogDiscovery, Config, Defaults,
     Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, PasswordSource, PathExpectation, ProbeConfig,
     ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule, TargetPattern, TlsConfig,
     unknown_registry,
@@ -672,7 +672,8 @@ impl Validator<'_> {
                 Some(t) => self.positive_duration("resolve_timeout", t)?,
                 None => defaults.interval.saturating_mul(4),
             };
-            alerting.alertmanager = Some(AlertmanagerConfig { urls, labels, runbook_url, resolve_timeout });
+            let access = self.endpoint_access(&am.value.auth, &am.value.tls)?;
+            alerting.alertmanager = Some(AlertmanagerConfig { urls, labels, runbook_url, resolve_timeout, access });
         }
         if let Some(pg) = &raw.pushgateway {
             let url = self.url("url", &pg.url, false)?;
@@ -680,12 +681,72 @@ impl Validator<'_> {
                 Some(job) => self.non_empty("job", job)?,
                 None => "pullprobe".to_string(),
             };
-            alerting.pushgateway = Some(PushgatewayConfig { url, job });
+            let access = self.endpoint_access(&pg.auth, &pg.tls)?;
+            alerting.pushgateway = Some(PushgatewayConfig { url, job, access });
         }
         if let Some(after) = &raw.after {
             alerting.after = self.after(after)?;
         }
         Ok(alerting)
+    }
+
+    /// `auth:` and `tls:` of an Alertmanager or a Pushgateway.
+    fn endpoint_access(
+        &self,
+        auth: &Option<Spanned<RawEndpointAuth>>,
+        tls: &Option<Spanned<RawTls>>,
+    ) -> Result<EndpointAccess> {
+        let tls = tls.as_ref().map(|t| self.tls(t)).transpose()?.unwrap_or_default();
+        let Some(raw) = auth else { return Ok(EndpointAccess { auth: None, tls }) };
+        let a = &raw.value;
+        let password = self.secret_source("password", &a.password_file, &a.password_env)?;
+        let token = self.secret_source("bearer_token", &a.bearer_token_file, &a.bearer_token_env)?;
+        let auth = match (&a.username, password, token) {
+            (Some(user), Some(password), None) => {
+                EndpointAuth::Basic { username: self.non_empty("username", user)?, password }
+            }
+            (None, None, Some(token)) => EndpointAuth::Bearer(token),
+            (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => {
+                return Err(self.error(
+                    &raw.referenced,
+                    "`auth`: `username` + a password and a bearer token are alternatives; use one",
+                ));
+            }
+            (Some(user), None, None) => {
+                return Err(self.error(&user.referenced, "`auth`: `username` needs `password_file` or `password_env`"));
+            }
+            (None, Some(_), None) => return Err(self.error(&raw.referenced, "`auth`: a password needs `username`")),
+            (None, None, None) => {
+                return Err(self.error(
+                    &raw.referenced,
+                    "`auth`: expected {username, password_file|password_env} or {bearer_token_file|bearer_token_env}",
+                ));
+            }
+        };
+        Ok(EndpointAccess { auth: Some(auth), tls })
+    }
+
+    /// A secret read at run time from `<key>_file` or `<key>_env` (at most one).
+    fn secret_source(&self, key: &str, file: &Option<Text>, env: &Option<Text>) -> Result<Option<PasswordSource>> {
+        match (file, env) {
+            (Some(_), Some(env)) => Err(self.error(
+                &env.referenced,
+                format!("`auth`: at most one source: `{key}_file` or `{key}_env`, not both"),
+            )),
+            (Some(file), None) => Ok(Some(PasswordSource::File(self.path(&format!("{key}_file"), file)?))),
+            (None, Some(env)) => {
+                let valid = env.value.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                    && env.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !valid {
+                    return Err(self.error(
+                        &env.referenced,
+                        format!("`{key}_env`: expected an environment variable name, got {:?}", env.value),
+                    ));
+                }
+                Ok(Some(PasswordSource::Env(env.value.clone())))
+            }
+            (None, None) => Ok(None),
+        }
     }
 
     fn after(&self, raw: &Spanned<ScalarOr<RawAfter>>) -> Result<AlertAfter> {

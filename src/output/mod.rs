@@ -1,6 +1,16 @@
-//! Outputs: functions of probe results. None of them touches the network.
+//! Outputs: where results go. Every output is a function of results (and,
+//! for metrics and alerts, of the series' [`history`]); `json`, `table`,
+//! `metrics` and `icinga` only render, while `pushgateway` and `alertmanager`
+//! also deliver what they render, and `delivery` runs both for one `now` run.
 
+pub mod alertmanager;
+pub mod delivery;
+pub mod history;
+pub mod http;
+pub mod icinga;
 pub mod json;
+pub mod metrics;
+pub mod pushgateway;
 pub mod table;
 
 /// Bytes for humans: `412 B`, `3.1 MiB`.

@@ -4,3 +4,5 @@
 
 pub mod pull;
 pub mod run;
+pub mod consistency;
+pub mod ledger;

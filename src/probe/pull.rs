@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::digest::Digest;
+use crate::probe::ledger::BlobLedger;
 use crate::frontend::Frontend;
 use crate::manifest::{self, BlobRef, ImageManifest, IndexEntry, Manifest};
 use crate::media_types;
@@ -91,8 +92,9 @@ pub async fn pull(
     frontend: &Frontend,
     options: &TransportOptions,
     progress: Option<Progress>,
+    ledger: Option<Arc<BlobLedger>>,
 ) -> Vec<ProbeResult> {
-    let run = PullRun { target, frontend, options, progress };
+    let run = PullRun { target, frontend, options, progress, ledger };
     run.execute().await
 }
 
@@ -101,6 +103,8 @@ struct PullRun<'a> {
     frontend: &'a Frontend,
     options: &'a TransportOptions,
     progress: Option<Progress>,
+    /// Layers already checked in full this round (decompress once per digest).
+    ledger: Option<Arc<BlobLedger>>,
 }
 
 /// The manifest named by the reference, verified.
@@ -116,7 +120,8 @@ impl PullRun<'_> {
             options.pin = Some((host.to_string(), addr));
         }
         let transport = Transport::new(&options)?;
-        Ok(RegistryClient::new(transport, self.frontend.url.clone()))
+        Ok(RegistryClient::new(transport, self.frontend.url.clone())
+            .with_mirror_routing(self.frontend.repository_prefix.clone(), self.frontend.ns.clone()))
     }
 
     async fn execute(&self) -> Vec<ProbeResult> {
@@ -445,6 +450,8 @@ impl PullRun<'_> {
                 limits: self.target.limits,
                 progress: self.progress.clone(),
                 first_byte: first_byte.clone(),
+                ledger: self.ledger.clone(),
+                frontend: self.frontend.label.clone(),
             };
             let permits = permits.clone();
             let task = tokio::spawn(async move {
@@ -582,6 +589,8 @@ struct LayerJob {
     limits: PullLimits,
     progress: Option<Progress>,
     first_byte: Arc<Mutex<Option<Instant>>>,
+    ledger: Option<Arc<BlobLedger>>,
+    frontend: String,
 }
 
 /// Chunks buffered between the network and the verifier (memory bound: this × chunk size).
@@ -619,12 +628,16 @@ impl LayerJob {
             }
         };
         let source = blob.source.clone();
+        let mode = match (&self.ledger, compression) {
+            (Some(ledger), Some(_)) => ledger.claim(&self.layer.digest, &self.frontend),
+            _ => CheckMode::Full,
+        };
         let spec = LayerSpec {
             digest: self.layer.digest,
             size: self.layer.size,
             compression,
             diff_id: self.diff_id,
-            mode: CheckMode::Full,
+            mode,
             limits: LayerLimits {
                 max_uncompressed_bytes: self.limits.max_uncompressed_bytes,
                 max_uncompressed_ratio: self.limits.max_uncompressed_ratio,
@@ -664,6 +677,12 @@ impl LayerJob {
                 return (failed_check(&self.layer, &err, Some(&source)), Some(err));
             }
         };
+        if mode == CheckMode::Full
+            && compression.is_some()
+            && let Some(ledger) = &self.ledger
+        {
+            ledger.settle(&self.layer.digest, &self.frontend, report.error.as_ref());
+        }
         let error = report.error.clone().map(|e| {
             let mut e = e.context(self.label());
             if let Some(cache) = &source.cache_status {

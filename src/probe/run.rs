@@ -1,12 +1,19 @@
-//! Running many pulls: every (target, frontend) pair, frontends of one image
-//! in parallel, bounded by `concurrency`, results in a stable order.
+//! One round: every (target, frontend) pair pulled, frontends of one image in
+//! parallel, bounded by `concurrency`, results in a stable order; then the
+//! round-wide verdicts — frontends that disagree on a tag, and content
+//! failures found through one frontend carried to the others that served the
+//! same digest (checked there by digest only).
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use crate::digest::Digest;
 use crate::frontend::Frontend;
+use crate::probe::consistency::check_frontends;
+use crate::probe::ledger::BlobLedger;
 use crate::probe::pull::{self, Progress, PullTarget};
+use crate::reason::{Phase, ProbeError};
 use crate::registry::transport::TransportOptions;
 use crate::result::ProbeResult;
 
@@ -18,8 +25,9 @@ pub struct PullJob {
     pub transport: TransportOptions,
 }
 
-/// Run every job through every frontend; results in job order, then frontend order.
+/// Run one round; results in job order, then frontend order.
 pub async fn run_jobs(jobs: Vec<PullJob>, concurrency: usize, progress: Option<Progress>) -> Vec<ProbeResult> {
+    let ledger = Arc::new(BlobLedger::new());
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut handles = Vec::new();
     for job in jobs {
@@ -28,10 +36,12 @@ pub async fn run_jobs(jobs: Vec<PullJob>, concurrency: usize, progress: Option<P
             let job = job.clone();
             let permits = permits.clone();
             let progress = progress.clone();
-            handles.push(tokio::spawn(async move {
+            let ledger = ledger.clone();
+            let handle = tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                pull::pull(&job.target, &frontend, &job.transport, progress).await
-            }));
+                pull::pull(&job.target, &frontend, &job.transport, progress, Some(ledger)).await
+            });
+            handles.push(handle);
         }
     }
     let mut results = Vec::new();
@@ -41,5 +51,40 @@ pub async fn run_jobs(jobs: Vec<PullJob>, concurrency: usize, progress: Option<P
             Err(e) => tracing::error!(error = %e, "a probe task stopped unexpectedly"),
         }
     }
+    carry_content_failures(&mut results, &ledger);
+    check_frontends(&mut results);
     results
+}
+
+/// A layer checked by digest only passed because its bytes equal the digest;
+/// if the content behind that digest failed its full check elsewhere this
+/// round, the same verdict holds here.
+fn carry_content_failures(results: &mut [ProbeResult], ledger: &BlobLedger) {
+    for result in results.iter_mut() {
+        let mut first: Option<ProbeError> = None;
+        for (index, layer) in result.layers.iter_mut().enumerate() {
+            if !layer.ok || layer.check.as_deref() != Some("digest_only") {
+                continue;
+            }
+            let Ok(digest) = layer.digest.parse::<Digest>() else { continue };
+            let Some((found_on, err)) = ledger.content_failure(&digest) else { continue };
+            let message = format!(
+                "layer {} {digest}: {} (found through frontend {found_on}; same digest, same bytes)",
+                index + 1,
+                err.reason
+            );
+            layer.ok = false;
+            layer.reason = Some(err.reason);
+            layer.error = Some(message.clone());
+            first.get_or_insert(ProbeError::new(err.reason, message));
+        }
+        if let Some(err) = first
+            && result.ok
+        {
+            result.ok = false;
+            result.reason = Some(err.reason);
+            result.phase = Some(Phase::Blob);
+            result.error = Some(err.message);
+        }
+    }
 }

@@ -25,6 +25,10 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 pub struct RegistryClient {
     transport: Transport,
     base: Url,
+    /// Prepended to every repository (a proxy-cache project).
+    repository_prefix: String,
+    /// containerd-style `?ns=` naming the upstream registry, for mirrors.
+    ns: Option<String>,
 }
 
 /// A manifest as the registry sent it.
@@ -59,7 +63,14 @@ pub struct BlobResponse {
 impl RegistryClient {
     /// `base` is the frontend's URL: scheme, host, port (and an optional path prefix).
     pub fn new(transport: Transport, base: Url) -> Self {
-        RegistryClient { transport, base }
+        RegistryClient { transport, base, repository_prefix: String::new(), ns: None }
+    }
+
+    /// Route requests the way a mirror or proxy cache expects: a repository prefix and/or `?ns=`.
+    pub fn with_mirror_routing(mut self, repository_prefix: Option<String>, ns: Option<String>) -> Self {
+        self.repository_prefix = repository_prefix.unwrap_or_default();
+        self.ns = ns;
+        self
     }
 
     pub fn timings(&self) -> ConnectTimings {
@@ -74,10 +85,19 @@ impl RegistryClient {
         &self.base
     }
 
-    fn url(&self, path: &str) -> Result<Url, ProbeError> {
-        let joined = format!("{}{}", self.base.as_str().trim_end_matches('/'), path);
-        Url::parse(&joined)
-            .map_err(|e| ProbeError::new(Reason::ManifestInvalid, format!("bad request URL {joined:?}: {e}")))
+    /// `/v2/<prefix><repository>/<rest>` on this frontend, with `?ns=` for mirrors.
+    fn url(&self, repository: &str, rest: &str) -> Result<Url, ProbeError> {
+        let joined = format!(
+            "{}/v2/{}{repository}/{rest}",
+            self.base.as_str().trim_end_matches('/'),
+            self.repository_prefix
+        );
+        let mut url = Url::parse(&joined)
+            .map_err(|e| ProbeError::new(Reason::ManifestInvalid, format!("bad request URL {joined:?}: {e}")))?;
+        if let Some(ns) = &self.ns {
+            url.query_pairs_mut().append_pair("ns", ns);
+        }
+        Ok(url)
     }
 
     /// `GET /v2/<repo>/manifests/<reference>` with every manifest type accepted.
@@ -88,7 +108,7 @@ impl RegistryClient {
         max_bytes: u64,
     ) -> Result<ManifestResponse, ProbeError> {
         let started = Instant::now();
-        let url = self.url(&format!("/v2/{repository}/manifests/{reference}"))?;
+        let url = self.url(repository, &format!("manifests/{reference}"))?;
         let what = format!("manifest {repository}:{reference}");
         let response = self
             .transport
@@ -112,7 +132,7 @@ impl RegistryClient {
 
     /// Start a blob download; the caller streams the body.
     pub async fn blob(&self, repository: &str, digest: &Digest) -> Result<BlobResponse, ProbeError> {
-        let url = self.url(&format!("/v2/{repository}/blobs/{digest}"))?;
+        let url = self.url(repository, &format!("blobs/{digest}"))?;
         let what = format!("blob {}", digest.short());
         let response = self.transport.http.get(url).send().await.map_err(|e| classify_transport(&e, &what))?;
         let source = blob_source(&response);

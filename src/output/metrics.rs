@@ -1,0 +1,322 @@
+//! The metric families of DESIGN.md ("Metrics"), as functions of results and
+//! their [`History`]: the same values for serve's `/metrics` and for a
+//! Pushgateway push.
+//!
+//! [`gauge_families`] is the last-run state of every series (gauges only, what
+//! a push may carry); [`RunCounters`] is what only a long-running `serve`
+//! can count (counters and histograms). [`encode_text`] renders both with
+//! `prometheus-client`; `pushgateway` encodes the gauges as protobuf.
+//!
+//! Labels are `probe, image, registry, frontend, platform` unless a family
+//! says otherwise; never digests or error text. `image` is the reference the
+//! probe names (a digest-pinned reference keeps its fixed digest; resolved
+//! digests never appear).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::output::history::{History, SeriesKey, parse_rfc3339};
+use crate::result::ProbeResult;
+
+/// Every family name starts with `pullprobe_`.
+pub const PREFIX: &str = "pullprobe";
+/// The `Content-Type` of [`encode_text`] (OpenMetrics text, which Prometheus scrapes).
+pub const TEXT_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+// Family names without the prefix; the read-back of a push looks for them too.
+pub const PROBE_SUCCESS: &str = "probe_success";
+pub const PROBE_DURATION: &str = "probe_duration_seconds";
+pub const PHASE_DURATION: &str = "probe_phase_duration_seconds";
+pub const LAST_SUCCESS: &str = "probe_last_success_timestamp_seconds";
+pub const CONSECUTIVE_FAILURES: &str = "probe_consecutive_failures";
+pub const FAILING_SINCE: &str = "probe_failing_since_timestamp_seconds";
+pub const LAST_FAILURE_INFO: &str = "probe_last_failure_info";
+pub const TLS_NOT_AFTER: &str = "tls_cert_not_after_timestamp_seconds";
+pub const FRONTEND_CONSISTENT: &str = "frontend_consistent";
+pub const BUILD_INFO: &str = "build_info";
+
+/// `pullprobe_<name>`.
+pub fn full_name(name: &str) -> String {
+    format!("{PREFIX}_{name}")
+}
+
+/// One series: its labels and value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// A gauge family: name (without the prefix), HELP text, samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GaugeFamily {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub samples: Vec<Sample>,
+}
+
+impl GaugeFamily {
+    fn new(name: &'static str, help: &'static str) -> Self {
+        GaugeFamily { name, help, samples: Vec::new() }
+    }
+
+    fn push(&mut self, labels: Vec<(String, String)>, value: f64) {
+        self.samples.push(Sample { labels, value });
+    }
+}
+
+fn series_labels(key: &SeriesKey) -> Vec<(String, String)> {
+    key.labels().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn with(mut labels: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
+    labels.push((key.to_string(), value.to_string()));
+    labels
+}
+
+/// The gauges of the last run: one series per result (and per phase, per
+/// registry frontend, per probe), with `history` already advanced past `results`
+/// ([`crate::output::history::advance`]).
+pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFamily> {
+    let mut success = GaugeFamily::new(PROBE_SUCCESS, "1 if the last pull passed every check, else 0");
+    let mut duration = GaugeFamily::new(PROBE_DURATION, "Seconds the last pull took");
+    let mut phases = GaugeFamily::new(PHASE_DURATION, "Seconds per phase of the last pull");
+    let mut last_success =
+        GaugeFamily::new(LAST_SUCCESS, "Unix time when a pull last passed; kept while the probe fails");
+    let mut consecutive = GaugeFamily::new(CONSECUTIVE_FAILURES, "Pulls in a row that failed; 0 after a passing pull");
+    let mut failing_since =
+        GaugeFamily::new(FAILING_SINCE, "Unix time when the first pull of the current failing streak started");
+    let mut failure_info = GaugeFamily::new(
+        LAST_FAILURE_INFO,
+        "1 with the reason of the current failure; 0 with the last reason once the probe passes again",
+    );
+    let mut tls = GaugeFamily::new(TLS_NOT_AFTER, "Unix time when the certificate a frontend presented expires");
+    let mut consistent =
+        GaugeFamily::new(FRONTEND_CONSISTENT, "1 if every frontend of a registry served the same manifests, else 0");
+    let mut build = GaugeFamily::new(BUILD_INFO, "The running pullprobe version; always 1");
+
+    let mut tls_seen = BTreeSet::new();
+    for result in results {
+        let key = SeriesKey::of(result);
+        let labels = series_labels(&key);
+        let state = history.get(&key).cloned().unwrap_or_default();
+        success.push(labels.clone(), if result.ok { 1.0 } else { 0.0 });
+        duration.push(labels.clone(), result.duration_seconds);
+        for (phase, seconds) in &result.phases {
+            phases.push(with(labels.clone(), "phase", phase), *seconds);
+        }
+        if let Some(at) = state.last_success {
+            last_success.push(labels.clone(), at);
+        }
+        consecutive.push(labels.clone(), f64::from(state.consecutive_failures));
+        if let (false, Some(since)) = (result.ok, state.failing_since) {
+            failing_since.push(labels.clone(), since);
+        }
+        match (result.ok, result.reason.or(state.last_reason)) {
+            (false, Some(reason)) => failure_info.push(with(labels.clone(), "reason", reason.as_str()), 1.0),
+            (true, Some(reason)) => failure_info.push(with(labels.clone(), "reason", reason.as_str()), 0.0),
+            (_, None) => {}
+        }
+        if let Some(not_after) = result.tls_not_after.as_deref().and_then(parse_rfc3339)
+            && tls_seen.insert((result.registry.clone(), result.frontend.clone()))
+        {
+            let labels = vec![
+                ("registry".to_string(), result.registry.clone()),
+                ("frontend".to_string(), result.frontend.clone()),
+            ];
+            tls.push(labels, not_after);
+        }
+    }
+    for ((probe, registry), ok) in frontend_consistency(results) {
+        consistent.push(vec![("probe".into(), probe), ("registry".into(), registry)], if ok { 1.0 } else { 0.0 });
+    }
+    build.push(vec![("version".into(), env!("CARGO_PKG_VERSION").into())], 1.0);
+
+    [success, duration, phases, last_success, consecutive, failing_since, failure_info, tls, consistent, build]
+        .into_iter()
+        .filter(|f| !f.samples.is_empty())
+        .collect()
+}
+
+/// Per (probe, registry): false if a result says `frontend_inconsistent`, or if
+/// the frontends answered one image and platform with different manifest digests.
+fn frontend_consistency(results: &[ProbeResult]) -> BTreeMap<(String, String), bool> {
+    let mut digests: BTreeMap<(String, String, String, String), BTreeSet<&str>> = BTreeMap::new();
+    let mut out: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for r in results {
+        let entry = out.entry((r.probe.clone(), r.registry.clone())).or_insert(true);
+        if r.reason == Some(crate::reason::Reason::FrontendInconsistent) {
+            *entry = false;
+        }
+        if let Some(d) = &r.manifest_digest {
+            digests
+                .entry((r.probe.clone(), r.registry.clone(), r.image.clone(), r.platform.clone()))
+                .or_default()
+                .insert(d);
+        }
+    }
+    for ((probe, registry, _, _), seen) in digests {
+        if seen.len() > 1 {
+            out.insert((probe, registry), false);
+        }
+    }
+    out
+}
+
+/// Layer download times, seconds: small layers on a LAN to multi-GiB layers far away.
+const LAYER_DURATION_BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+type Labels = Vec<(String, String)>;
+
+fn layer_histogram() -> Histogram {
+    Histogram::new(LAYER_DURATION_BUCKETS)
+}
+
+/// What only a long-running process can count: failures by reason, retries,
+/// bytes, layer durations (`serve`; a push carries gauges only). Cheap to
+/// clone: the clones share the counts.
+#[derive(Clone)]
+pub struct RunCounters {
+    failures: Family<Labels, Counter>,
+    retries: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    layer_duration: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for RunCounters {
+    fn default() -> Self {
+        RunCounters {
+            failures: Family::default(),
+            retries: Family::default(),
+            bytes: Family::default(),
+            layer_duration: Family::new_with_constructor(layer_histogram),
+        }
+    }
+}
+
+impl RunCounters {
+    /// Count the results of one run.
+    pub fn observe(&self, results: &[ProbeResult]) {
+        for result in results {
+            let labels = series_labels(&SeriesKey::of(result));
+            if let Some(reason) = result.reason {
+                self.failures.get_or_create(&with(labels.clone(), "reason", reason.as_str())).inc();
+            }
+            self.retries.get_or_create(&labels).inc_by(u64::from(result.retries));
+            let compressed = result.bytes();
+            let uncompressed: u64 = result.layers.iter().filter_map(|l| l.uncompressed_bytes).sum();
+            self.bytes.get_or_create(&with(labels.clone(), "kind", "compressed")).inc_by(compressed);
+            self.bytes.get_or_create(&with(labels, "kind", "uncompressed")).inc_by(uncompressed);
+            let layer_labels = vec![
+                ("probe".to_string(), result.probe.clone()),
+                ("registry".to_string(), result.registry.clone()),
+                ("frontend".to_string(), result.frontend.clone()),
+            ];
+            let histogram = self.layer_duration.get_or_create(&layer_labels);
+            for layer in result.layers.iter().filter(|l| l.check.is_some()) {
+                histogram.observe(layer.duration_seconds);
+            }
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register("probe_failures", "Failed pulls by reason", self.failures.clone());
+        registry.register("probe_retries", "Retries of transient failures within a pull", self.retries.clone());
+        registry.register("bytes", "Bytes received, compressed and after decompression", self.bytes.clone());
+        registry.register("layer_duration_seconds", "Seconds to fetch and verify one layer", self.layer_duration.clone());
+    }
+}
+
+/// The text exposition of `gauges` (and `counters`, in `serve`), HELP and TYPE on every family.
+pub fn encode_text(gauges: &[GaugeFamily], counters: Option<&RunCounters>) -> String {
+    let mut registry = Registry::with_prefix(PREFIX);
+    for family in gauges {
+        let metric: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
+        for sample in &family.samples {
+            metric.get_or_create(&sample.labels).set(sample.value);
+        }
+        registry.register(family.name, family.help, metric);
+    }
+    if let Some(counters) = counters {
+        counters.register(&mut registry);
+    }
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = text::encode(&mut out, &registry);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::history::advance;
+    use crate::output::history::tests::result;
+    use crate::reason::Reason;
+
+    fn sample<'a>(families: &'a [GaugeFamily], name: &str, frontend: &str) -> Option<&'a Sample> {
+        let family = families.iter().find(|f| f.name == name)?;
+        family.samples.iter().find(|s| s.labels.iter().any(|(k, v)| k == "frontend" && v == frontend))
+    }
+
+    #[test]
+    fn gauges_follow_results_and_history() {
+        let ok = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
+        let mut bad = result("10.0.0.2", Some(Reason::BlobDigestMismatch), "2026-11-23T06:00:00Z");
+        bad.tls_not_after = Some("2027-01-01T00:00:00Z".into());
+        let results = [ok, bad];
+        let history = advance(&History::new(), &results);
+        let families = gauge_families(&results, &history);
+        assert_eq!(sample(&families, PROBE_SUCCESS, "10.0.0.1").unwrap().value, 1.0);
+        assert_eq!(sample(&families, PROBE_SUCCESS, "10.0.0.2").unwrap().value, 0.0);
+        assert!(sample(&families, LAST_SUCCESS, "10.0.0.2").is_none(), "never passed: no last success");
+        assert_eq!(sample(&families, CONSECUTIVE_FAILURES, "10.0.0.2").unwrap().value, 1.0);
+        let info = sample(&families, LAST_FAILURE_INFO, "10.0.0.2").unwrap();
+        assert!(info.labels.contains(&("reason".into(), "blob_digest_mismatch".into())));
+        assert_eq!(sample(&families, TLS_NOT_AFTER, "10.0.0.2").unwrap().value, 1798761600.0);
+        for family in &families {
+            for s in &family.samples {
+                for (_, v) in &s.labels {
+                    assert!(!v.contains("sha256:") && !v.contains("happened"), "{}: {v}", family.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn different_manifests_are_inconsistent() {
+        let mut a = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
+        let mut b = result("10.0.0.2", None, "2026-11-23T06:00:00Z");
+        a.manifest_digest = Some(format!("sha256:{}", "a".repeat(64)));
+        b.manifest_digest = Some(format!("sha256:{}", "b".repeat(64)));
+        let families = gauge_families(&[a.clone(), b], &History::new());
+        let consistent = families.iter().find(|f| f.name == FRONTEND_CONSISTENT).unwrap();
+        assert_eq!(consistent.samples[0].value, 0.0);
+        let families = gauge_families(&[a], &History::new());
+        let consistent = families.iter().find(|f| f.name == FRONTEND_CONSISTENT).unwrap();
+        assert_eq!(consistent.samples[0].value, 1.0);
+    }
+
+    #[test]
+    fn text_has_help_and_type_for_every_family() {
+        let results = [result("10.0.0.1", Some(Reason::Timeout), "2026-11-23T06:00:00Z")];
+        let families = gauge_families(&results, &advance(&History::new(), &results));
+        let counters = RunCounters::default();
+        counters.observe(&results);
+        let text = encode_text(&families, Some(&counters));
+        for family in &families {
+            let name = full_name(family.name);
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
+            assert!(text.contains(&format!("# TYPE {name} gauge")), "{name}:\n{text}");
+        }
+        assert!(text.contains("# TYPE pullprobe_probe_failures counter"), "{text}");
+        assert!(text.contains("pullprobe_probe_failures_total{"), "{text}");
+        assert!(text.contains("# TYPE pullprobe_layer_duration_seconds histogram"), "{text}");
+    }
+}

@@ -1,0 +1,286 @@
+//! Pushgateway (CronJob mode): the gauges of [`metrics::gauge_families`],
+//! pushed with `POST` (which replaces only the metric names pushed) to the
+//! group `job`/`probe`/`location`, in the protobuf delimited format so the
+//! types survive; and the read-back of those groups (`GET /api/v1/metrics`)
+//! that gives a fresh process the [`History`] that `serve` keeps in memory.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use prost::Message as _;
+use serde::Deserialize;
+
+use crate::config::PushgatewayConfig;
+use crate::output::history::{History, SeriesHistory, SeriesKey};
+use crate::output::http::{DeliveryError, EndpointClient, RetryPolicy};
+use crate::output::metrics::{self, GaugeFamily};
+use crate::reason::Reason;
+
+/// The body type of a push: length-delimited `io.prometheus.client.MetricFamily` messages.
+pub const PROTOBUF_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+/// The messages of Prometheus' `io/prometheus/client/metrics.proto` (proto2)
+/// that a push of gauges needs; field numbers as there.
+pub mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LabelPair {
+        #[prost(string, optional, tag = "1")]
+        pub name: Option<String>,
+        #[prost(string, optional, tag = "2")]
+        pub value: Option<String>,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+    #[repr(i32)]
+    pub enum MetricType {
+        Counter = 0,
+        Gauge = 1,
+        Summary = 2,
+        Untyped = 3,
+        Histogram = 4,
+        GaugeHistogram = 5,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Gauge {
+        #[prost(double, optional, tag = "1")]
+        pub value: Option<f64>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Metric {
+        #[prost(message, repeated, tag = "1")]
+        pub label: Vec<LabelPair>,
+        #[prost(message, optional, tag = "2")]
+        pub gauge: Option<Gauge>,
+        #[prost(int64, optional, tag = "6")]
+        pub timestamp_ms: Option<i64>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct MetricFamily {
+        #[prost(string, optional, tag = "1")]
+        pub name: Option<String>,
+        #[prost(string, optional, tag = "2")]
+        pub help: Option<String>,
+        #[prost(enumeration = "MetricType", optional, tag = "3")]
+        pub r#type: Option<i32>,
+        #[prost(message, repeated, tag = "4")]
+        pub metric: Vec<Metric>,
+    }
+}
+
+/// Gauge families as length-delimited protobuf `MetricFamily` messages (HELP as in the text format).
+pub fn encode_protobuf(families: &[GaugeFamily]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for family in families {
+        let message = proto::MetricFamily {
+            name: Some(metrics::full_name(family.name)),
+            help: Some(format!("{}.", family.help)),
+            r#type: Some(proto::MetricType::Gauge as i32),
+            metric: family
+                .samples
+                .iter()
+                .map(|s| proto::Metric {
+                    label: s
+                        .labels
+                        .iter()
+                        .map(|(k, v)| proto::LabelPair { name: Some(k.clone()), value: Some(v.clone()) })
+                        .collect(),
+                    gauge: Some(proto::Gauge { value: Some(s.value) }),
+                    timestamp_ms: None,
+                })
+                .collect(),
+        };
+        // Encoding into a Vec only fails for lack of capacity, which a Vec grows.
+        let _ = message.encode_length_delimited(&mut out);
+    }
+    out
+}
+
+/// The group of one probe: `job`, `probe`, `location`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Group {
+    pub job: String,
+    pub probe: String,
+    pub location: String,
+}
+
+impl Group {
+    /// `/metrics/job@base64/…/probe@base64/…/location@base64/…`: base64url, so
+    /// a probe named after an image reference (with `/`) is one path segment.
+    pub fn path(&self) -> String {
+        let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "/metrics/job@base64/{}/probe@base64/{}/location@base64/{}",
+            b64(&self.job),
+            b64(&self.probe),
+            b64(&self.location)
+        )
+    }
+}
+
+/// A Pushgateway to push to and read back from.
+#[derive(Debug, Clone)]
+pub struct Pushgateway {
+    client: EndpointClient,
+    pub job: String,
+}
+
+impl Pushgateway {
+    pub fn new(config: &PushgatewayConfig, policy: RetryPolicy) -> Result<Self, DeliveryError> {
+        Ok(Pushgateway { client: EndpointClient::new(&config.url, &config.access, policy)?, job: config.job.clone() })
+    }
+
+    pub fn name(&self) -> String {
+        self.client.name()
+    }
+
+    pub fn group(&self, probe: &str, location: &str) -> Group {
+        Group { job: self.job.clone(), probe: probe.to_string(), location: location.to_string() }
+    }
+
+    /// The history of every series in `groups`, as the last pushes left it.
+    pub async fn read_back(&self, groups: &[Group]) -> Result<History, DeliveryError> {
+        let url = self.client.url("/api/v1/metrics")?;
+        let body = self.client.send(reqwest::Method::GET, &url, None).await?;
+        parse_read_back(&body, groups).map_err(|message| DeliveryError {
+            endpoint: self.name(),
+            message,
+            attempts: 1,
+            retryable: false,
+        })
+    }
+
+    /// `POST` the families to the group (replacing only these metric names in it).
+    pub async fn push(&self, group: &Group, families: &[GaugeFamily]) -> Result<(), DeliveryError> {
+        let url = self.client.url(&group.path())?;
+        let body = encode_protobuf(families);
+        self.client.send(reqwest::Method::POST, &url, Some((PROTOBUF_CONTENT_TYPE, body))).await.map(|_| ())
+    }
+}
+
+#[derive(Deserialize)]
+struct ReadBack {
+    status: String,
+    #[serde(default)]
+    data: Vec<ReadBackGroup>,
+}
+
+#[derive(Deserialize)]
+struct ReadBackGroup {
+    labels: BTreeMap<String, String>,
+    #[serde(flatten)]
+    families: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ReadBackFamily {
+    #[serde(default)]
+    metrics: Vec<ReadBackMetric>,
+}
+
+#[derive(Deserialize)]
+struct ReadBackMetric {
+    labels: BTreeMap<String, String>,
+    /// Values come as strings (`"1.7e+09"`).
+    value: Option<String>,
+}
+
+/// The series histories in the `/api/v1/metrics` answer that belong to `groups`.
+fn parse_read_back(body: &[u8], groups: &[Group]) -> Result<History, String> {
+    let answer: ReadBack =
+        serde_json::from_slice(body).map_err(|e| format!("/api/v1/metrics is not the expected JSON: {e}"))?;
+    if answer.status != "success" {
+        return Err(format!("/api/v1/metrics answered status {:?}", answer.status));
+    }
+    let mut history = History::new();
+    for group in answer.data {
+        let label = |k: &str| group.labels.get(k).cloned().unwrap_or_default();
+        let this = Group { job: label("job"), probe: label("probe"), location: label("location") };
+        if !groups.contains(&this) {
+            continue;
+        }
+        for (name, raw) in &group.families {
+            let Some(short) = name.strip_prefix(&format!("{}_", metrics::PREFIX)) else { continue };
+            let Ok(family) = serde_json::from_value::<ReadBackFamily>(raw.clone()) else { continue };
+            for metric in family.metrics {
+                let Some(key) = SeriesKey::from_labels(&metric.labels) else { continue };
+                let Some(value) = metric.value.as_deref().and_then(|v| v.parse::<f64>().ok()) else { continue };
+                if !value.is_finite() {
+                    continue;
+                }
+                let entry: &mut SeriesHistory = history.entry(key).or_default();
+                match short {
+                    metrics::CONSECUTIVE_FAILURES => entry.consecutive_failures = value.max(0.0) as u32,
+                    metrics::LAST_SUCCESS => entry.last_success = Some(value),
+                    metrics::FAILING_SINCE => entry.failing_since = Some(value),
+                    metrics::LAST_FAILURE_INFO => {
+                        let reason = metric.labels.get("reason").and_then(|r| reason_named(r));
+                        if reason.is_some() {
+                            entry.last_reason = reason;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(history)
+}
+
+fn reason_named(name: &str) -> Option<Reason> {
+    Reason::ALL.into_iter().find(|r| r.as_str() == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_paths_are_base64url() {
+        let group = Group { job: "pullprobe".into(), probe: "127.0.0.1:5000/a:b".into(), location: "eqiad".into() };
+        assert_eq!(
+            group.path(),
+            "/metrics/job@base64/cHVsbHByb2Jl/probe@base64/MTI3LjAuMC4xOjUwMDAvYTpi/location@base64/ZXFpYWQ"
+        );
+    }
+
+    #[test]
+    fn protobuf_round_trips() {
+        let families = vec![GaugeFamily {
+            name: "probe_success",
+            help: "1 if it passed",
+            samples: vec![metrics::Sample { labels: vec![("probe".into(), "p".into())], value: 0.0 }],
+        }];
+        let bytes = encode_protobuf(&families);
+        let decoded = proto::MetricFamily::decode_length_delimited(&bytes[..]).unwrap();
+        assert_eq!(decoded.name.as_deref(), Some("pullprobe_probe_success"));
+        assert_eq!(decoded.r#type, Some(proto::MetricType::Gauge as i32));
+        assert_eq!(decoded.metric[0].gauge.as_ref().unwrap().value, Some(0.0));
+    }
+
+    #[test]
+    fn read_back_keeps_only_our_groups() {
+        let body = br#"{"status":"success","data":[
+          {"labels":{"job":"pullprobe","probe":"p","location":"eqiad"},
+           "pullprobe_probe_consecutive_failures":{"type":"GAUGE","metrics":[
+             {"labels":{"job":"pullprobe","probe":"p","location":"eqiad","image":"r/i:1","registry":"r","frontend":"f","platform":"linux/amd64"},"value":"3"}]},
+           "pullprobe_probe_last_failure_info":{"type":"GAUGE","metrics":[
+             {"labels":{"probe":"p","image":"r/i:1","registry":"r","frontend":"f","platform":"linux/amd64","reason":"blob_unknown"},"value":"1"}]},
+           "pullprobe_probe_last_success_timestamp_seconds":{"type":"GAUGE","metrics":[
+             {"labels":{"probe":"p","image":"r/i:1","registry":"r","frontend":"f","platform":"linux/amd64"},"value":"1.7e+09"}]},
+           "push_time_seconds":{"type":"GAUGE","metrics":[{"labels":{},"value":"1"}]}},
+          {"labels":{"job":"pullprobe","probe":"other","location":"eqiad"},
+           "pullprobe_probe_consecutive_failures":{"type":"GAUGE","metrics":[
+             {"labels":{"probe":"other","image":"r/i:1","registry":"r","frontend":"f","platform":"linux/amd64"},"value":"9"}]}}]}"#;
+        let groups = [Group { job: "pullprobe".into(), probe: "p".into(), location: "eqiad".into() }];
+        let history = parse_read_back(body, &groups).unwrap();
+        assert_eq!(history.len(), 1);
+        let state = history.values().next().unwrap();
+        assert_eq!(state.consecutive_failures, 3);
+        assert_eq!(state.last_success, Some(1.7e9));
+        assert_eq!(state.last_reason, Some(Reason::BlobUnknown));
+    }
+}
