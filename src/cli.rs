@@ -320,7 +320,6 @@ fn unsupported_features(config: &Config) -> Option<String> {
     problems.into_iter().next()
 }
 
-
 /// A live byte counter on stderr, only on a terminal.
 struct ProgressDisplay {
     counter: Arc<AtomicU64>,

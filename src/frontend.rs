@@ -44,7 +44,13 @@ pub fn parse_frontend_arg(arg: &str, image: &ImageReference, plain_http: bool) -
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(format!("--frontend {arg:?}: want http:// or https:// with a host"));
         }
-        return Ok(Frontend { label: arg.trim_end_matches('/').to_string(), url, pin: None, repository_prefix: None, ns: None });
+        return Ok(Frontend {
+            label: arg.trim_end_matches('/').to_string(),
+            url,
+            pin: None,
+            repository_prefix: None,
+            ns: None,
+        });
     }
     let registry = default_frontend(image, plain_http)?;
     let default_port = registry.url.port_or_known_default().unwrap_or(443);
@@ -74,7 +80,9 @@ pub async fn configured_frontends(
     let default_port = url.port_or_known_default().unwrap_or(443);
     let host = url.host_str().unwrap_or_default().to_string();
     match &registry.frontends {
-        FrontendSet::Single => Ok(vec![Frontend { label: registry.host(), url, pin: None, repository_prefix: None, ns: None }]),
+        FrontendSet::Single => {
+            Ok(vec![Frontend { label: registry.host(), url, pin: None, repository_prefix: None, ns: None }])
+        }
         FrontendSet::Dns => {
             let addrs = tokio::net::lookup_host((host.as_str(), default_port)).await.map_err(|e| {
                 format!("registry {:?}: cannot resolve {host} for `frontends: dns`: {e}", registry.name)
@@ -82,14 +90,17 @@ pub async fn configured_frontends(
             let mut frontends: Vec<Frontend> = Vec::new();
             for addr in addrs.filter(|a| registry.ip_family.allows(a.ip())) {
                 if frontends.iter().all(|f| f.pin != Some(addr)) {
-                    frontends.push(Frontend { label: addr.ip().to_string(), url: url.clone(), pin: Some(addr), repository_prefix: None, ns: None });
+                    frontends.push(Frontend {
+                        label: addr.ip().to_string(),
+                        url: url.clone(),
+                        pin: Some(addr),
+                        repository_prefix: None,
+                        ns: None,
+                    });
                 }
             }
             if frontends.is_empty() {
-                return Err(format!(
-                    "registry {:?}: {host} has no {:?} addresses",
-                    registry.name, registry.ip_family
-                ));
+                return Err(format!("registry {:?}: {host} has no {:?} addresses", registry.name, registry.ip_family));
             }
             Ok(frontends)
         }

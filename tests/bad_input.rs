@@ -786,7 +786,10 @@ async fn blob_redirected_too_often_is_a_redirect_loop() {
     // Every hop a new URL: only the redirect limit (5 by default) stops it.
     let server = FakeRegistry::start(Content::of(&image), move |call| {
         (call.path == path || call.path.starts_with("/hop/")).then(|| {
-            let next = format!("/hop/{}", call.path.strip_prefix("/hop/").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) + 1);
+            let next = format!(
+                "/hop/{}",
+                call.path.strip_prefix("/hop/").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) + 1
+            );
             respond(StatusCode::TEMPORARY_REDIRECT, &[("location", &next)], "")
         })
     })

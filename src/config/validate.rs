@@ -13,10 +13,10 @@ use super::error::{ConfigError, Position};
 use super::raw::*;
 use super::units::{parse_duration, parse_size};
 use super::{
-    AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, EndpointAccess, EndpointAuth, CanaryConfig, CatalogDiscovery, Config, Defaults,
-    Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, PasswordSource, PathExpectation, ProbeConfig,
-    ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule, TargetPattern, TlsConfig,
-    unknown_registry,
+    AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, Config, Defaults,
+    EndpointAccess, EndpointAuth, Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, PasswordSource,
+    PathExpectation, ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule,
+    TargetPattern, TlsConfig, unknown_registry,
 };
 use crate::platform::{Platform, PlatformSelection};
 use crate::reference::{self, ImageReference};
@@ -729,10 +729,8 @@ impl Validator<'_> {
     /// A secret read at run time from `<key>_file` or `<key>_env` (at most one).
     fn secret_source(&self, key: &str, file: &Option<Text>, env: &Option<Text>) -> Result<Option<PasswordSource>> {
         match (file, env) {
-            (Some(_), Some(env)) => Err(self.error(
-                &env.referenced,
-                format!("`auth`: at most one source: `{key}_file` or `{key}_env`, not both"),
-            )),
+            (Some(_), Some(env)) => Err(self
+                .error(&env.referenced, format!("`auth`: at most one source: `{key}_file` or `{key}_env`, not both"))),
             (Some(file), None) => Ok(Some(PasswordSource::File(self.path(&format!("{key}_file"), file)?))),
             (None, Some(env)) => {
                 let valid = env.value.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')

@@ -127,9 +127,8 @@ pub fn unix_seconds(at: OffsetDateTime) -> f64 {
 
 /// RFC 3339 (UTC, milliseconds) for Unix seconds.
 pub fn rfc3339(unix: f64) -> String {
-    let nanos = (unix * 1e9) as i128;
+    let nanos = (unix * 1e3).round() as i128 * 1_000_000;
     let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let at = at.replace_nanosecond(at.millisecond() as u32 * 1_000_000).unwrap_or(at);
     at.format(&Rfc3339).unwrap_or_default()
 }
 

@@ -230,7 +230,11 @@ impl RunCounters {
         registry.register("probe_failures", "Failed pulls by reason", self.failures.clone());
         registry.register("probe_retries", "Retries of transient failures within a pull", self.retries.clone());
         registry.register("bytes", "Bytes received, compressed and after decompression", self.bytes.clone());
-        registry.register("layer_duration_seconds", "Seconds to fetch and verify one layer", self.layer_duration.clone());
+        registry.register(
+            "layer_duration_seconds",
+            "Seconds to fetch and verify one layer",
+            self.layer_duration.clone(),
+        );
     }
 }
 

@@ -13,6 +13,24 @@ pub mod metrics;
 pub mod pushgateway;
 pub mod table;
 
+/// One line for a human about one result: probe, frontend, reason and the
+/// failing layer (`golden-base 10.0.0.1: blob_digest_mismatch layer sha256:…`),
+/// or `golden-base 10.0.0.1: ok in 1.93s`. Alert summaries and the `check`
+/// status line use it.
+pub fn one_line(result: &crate::result::ProbeResult) -> String {
+    let head = format!("{} {}", result.probe, result.frontend);
+    let Some(reason) = result.reason else {
+        return format!("{head}: ok in {:.2}s", result.duration_seconds);
+    };
+    let mut line = format!("{head}: {reason}");
+    if let Some(layer) = result.layers.iter().find(|l| !l.ok && l.reason.is_some()) {
+        line.push_str(&format!(" layer {}", layer.digest));
+    } else if let Some(code) = &result.registry_error {
+        line.push_str(&format!(" ({code})"));
+    }
+    line
+}
+
 /// Bytes for humans: `412 B`, `3.1 MiB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -44,7 +44,8 @@ pub fn check_frontends(results: &mut [ProbeResult]) {
             Some(d) => format!("majority {}", short(d)),
             None => "no majority".to_string(),
         };
-        let message = format!("frontends disagree on {}: {} ({verdict})", results[indexes[0]].image, listing.join(", "));
+        let message =
+            format!("frontends disagree on {}: {} ({verdict})", results[indexes[0]].image, listing.join(", "));
         let outside: Vec<String> = by_frontend
             .iter()
             .filter(|(_, digest)| majority != Some(**digest))

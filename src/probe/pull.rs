@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::digest::Digest;
-use crate::probe::ledger::BlobLedger;
 use crate::frontend::Frontend;
 use crate::manifest::{self, BlobRef, ImageManifest, IndexEntry, Manifest};
 use crate::media_types;
 use crate::platform::{Platform, PlatformSelection};
+use crate::probe::ledger::BlobLedger;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::client::{BlobSource, RegistryClient};

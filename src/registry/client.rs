@@ -87,11 +87,8 @@ impl RegistryClient {
 
     /// `/v2/<prefix><repository>/<rest>` on this frontend, with `?ns=` for mirrors.
     fn url(&self, repository: &str, rest: &str) -> Result<Url, ProbeError> {
-        let joined = format!(
-            "{}/v2/{}{repository}/{rest}",
-            self.base.as_str().trim_end_matches('/'),
-            self.repository_prefix
-        );
+        let joined =
+            format!("{}/v2/{}{repository}/{rest}", self.base.as_str().trim_end_matches('/'), self.repository_prefix);
         let mut url = Url::parse(&joined)
             .map_err(|e| ProbeError::new(Reason::ManifestInvalid, format!("bad request URL {joined:?}: {e}")))?;
         if let Some(ns) = &self.ns {

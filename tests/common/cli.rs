@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::process::run_with_timeout;
+use super::process::{require_binary, run_with_timeout};
 
 /// How long one pullprobe run may take before the test fails.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -34,6 +34,34 @@ pub fn run_pullprobe_with(
     }
     let out = run_with_timeout(&mut command, timeout);
     (out.code, out.stdout, out.stderr)
+}
+
+/// What [`run_pullprobe_measured`] saw.
+pub struct MeasuredRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Peak resident set size of the pullprobe process (VmHWM), in KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// [`run_pullprobe`] under GNU time (`/usr/bin/time -v`, Debian package `time`),
+/// which also reports the process's peak resident set size.
+pub fn run_pullprobe_measured(args: &[&str], timeout: Duration) -> MeasuredRun {
+    let time = require_binary("/usr/bin/time", "time");
+    let dir = tempfile::Builder::new().prefix("pullprobe-cwd-").tempdir().expect("temp dir");
+    let report = dir.path().join("time.txt");
+    let mut command = Command::new(time);
+    command.arg("-v").arg("-o").arg(&report).arg(env!("CARGO_BIN_EXE_pullprobe")).args(args);
+    command.current_dir(dir.path()).env("DOCKER_CONFIG", dir.path()).env_remove("RUST_LOG");
+    let out = run_with_timeout(&mut command, timeout);
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    let peak_rss_kib = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in the report of /usr/bin/time:\n{text}\nstderr:\n{}", out.stderr));
+    MeasuredRun { code: out.code, stdout: out.stdout, stderr: out.stderr, peak_rss_kib }
 }
 
 /// The `results` array of `-o json` output; panics with the output if it is not one.

@@ -7,7 +7,8 @@ use std::path::Path;
 use pullprobe::digest::Digest;
 use pullprobe::image_builder::{
     Artifact, ArtifactBlob, ArtifactBuilder, Entry, Format, GeneratedContent, IN_TOTO_PREDICATE_TYPE_ANNOTATION, Image,
-    ImageBuilder, Index, IndexBuilder, LayerBuilder, LayerCompression, Platform, attestation, in_toto_statement,
+    ImageBuilder, Index, IndexBuilder, Layer, LayerBuilder, LayerCompression, Platform, attestation, in_toto_statement,
+    write_blob,
 };
 use pullprobe::registry::push::{PushableImage, UploadMethod, push_image};
 use url::Url;
@@ -175,4 +176,51 @@ pub fn every_layer_kind_image(dir: &Path) -> Image {
     ];
     let built = layers.into_iter().map(|(builder, compression)| builder.write(dir, compression).expect("layer"));
     ImageBuilder::new(Format::Oci).layers(built).build(dir).expect("image")
+}
+
+/// A two-layer gzip image whose layers and config no other image with another
+/// `seed` shares (registry storage is shared by digest, so a fault injected into
+/// one image's blob must not reach another's).
+pub fn unique_image(dir: &Path, seed: u64, format: Format) -> Image {
+    let a = LayerBuilder::new()
+        .file("srv/a.bin", GeneratedContent::random(seed, 50_000))
+        .file("srv/seed", seed.to_string().as_str())
+        .write(dir, LayerCompression::Gzip)
+        .expect("layer a");
+    let b = LayerBuilder::new()
+        .file("srv/b.txt", GeneratedContent::text(seed, 80_000))
+        .file("srv/seed", seed.to_string().as_str())
+        .write(dir, LayerCompression::Gzip)
+        .expect("layer b");
+    ImageBuilder::new(format)
+        .layer(a)
+        .layer(b)
+        .runtime_config("Env", serde_json::json!([format!("SEED={seed}")]))
+        .build(dir)
+        .expect("image")
+}
+
+/// A layer whose blob is exactly `blob` and whose config entry is the sha256 of
+/// `tar` (what the blob should decompress to): for layers no encoder writes,
+/// such as a cut gzip stream or a corrupt tar inside valid gzip.
+pub fn raw_layer(dir: &Path, blob: &[u8], tar: &[u8], compression: LayerCompression) -> Layer {
+    Layer {
+        blob: write_blob(dir, blob).expect("raw layer blob"),
+        diff_id: Digest::of(tar),
+        uncompressed_size: tar.len() as u64,
+        compression,
+    }
+}
+
+/// One gzip member of `bytes`.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("gzip into memory");
+    encoder.finish().expect("gzip into memory")
+}
+
+/// The plain tar of a layer, in memory.
+pub fn tar_bytes(layer: &LayerBuilder) -> Vec<u8> {
+    layer.write_tar(Vec::new()).expect("tar into memory")
 }

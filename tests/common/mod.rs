@@ -5,6 +5,7 @@
 //! - [`skopeo`]: an independent client that checks digests.
 //! - [`images`]: standard test images, built and pushed.
 //! - [`cli`]: run the `pullprobe` binary and read its JSON.
+//! - [`verdict`]: check a result against what the image builder built.
 //!
 //! A missing server binary fails the test with the `apt-get install` line that fixes it.
 // Each test binary uses a different part of the harness.
@@ -16,8 +17,9 @@ pub mod nginx;
 pub mod process;
 pub mod registry;
 pub mod skopeo;
+pub mod verdict;
 
-pub use cli::{ResultJson, json_results, result_for, run_pullprobe, run_pullprobe_with};
+pub use cli::{ResultJson, json_results, result_for, run_pullprobe, run_pullprobe_measured, run_pullprobe_with};
 pub use images::{Pushed, client, push, push_multi_arch_index, push_small_docker_image, push_small_image, push_via};
 pub use nginx::Nginx;
 pub use process::{http_get, http_request};

@@ -32,6 +32,8 @@ pub struct Nginx {
     port: u16,
     upstream: String,
     cache: bool,
+    /// Loopback addresses it listens on, all on one port (the first is used for readiness and `url()`).
+    listen_ips: Vec<String>,
     instance: String,
     child: Option<Child>,
 }
@@ -48,14 +50,31 @@ impl Nginx {
         Nginx::start(upstream, true)
     }
 
+    /// A plain reverse proxy listening on several loopback addresses (e.g. 127.0.0.2 and
+    /// 127.0.0.3) on one port: the several A records behind one registry name.
+    pub fn start_proxy_on(upstream: &str, ips: &[&str]) -> Nginx {
+        Nginx::start_on(upstream, false, ips)
+    }
+
     fn start(upstream: &str, cache: bool) -> Nginx {
+        Nginx::start_on(upstream, cache, &["127.0.0.1"])
+    }
+
+    fn start_on(upstream: &str, cache: bool, ips: &[&str]) -> Nginx {
         require_binary(BINARY, PACKAGE);
         let dir = tempfile::Builder::new().prefix("pullprobe-nginx-").tempdir().expect("temp dir");
         for sub in ["tmp", "cache"] {
             fs::create_dir_all(dir.path().join(sub)).expect("nginx dirs");
         }
-        let mut nginx =
-            Nginx { dir, port: 0, upstream: upstream.to_string(), cache, instance: instance_id(), child: None };
+        let mut nginx = Nginx {
+            dir,
+            port: 0,
+            upstream: upstream.to_string(),
+            cache,
+            listen_ips: ips.iter().map(|ip| ip.to_string()).collect(),
+            instance: instance_id(),
+            child: None,
+        };
         for _ in 0..START_ATTEMPTS {
             nginx.port = free_port();
             if nginx.spawn() {
@@ -118,7 +137,7 @@ impl Nginx {
              error_log {d}/error.log info;\n\
              events {{ worker_connections 512; }}\n\
              http {{\n\
-             \x20   log_format pullprobe_test '$remote_addr host=$host \"$request\" $status $body_bytes_sent cache=$upstream_cache_status';\n\
+             \x20   log_format pullprobe_test '$remote_addr host=$host \"$request\" $status $body_bytes_sent cache=$upstream_cache_status server=$server_addr';\n\
              \x20   access_log {d}/access.log pullprobe_test;\n\
              \x20   client_body_temp_path {d}/tmp/client_body;\n\
              \x20   proxy_temp_path {d}/tmp/proxy;\n\
@@ -128,7 +147,7 @@ impl Nginx {
              \x20   client_max_body_size 0;\n\
              {cache_path}\
              \x20   server {{\n\
-             \x20       listen 127.0.0.1:{port};\n\
+             {listen}\
              \x20       location / {{\n\
              \x20           proxy_pass http://{upstream};\n\
              \x20           proxy_http_version 1.1;\n\
@@ -140,7 +159,8 @@ impl Nginx {
              \x20       }}\n\
              \x20   }}\n\
              }}\n",
-            port = self.port,
+            listen =
+                self.listen_ips.iter().map(|ip| format!("        listen {ip}:{};\n", self.port)).collect::<String>(),
             upstream = self.upstream,
             instance = self.instance,
         )
@@ -151,9 +171,9 @@ impl Nginx {
         Url::parse(&format!("http://{}", self.host_port())).expect("nginx URL")
     }
 
-    /// `127.0.0.1:PORT`
+    /// `127.0.0.1:PORT` (the first listen address)
     pub fn host_port(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.listen_ips[0], self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -177,7 +197,7 @@ impl Nginx {
         fs::read_to_string(self.error_log_path()).unwrap_or_default()
     }
 
-    /// One line per request: `ADDR host=HOST "GET /v2/… HTTP/1.1" STATUS BYTES cache=HIT|MISS|-`.
+    /// One line per request: `ADDR host=HOST "GET /v2/… HTTP/1.1" STATUS BYTES cache=HIT|MISS|- server=LISTEN_ADDR`.
     pub fn access_log(&self) -> String {
         fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
