@@ -1,4 +1,4 @@
-//! The command line: argument parsing and the commands `now` and `validate`.
+//! The command line: argument parsing and the commands `now`, `check` and `validate`.
 //! Each command turns its arguments into pull jobs, runs them, and hands the
 //! results to an output; exit codes are decided here and nowhere else.
 
@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, ProbeKind};
+use crate::config::{AlertingConfig, Config, ProbeKind};
 use crate::frontend::{self, Frontend};
 use crate::output;
 use crate::platform::PlatformSelection;
 use crate::probe::pull::{PullLimits, PullTarget};
-use crate::probe::run::{PullJob, run_jobs};
+use crate::probe::run::{PullJob, RoundOptions, run_jobs};
 use crate::reference::ImageReference;
 use crate::registry::transport::TransportOptions;
 use crate::result::ProbeResult;
@@ -40,17 +40,21 @@ pub struct Cli {
 enum Command {
     /// Probe once and report.
     Now(NowArgs),
+    /// Monitoring Plugins / Icinga / Nagios check of one image or probe.
+    #[command(version, after_help = CHECK_HELP)]
+    Check(CheckArgs),
     /// Parse and check probes.yaml.
     Validate(ValidateArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 enum OutputFormat {
+    #[default]
     Table,
     Json,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 struct NowArgs {
     /// Image references to probe (`registry.example.org/team/app:1.2`, `alpine`).
     images: Vec<String>,
@@ -75,6 +79,13 @@ struct NowArgs {
     /// Skip TLS certificate verification.
     #[arg(long)]
     insecure: bool,
+    /// Exit 0 rather than 1 for a failed probe when Alertmanager has the failure
+    /// (for a CronJob whose failures already page).
+    #[arg(long)]
+    no_fail: bool,
+    /// The round number for the bandwidth rotation (default: the wall clock over `defaults.interval`).
+    #[arg(long, hide = true)]
+    round: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,9 +94,79 @@ struct ValidateArgs {
     config: PathBuf,
 }
 
+const CHECK_HELP: &str = "\
+Pulls the image (or the probe's images) through each frontend and verifies every byte.
+
+States (exit codes):
+  OK (0)        every pull passed, the slowest frontend within -w
+  WARNING (1)   every pull passed, the slowest frontend took longer than -w
+  CRITICAL (2)  a pull failed (any registry-side reason, connect_error and timeout included),
+                or the slowest frontend took longer than -c
+  UNKNOWN (3)   pullprobe's own problem: bad arguments, a bad config
+
+Output: one status line with the worst result first and perfdata
+(time=SLOWEST s;WARN;CRIT;0 bytes=…B layers=… frontends_failed=…), then one line per result.
+It never sends alerts or pushes metrics (use `pullprobe now` for that).
+
+Examples:
+  pullprobe check registry.example.org/team/app:1.2 -w 5 -c 10
+  pullprobe check --probe golden-base --config /etc/pullprobe/probes.yaml -t 120";
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["image", "probe"])))]
+struct CheckArgs {
+    /// The image reference to pull (or --probe).
+    image: Option<String>,
+    /// A probe of the config.
+    #[arg(long = "probe")]
+    probe: Option<String>,
+    /// probes.yaml (default ./probes.yaml with --probe); `-c` is the critical threshold here.
+    #[arg(long = "config")]
+    config: Option<PathBuf>,
+    /// WARNING when the slowest frontend takes longer than this many seconds.
+    #[arg(short = 'w', long = "warning", value_name = "SECONDS", value_parser = parse_seconds)]
+    warning: Option<f64>,
+    /// CRITICAL when the slowest frontend takes longer than this many seconds.
+    #[arg(short = 'c', long = "critical", value_name = "SECONDS", value_parser = parse_seconds)]
+    critical: Option<f64>,
+    /// Seconds the whole check may take (also caps each pull's timeout).
+    #[arg(short = 't', long = "timeout", value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
+    timeout: f64,
+    /// Probe exactly these frontends, each separately: an address or a URL.
+    #[arg(long = "frontend")]
+    frontends: Vec<String>,
+    /// `all`, or OS/ARCH[/VARIANT].
+    #[arg(long)]
+    platform: Option<String>,
+    /// Use plain HTTP (default only for loopback registries).
+    #[arg(long)]
+    plain_http: bool,
+    /// Skip TLS certificate verification.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// Seconds for `-w`/`-c`/`-t`: `5`, `2.5` or `10s`; more than 0.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let number = text.strip_suffix('s').unwrap_or(text);
+    match number.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
+        _ => Err(format!("expected a number of seconds more than 0, like 5 or 2.5, got {text:?}")),
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("check") => {
+            // A plugin's bad arguments are UNKNOWN, with a status line on stdout.
+            let text = e.to_string();
+            let message = text.split("\n\nUsage:").next().unwrap_or_default().trim_start_matches("error: ");
+            let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+            print!("{}", output::icinga::unknown(&message).text);
+            let _ = e.print();
+            return ExitCode::from(output::icinga::PluginState::Unknown.exit_code());
+        }
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
@@ -94,6 +175,7 @@ pub fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Validate(args) => validate(&args),
+        Command::Check(args) => check(args),
         Command::Now(args) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -137,6 +219,52 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     }
 }
 
+/// `pullprobe check`: probe like `now`, judge like a Monitoring Plugin, deliver nothing.
+fn check(args: CheckArgs) -> ExitCode {
+    use output::icinga::{self, Thresholds};
+    let thresholds = Thresholds { warning: args.warning, critical: args.critical };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            print!("{}", icinga::unknown(&format!("cannot start the async runtime: {e}")).text);
+            return ExitCode::from(icinga::PluginState::Unknown.exit_code());
+        }
+    };
+    let limit = Duration::from_secs_f64(args.timeout);
+    let now_args = NowArgs {
+        images: args.image.into_iter().collect(),
+        config: args.config,
+        probes: args.probe.into_iter().collect(),
+        frontends: args.frontends,
+        platform: args.platform,
+        output: OutputFormat::Json,
+        plain_http: args.plain_http,
+        insecure: args.insecure,
+        ..NowArgs::default()
+    };
+    let outcome = runtime.block_on(async {
+        let mut plan = match plan_now(&now_args).await {
+            Ok(plan) => plan,
+            Err(UsageError(message)) => return icinga::unknown(&message),
+        };
+        for job in &mut plan.jobs {
+            job.target.timeout = job.target.timeout.min(limit);
+        }
+        let round = RoundOptions {
+            concurrency: plan.concurrency,
+            max_round_bytes: Some(plan.max_round_bytes),
+            round: clock_round(plan.interval),
+            progress: None,
+        };
+        match tokio::time::timeout(limit, run_jobs(plan.jobs, round)).await {
+            Ok(results) => icinga::render(&results, thresholds),
+            Err(_) => icinga::timed_out(args.timeout, thresholds),
+        }
+    });
+    print!("{}", outcome.text);
+    ExitCode::from(outcome.state.exit_code())
+}
+
 /// A usage or configuration error: printed, exit 2.
 struct UsageError(String);
 
@@ -150,7 +278,13 @@ async fn now(args: NowArgs) -> ExitCode {
     };
     let concurrency = jobs.concurrency;
     let progress = show_progress(args.output);
-    let results = run_jobs(jobs.jobs, concurrency, progress.as_ref().map(|p| p.counter.clone())).await;
+    let round = RoundOptions {
+        concurrency,
+        max_round_bytes: Some(jobs.max_round_bytes),
+        round: args.round.unwrap_or_else(|| clock_round(jobs.interval)),
+        progress: progress.as_ref().map(|p| p.counter.clone()),
+    };
+    let results = run_jobs(jobs.jobs, round).await;
     if let Some(p) = progress {
         p.finish();
     }
@@ -158,16 +292,61 @@ async fn now(args: NowArgs) -> ExitCode {
         OutputFormat::Json => println!("{}", output::json::render(&results)),
         OutputFormat::Table => print!("{}", output::table::render(&results)),
     }
-    ExitCode::from(exit_code(&results))
+    let report = output::delivery::deliver_now(
+        &results,
+        &jobs.alerting,
+        &jobs.run_context,
+        output::http::RetryPolicy::default(),
+    )
+    .await;
+    ExitCode::from(exit_code(&results, &report, args.no_fail))
 }
 
-fn exit_code(results: &[ProbeResult]) -> u8 {
-    if results.iter().any(|r| !r.ok) { exit::PROBE_FAILED } else { exit::OK }
+/// The round number of a scheduled run: consecutive runs one interval apart
+/// get consecutive numbers, so a CronJob rotates without keeping state.
+fn clock_round(interval: Duration) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    now.as_secs() / interval.as_secs().max(1)
+}
+
+/// 1 if a probe failed (unless `--no-fail` and Alertmanager has every failure),
+/// else 3 if an output could not be delivered, else 0.
+fn exit_code(results: &[ProbeResult], report: &output::delivery::DeliveryReport, no_fail: bool) -> u8 {
+    let failed = results.iter().any(|r| !r.ok);
+    if failed && !(no_fail && report.every_failure_paged(results)) {
+        exit::PROBE_FAILED
+    } else if !report.failures.is_empty() {
+        exit::DELIVERY_FAILED
+    } else {
+        exit::OK
+    }
+}
+
+/// What delivery needs besides the results: `alerting:`, each probe's severity,
+/// and the probes whose vanished series this run may resolve (none when the
+/// command line narrowed frontends or platforms: then it did not see them all).
+fn delivery_context(
+    args: &NowArgs,
+    config: Option<&Config>,
+    jobs: &[PullJob],
+) -> (AlertingConfig, output::delivery::RunContext) {
+    let Some(config) = config else { return Default::default() };
+    let narrowed = !args.frontends.is_empty() || args.platform.is_some();
+    let context = output::delivery::RunContext {
+        severities: config.probes.iter().map(|p| (p.name.clone(), p.severity)).collect(),
+        owned_probes: if narrowed { Default::default() } else { jobs.iter().map(|j| j.target.probe.clone()).collect() },
+    };
+    (config.alerting.clone(), context)
 }
 
 struct NowPlan {
     jobs: Vec<PullJob>,
+    alerting: AlertingConfig,
+    run_context: output::delivery::RunContext,
     concurrency: usize,
+    max_round_bytes: u64,
+    /// Between scheduled runs: what the wall-clock round number counts.
+    interval: Duration,
 }
 
 async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
@@ -260,7 +439,16 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
     if jobs.is_empty() {
         return Err(UsageError("nothing to probe: give an IMAGE or a config with probes".into()));
     }
-    Ok(NowPlan { jobs, concurrency: defaults.concurrency.max(1) })
+    let limits_config = config.as_ref().map(|c| c.limits.clone()).unwrap_or_default();
+    let (alerting, run_context) = delivery_context(args, config.as_ref(), &jobs);
+    Ok(NowPlan {
+        jobs,
+        alerting,
+        run_context,
+        concurrency: defaults.concurrency.max(1),
+        max_round_bytes: limits_config.max_round_bytes,
+        interval: defaults.interval,
+    })
 }
 
 fn load_config(path: &Path) -> Result<Config, UsageError> {
@@ -313,9 +501,6 @@ fn unsupported_features(config: &Config) -> Option<String> {
         if registry.auth.is_some() {
             problems.push(format!("registry {name:?}: `auth:` is not supported by this version"));
         }
-    }
-    if config.alerting.alertmanager.is_some() || config.alerting.pushgateway.is_some() {
-        problems.push("`alerting:` (Alertmanager, Pushgateway) is not supported by this version".to_string());
     }
     problems.into_iter().next()
 }

@@ -99,11 +99,29 @@ fn check_descriptor(d: &Descriptor, what: &str) -> Result<BlobRef, ProbeError> {
     Ok(BlobRef { media_type: d.media_type.clone(), digest, size })
 }
 
+/// Broken JSON, or JSON whose values do not fit (a size beyond int64, a missing digest).
+fn json_invalid(what: &str, e: &serde_json::Error) -> ProbeError {
+    match e.classify() {
+        serde_json::error::Category::Data => invalid(format!("{what} is JSON of the wrong shape: {e}")),
+        _ => invalid(format!("{what} is not valid JSON: {e}")),
+    }
+}
+
+fn schema1_unsupported() -> ProbeError {
+    ProbeError::new(
+        Reason::UnsupportedMediaType,
+        "Docker schema 1 manifest: deprecated, unverifiable layer digests; push the image again with schema 2 or OCI",
+    )
+}
+
 /// Parse a manifest body. `content_type` is the response header, used when the
 /// document itself has no `mediaType` (allowed by OCI).
 pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifest, ProbeError> {
-    let raw: RawDocument =
-        serde_json::from_slice(body).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
+    let raw: RawDocument = serde_json::from_slice(body).map_err(|e| json_invalid("manifest", &e))?;
+    // Schema 1 documents carry no mediaType: recognise them before looking for one.
+    if raw.schema_version == Some(1) {
+        return Err(schema1_unsupported());
+    }
     let header_type = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_string());
     let media_type = match (&raw.media_type, &header_type) {
         (Some(t), _) if !t.is_empty() => t.clone(),
@@ -118,14 +136,8 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
             )));
         }
     };
-    if raw.schema_version == Some(1)
-        || media_type == media_types::DOCKER_SCHEMA1
-        || media_type == media_types::DOCKER_SCHEMA1_SIGNED
-    {
-        return Err(ProbeError::new(
-            Reason::UnsupportedMediaType,
-            "Docker schema 1 manifest: deprecated, unverifiable layer digests; push the image again with schema 2 or OCI",
-        ));
+    if media_type == media_types::DOCKER_SCHEMA1 || media_type == media_types::DOCKER_SCHEMA1_SIGNED {
+        return Err(schema1_unsupported());
     }
     if raw.schema_version != Some(2) {
         return Err(invalid(format!("schemaVersion is {:?}, want 2", raw.schema_version)));
@@ -197,8 +209,7 @@ struct RawRootfs {
 
 /// Parse an image config (only for image config media types).
 pub fn parse_image_config(body: &[u8]) -> Result<ImageConfig, ProbeError> {
-    let raw: RawConfig =
-        serde_json::from_slice(body).map_err(|e| invalid(format!("image config is not valid JSON: {e}")))?;
+    let raw: RawConfig = serde_json::from_slice(body).map_err(|e| json_invalid("image config", &e))?;
     let rootfs = raw.rootfs.ok_or_else(|| invalid("image config has no rootfs"))?;
     if rootfs.kind != "layers" {
         return Err(invalid(format!("image config rootfs.type is {:?}, want \"layers\"", rootfs.kind)));

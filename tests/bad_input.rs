@@ -755,7 +755,8 @@ async fn stalled_blob_times_out_in_the_blob_phase() {
     let (_dir, config) = config_file("defaults:\n  timeout: 3s\n");
     let run = probe(&server, &["-c", &config]).await;
     run.assert_failed("timeout", "blob", &["blob", "3s"]);
-    // The timeout bounds the whole pull, a retry included.
+    // The timeout bounds the whole pull: a spent deadline leaves no room for a retry.
+    assert_eq!(run.retries(), 0, "{}", run.context());
     let took = run.result.get("duration_seconds").and_then(Value::as_f64).expect("duration_seconds");
     assert!(took < timeout.as_secs_f64() + 2.0, "the pull ran {took}s past its 3s timeout: {}", run.context());
     assert!(run.elapsed < timeout + Duration::from_secs(5), "took {:?}: {}", run.elapsed, run.context());
@@ -853,9 +854,9 @@ async fn sizes_beyond_int64_are_manifest_invalid() {
     let image = TestImage::small();
     // OCI descriptor sizes are int64.
     let run = probe_edited_manifest(&image, |m| m["layers"][0]["size"] = json!(u64::MAX)).await;
-    run.assert_failed("manifest_invalid", "manifest", &["18446744073709551615"]);
+    run.assert_failed("manifest_invalid", "manifest", &["wrong shape", "18446744073709551615"]);
     let run = probe_edited_manifest(&image, |m| m["layers"][0]["size"] = json!(1e30)).await;
-    run.assert_failed("manifest_invalid", "manifest", &[]);
+    run.assert_failed("manifest_invalid", "manifest", &["wrong shape", "1e+30"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -932,4 +933,26 @@ async fn long_retry_after_is_rate_limited_without_a_retry() {
     assert_eq!(run.result.registry_error(), Some("TOOMANYREQUESTS"), "{}", run.context());
     assert_eq!(run.retries(), 0, "{}", run.context());
     assert_eq!(server.manifest_requests(), 1, "{:?}", server.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_retry_after_on_a_blob_is_waited_for_and_retried() {
+    let image = TestImage::small();
+    let path = blob_path(&image.layers[0].digest);
+    let limited = path.clone();
+    let server = FakeRegistry::start(Content::of(&image), move |call| {
+        (call.path == limited && call.attempt == 1).then(|| {
+            let mut response = registry_error(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS");
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        })
+    })
+    .await;
+    let run = probe(&server, &[]).await;
+    run.assert_ok();
+    assert_eq!(run.retries(), 1, "{}", run.context());
+    let fetched = server.requests_to(&path);
+    assert_eq!(fetched.len(), 2, "{:?}", server.seen());
+    let waited = fetched[1].at.duration_since(fetched[0].at);
+    assert!(waited >= Duration::from_millis(900), "retried after {waited:?}, before Retry-After: 1 had passed");
 }

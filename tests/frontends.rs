@@ -257,3 +257,84 @@ async fn a_broken_layer_found_on_one_frontend_fails_the_others_too() {
         assert_eq!(r.reason(), Some("diff_id_mismatch"), "{r}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_short_round_budget_rotates_until_every_layer_is_read_through_every_frontend() {
+    let registry = Registry::start();
+    let dir = registry.scratch();
+    let layers = (0..3).map(|i| {
+        LayerBuilder::new()
+            .file("blob.bin", GeneratedContent::random(40 + i, 256 * 1024))
+            .write(&dir, LayerCompression::Gzip)
+            .expect("layer")
+    });
+    let image = ImageBuilder::new(Format::Oci).layers(layers).build(&dir).expect("image");
+    let total: u64 = image.layers.iter().map(|l| l.blob.size).sum();
+    let pushed = push(&registry, "team/rotate", "1", image).await;
+    let proxy = Nginx::start_proxy(&registry.host_port());
+    let cache = Nginx::start_cache(&registry.host_port());
+    let frontends = [registry.url().to_string(), proxy.url().to_string(), cache.url().to_string()];
+
+    // Warm the cache with a full pull, then poison one layer in it.
+    let (code, stdout, _) = run_pullprobe(&["now", "-o", "json", "--frontend", &frontends[2], &pushed.reference]);
+    assert_eq!(code, 0, "{stdout}");
+    let victim = layer_digests(&pushed)[2];
+    cache.corrupt_cached_blob(&victim, 10);
+
+    // One image through three frontends; the round may read 1.2 images' worth:
+    // each pull gets 0.4 of the image, one layer, so a rotation takes 3 rounds.
+    let work = tempfile::tempdir().expect("temp dir");
+    let config = work.path().join("probes.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "limits:\n  max_pull_bytes: {total}\n  max_round_bytes: {}\n\
+             registries:\n  - name: r\n    url: {}\n    frontends:\n{}\
+             probes:\n  - name: rotate\n    registry: r\n    image: team/rotate:1\n",
+            total * 12 / 10,
+            frontends[0].trim_end_matches('/'),
+            frontends
+                .iter()
+                .enumerate()
+                .map(|(i, url)| format!("      - {{name: f{i}, url: {}}}\n", url.trim_end_matches('/')))
+                .collect::<String>(),
+        ),
+    )
+    .expect("config");
+
+    let mut read: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut caught_in_round = Vec::new();
+    for round in 0..3 {
+        let round_arg = round.to_string();
+        let config_arg = config.display().to_string();
+        let (code, stdout, stderr) = run_pullprobe(&["now", "-o", "json", "-c", &config_arg, "--round", &round_arg]);
+        let results = json_results(&stdout);
+        assert_eq!(results.len(), 3, "{stdout}\n{stderr}");
+        let mut round_bytes = 0;
+        for r in &results {
+            let frontend = r.str_field("frontend").unwrap_or_default().to_string();
+            let mut read_here = 0;
+            for layer in r.layers() {
+                round_bytes += layer.u64_field("bytes").unwrap_or(0);
+                if layer.str_field("check") != Some("skipped") {
+                    read_here += 1;
+                    *read
+                        .entry((layer.str_field("digest").unwrap_or_default().to_string(), frontend.clone()))
+                        .or_default() += 1;
+                }
+            }
+            assert_eq!(read_here, 1, "one layer per frontend per round: {r}");
+            if frontend == "f2" && r.reason() == Some("blob_digest_mismatch") {
+                caught_in_round.push(round);
+                assert!(r.error_message().unwrap_or_default().contains(&victim.to_string()), "{r}");
+            } else {
+                assert!(r.is_ok(), "round {round}: {r}");
+            }
+        }
+        assert!(round_bytes <= total * 12 / 10, "round {round} read {round_bytes} bytes");
+        assert_eq!(code, if caught_in_round.last() == Some(&round) { 1 } else { 0 }, "{stdout}");
+    }
+    assert_eq!(read.len(), 9, "every (layer, frontend) pair read within three rounds: {read:?}");
+    assert!(read.values().all(|n| *n == 1), "{read:?}");
+    assert_eq!(caught_in_round.len(), 1, "the poisoned cached layer is found exactly once per rotation");
+}

@@ -135,7 +135,12 @@ pub fn firing_alert(result: &ProbeResult, settings: &AlertSettings, failing_sinc
 }
 
 /// The resolving alert of a passing result: same labels, `endsAt` = now.
-pub fn resolved_alert(result: &ProbeResult, settings: &AlertSettings, history: Option<&SeriesHistory>, now: f64) -> Alert {
+pub fn resolved_alert(
+    result: &ProbeResult,
+    settings: &AlertSettings,
+    history: Option<&SeriesHistory>,
+    now: f64,
+) -> Alert {
     let mut annotations = BTreeMap::new();
     let was = history.and_then(|h| h.last_reason);
     if let Some(reason) = was {
@@ -240,7 +245,7 @@ pub fn batch(
         seen.insert(identity.clone());
         let existing = held_by_replica.get(&identity);
         let series = history.and_then(|h| h.get(&key));
-        match verdict(result, series.filter(|_| history.is_some()), settings.after, existing.is_some()) {
+        match verdict(result, series, settings.after, existing.is_some()) {
             Verdict::Fire => {
                 let since = [
                     series.and_then(|s| s.failing_since),
@@ -268,10 +273,8 @@ pub fn batch(
             let mut gone = (*alert).clone();
             gone.starts_at = None;
             gone.ends_at = Some(rfc3339(now));
-            gone.annotations.insert(
-                "summary".into(),
-                format!("{} {}: no longer probed", identity.2.probe, identity.2.frontend),
-            );
+            gone.annotations
+                .insert("summary".into(), format!("{} {}: no longer probed", identity.2.probe, identity.2.frontend));
             out.alerts.push(gone);
         }
     }
@@ -440,7 +443,9 @@ mod tests {
         assert_eq!(alert.labels["severity"], "warning");
         assert_eq!(alert.annotations["reason"], "blob_digest_mismatch");
         assert_eq!(alert.annotations["failing_since"], "2026-11-23T06:00:00Z");
-        assert!(alert.annotations["summary"].starts_with("golden-base 10.0.0.1: blob_digest_mismatch layer sha256:abab"));
+        assert!(
+            alert.annotations["summary"].starts_with("golden-base 10.0.0.1: blob_digest_mismatch layer sha256:abab")
+        );
         let description = &alert.annotations["description"];
         assert!(description.contains("cache HIT") && description.contains("served by swift.example.org"));
         assert!(!description.contains("sekrit"), "{description}");

@@ -14,6 +14,7 @@ use crate::frontend::Frontend;
 use crate::manifest::{self, BlobRef, ImageManifest, IndexEntry, Manifest};
 use crate::media_types;
 use crate::platform::{Platform, PlatformSelection};
+use crate::probe::budget::RoundBudget;
 use crate::probe::ledger::BlobLedger;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
@@ -86,15 +87,26 @@ fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, PullState> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What the pulls of one round share.
+#[derive(Debug, Clone, Default)]
+pub struct RoundContext {
+    /// Live byte counter for a progress display.
+    pub progress: Option<Progress>,
+    /// Layers already checked in full this round (decompress once per digest).
+    pub ledger: Option<Arc<BlobLedger>>,
+    /// The round's bandwidth budget and rotation.
+    pub budget: Option<Arc<RoundBudget>>,
+}
+
 /// Pull `target` through `frontend`: one result per selected platform.
 pub async fn pull(
     target: &PullTarget,
     frontend: &Frontend,
     options: &TransportOptions,
-    progress: Option<Progress>,
-    ledger: Option<Arc<BlobLedger>>,
+    round: RoundContext,
 ) -> Vec<ProbeResult> {
-    let run = PullRun { target, frontend, options, progress, ledger };
+    let run =
+        PullRun { target, frontend, options, progress: round.progress, ledger: round.ledger, budget: round.budget };
     run.execute().await
 }
 
@@ -103,8 +115,8 @@ struct PullRun<'a> {
     frontend: &'a Frontend,
     options: &'a TransportOptions,
     progress: Option<Progress>,
-    /// Layers already checked in full this round (decompress once per digest).
     ledger: Option<Arc<BlobLedger>>,
+    budget: Option<Arc<RoundBudget>>,
 }
 
 /// The manifest named by the reference, verified.
@@ -136,10 +148,11 @@ impl PullRun<'_> {
                 record_connection(&client, &top_state);
                 top
             };
-            match self.within_deadline(attempt, &top_state).await {
+            match self.within_deadline(attempt, &top_state, started).await {
                 Ok(top) => break top,
                 Err(err) if retries == 0 && should_retry(&err, started.elapsed(), self.target.timeout) => {
                     retries += 1;
+                    wait_before_retry(&err).await;
                     *lock(&top_state) = PullState::default();
                 }
                 Err(err) => {
@@ -157,13 +170,16 @@ impl PullRun<'_> {
         }
     }
 
-    /// Run a step under the pull's deadline; a timeout names the phase it hit.
+    /// Run a step in what is left of the deadline of a pull begun at `started`
+    /// (a retry does not get a fresh one); a timeout names the phase it hit.
     async fn within_deadline<T>(
         &self,
         step: impl Future<Output = Result<T, ProbeError>>,
         state: &SharedState,
+        started: Instant,
     ) -> Result<T, ProbeError> {
-        match tokio::time::timeout(self.target.timeout, step).await {
+        let left = self.target.timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, step).await {
             Ok(result) => result,
             Err(_) => {
                 let phase = lock(state).phase.map(|p| p.as_str()).unwrap_or("connect");
@@ -300,13 +316,14 @@ impl PullRun<'_> {
                 record_connection(&client, &state);
                 outcome
             };
-            let outcome = self.within_deadline(attempt, &state).await;
+            let outcome = self.within_deadline(attempt, &state, started).await;
             let failure = outcome.err();
-            let retry = failure
-                .as_ref()
-                .is_some_and(|e| retries == 0 && should_retry(e, started.elapsed(), self.target.timeout));
-            if retry {
+            if let Some(err) = &failure
+                && retries == 0
+                && should_retry(err, started.elapsed(), self.target.timeout)
+            {
                 retries += 1;
+                wait_before_retry(err).await;
                 continue;
             }
             let state = std::mem::take(&mut *lock(&state));
@@ -414,7 +431,8 @@ impl PullRun<'_> {
         };
         lock(state).add_phase("config", config_started.elapsed());
 
-        let total: u64 = image.layers.iter().map(|l| l.size).sum();
+        // Saturating: descriptor sizes come from the registry and may add up past u64.
+        let total = image.layers.iter().fold(0u64, |sum, l| sum.saturating_add(l.size));
         if total > limits.max_pull_bytes {
             return Err(ProbeError::new(
                 Reason::TooLarge,
@@ -439,7 +457,17 @@ impl PullRun<'_> {
         let permits = Arc::new(Semaphore::new(self.target.layer_concurrency.max(1)));
         let mut tasks = Vec::with_capacity(image.layers.len());
         let mut abort_on_drop = AbortOnDrop(Vec::with_capacity(image.layers.len()));
+        let selection = self.budget.as_ref().map(|b| b.select(&self.frontend.label, &image.layers));
+        let mut skipped = Vec::new();
         for (index, (layer, diff_id)) in image.layers.iter().cloned().zip(diff_ids).enumerate() {
+            let selected = selection.as_ref().is_none_or(|s| s.read[index]);
+            let within_total = selected && self.budget.as_ref().is_none_or(|b| b.reserve(layer.size));
+            if !within_total {
+                skipped.push(index);
+                let check = skipped_check(&layer);
+                tasks.push(tokio::spawn(async move { (check, None) }));
+                continue;
+            }
             let job = LayerJob {
                 client: client.clone(),
                 repository: self.target.image.repository.clone(),
@@ -482,6 +510,19 @@ impl PullRun<'_> {
             lock(state).layers = checks.clone();
         }
         let mut s = lock(state);
+        if !skipped.is_empty() {
+            let listed: Vec<String> = skipped.iter().map(|i| (i + 1).to_string()).collect();
+            let rotation = match &selection {
+                Some(sel) if sel.groups > 1 => format!(
+                    "; rotation group {} of {}: every layer is read through this frontend within {} rounds",
+                    sel.group + 1,
+                    sel.groups,
+                    sel.groups
+                ),
+                _ => "; the round's byte budget was spent".to_string(),
+            };
+            s.warnings.push(format!("max_round_bytes: layers {} not read this round{rotation}", listed.join(", ")));
+        }
         let first = *first_byte.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(first) = first {
             s.add_phase("first_byte", first.saturating_duration_since(layers_started));
@@ -574,7 +615,16 @@ fn record_connection(client: &RegistryClient, state: &SharedState) {
 fn should_retry(err: &ProbeError, elapsed: Duration, timeout: Duration) -> bool {
     match err.reason {
         Reason::RateLimited => err.retry_after.is_some_and(|s| elapsed + Duration::from_secs(s) < timeout),
-        _ => err.is_transient() && !err.reason.is_integrity(),
+        _ => err.is_transient() && !err.reason.is_integrity() && elapsed < timeout,
+    }
+}
+
+/// A rate-limited registry asked for a pause (`Retry-After`): honour it before the retry.
+async fn wait_before_retry(err: &ProbeError) {
+    if err.reason == Reason::RateLimited
+        && let Some(seconds) = err.retry_after
+    {
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
     }
 }
 
@@ -708,6 +758,24 @@ impl LayerJob {
             error: error.as_ref().map(|e| crate::redact::redact_text(&e.message)),
         };
         (check, error)
+    }
+}
+
+/// A layer left for a later round by the bandwidth rotation: not a failure.
+fn skipped_check(layer: &BlobRef) -> LayerCheck {
+    LayerCheck {
+        digest: layer.digest.to_string(),
+        media_type: layer.media_type.clone(),
+        size: layer.size,
+        ok: true,
+        reason: None,
+        check: Some("skipped".to_string()),
+        bytes: 0,
+        uncompressed_bytes: None,
+        duration_seconds: 0.0,
+        cache_status: None,
+        served_by: None,
+        error: None,
     }
 }
 

@@ -10,9 +10,10 @@ use tokio::sync::Semaphore;
 
 use crate::digest::Digest;
 use crate::frontend::Frontend;
+use crate::probe::budget::RoundBudget;
 use crate::probe::consistency::check_frontends;
 use crate::probe::ledger::BlobLedger;
-use crate::probe::pull::{self, Progress, PullTarget};
+use crate::probe::pull::{self, Progress, PullTarget, RoundContext};
 use crate::reason::{Phase, ProbeError};
 use crate::registry::transport::TransportOptions;
 use crate::result::ProbeResult;
@@ -25,9 +26,25 @@ pub struct PullJob {
     pub transport: TransportOptions,
 }
 
+/// How one round runs.
+#[derive(Debug, Clone, Default)]
+pub struct RoundOptions {
+    /// Pulls (image × frontend) at once.
+    pub concurrency: usize,
+    /// `limits.max_round_bytes`; `None` for no round budget.
+    pub max_round_bytes: Option<u64>,
+    /// The round number, which picks the rotation group when the budget is short.
+    pub round: u64,
+    pub progress: Option<Progress>,
+}
+
 /// Run one round; results in job order, then frontend order.
-pub async fn run_jobs(jobs: Vec<PullJob>, concurrency: usize, progress: Option<Progress>) -> Vec<ProbeResult> {
+pub async fn run_jobs(jobs: Vec<PullJob>, options: RoundOptions) -> Vec<ProbeResult> {
     let ledger = Arc::new(BlobLedger::new());
+    let pulls: usize = jobs.iter().map(|j| j.frontends.len()).sum();
+    let budget = options.max_round_bytes.map(|limit| Arc::new(RoundBudget::new(limit, pulls, options.round)));
+    let round = RoundContext { progress: options.progress, ledger: Some(ledger.clone()), budget };
+    let concurrency = options.concurrency;
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut handles = Vec::new();
     for job in jobs {
@@ -35,11 +52,10 @@ pub async fn run_jobs(jobs: Vec<PullJob>, concurrency: usize, progress: Option<P
         for frontend in job.frontends.clone() {
             let job = job.clone();
             let permits = permits.clone();
-            let progress = progress.clone();
-            let ledger = ledger.clone();
+            let round = round.clone();
             let handle = tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                pull::pull(&job.target, &frontend, &job.transport, progress, Some(ledger)).await
+                pull::pull(&job.target, &frontend, &job.transport, round).await
             });
             handles.push(handle);
         }

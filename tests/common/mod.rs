@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod images;
+pub mod monitoring;
 pub mod nginx;
 pub mod process;
 pub mod registry;
