@@ -9,11 +9,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// An OS, CPU architecture and optional variant, as written in an index.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// An OS, CPU architecture and optional variant, as written in an index
+/// entry and an image config (the serde form is those JSON fields).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Platform {
-    pub os: String,
     pub architecture: String,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 
@@ -43,6 +45,21 @@ impl Platform {
     /// `linux/amd64`, the default for probes.
     pub fn linux_amd64() -> Self {
         Platform::new("linux", "amd64", None)
+    }
+
+    /// `linux/arm64/v8`.
+    pub fn linux_arm64_v8() -> Self {
+        Platform::new("linux", "arm64", Some("v8"))
+    }
+
+    /// `unknown/unknown`: what BuildKit gives attestation manifests in an index.
+    pub fn unknown() -> Self {
+        Platform::new("unknown", "unknown", None)
+    }
+
+    pub fn with_variant(mut self, variant: &str) -> Self {
+        self.variant = Some(variant.to_string()).filter(|v| !v.is_empty());
+        self
     }
 
     /// Parse `OS/ARCH` or `OS/ARCH/VARIANT` (lowercased, as containerd does).

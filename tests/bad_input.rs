@@ -863,8 +863,6 @@ async fn sizes_beyond_int64_are_manifest_invalid() {
 async fn huge_layer_sizes_are_too_large_without_overflow() {
     // Each size fits int64, their sum does not fit u64: over max_pull_bytes, not a crash.
     let image = TestImage::new(&[100, 200, 300]);
-    let diff_ids: Vec<String> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
-    assert_eq!(diff_ids.len(), 3);
     let run = probe_edited_manifest(&image, |m| {
         for i in 0..3 {
             m["layers"][i]["size"] = json!(i64::MAX);

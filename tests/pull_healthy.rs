@@ -14,7 +14,8 @@ use common::verdict::{
 };
 use common::*;
 use pullprobe::image_builder::{
-    CompressionLevel, Format, GeneratedContent, ImageBuilder, Index, Layer, LayerBuilder, LayerCompression,
+    ArtifactBlob, ArtifactBuilder, CompressionLevel, Format, GeneratedContent, ImageBuilder, Index, Layer,
+    LayerBuilder, LayerCompression,
 };
 use pullprobe::media_types;
 use serde_json::Value;
@@ -245,6 +246,21 @@ async fn artifact_blobs_get_digest_and_size_checks_only() {
     assert_layer_failed(entry, "blob_digest_mismatch", blob.size, blob.size);
     assert_eq!(entry.str_field("check"), Some("digest_only"));
     assert_eq!(layer_entry(result, &artifact.content.blobs[0].digest)["ok"], true);
+
+    // And its size: a descriptor one byte short of the blob fails that blob.
+    let short = artifact.content.blobs[0].clone();
+    let lying = ArtifactBuilder::new(EXAMPLE_ARTIFACT_CONFIG, &br#"{"thing":"short"}"#[..])
+        .blob(ArtifactBlob::written(EXAMPLE_ARTIFACT_BLOB, short.clone()))
+        .edit_manifest(|m| m.layers[0].size -= 1)
+        .build(&registry.scratch())
+        .unwrap();
+    let lying = push(&registry, "healthy/artifact-short", "v1", lying).await;
+    let pull = pull_json(&[&lying.reference]);
+    assert_eq!(pull.code, 1, "{}", pull.dump());
+    let result = pull.only();
+    assert_failed(result, "blob_size_mismatch", "blob");
+    error_naming(result, &short.digest);
+    assert_layer_failed(layer_entry(result, &short.digest), "blob_size_mismatch", short.size - 1, short.size);
 }
 
 /// Peak resident memory allowed for pulling layers of hundreds of megabytes: holding

@@ -29,8 +29,8 @@ pub use alerting::{
 };
 pub use error::{ConfigError, Position};
 pub use probe::{
-    CanaryConfig, CatalogDiscovery, Expectations, KubernetesDiscovery, PathExpectation, ProbeConfig, ProbeKind,
-    Severity, TagRule,
+    CanaryConfig, CatalogDiscovery, Expectations, KubernetesDiscovery, PathExpectation, PathType, ProbeConfig,
+    ProbeKind, Severity, TagRule,
 };
 pub use registry::{
     Auth, FrontendAddressError, FrontendSet, FrontendSpec, IpFamily, PasswordSource, RegistryConfig, TlsConfig,

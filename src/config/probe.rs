@@ -1,11 +1,13 @@
 //! Probes as configured: what to pull (or push), how loudly to page, what to expect.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
 
 use super::error::Position;
+use crate::digest::Digest;
 use crate::platform::PlatformSelection;
 
 /// One `probes:` entry.
@@ -164,21 +166,70 @@ impl std::fmt::Display for Severity {
 /// `expect:` content and freshness assertions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expectations {
+    /// Checked on the final filesystem of the image (every layer applied).
     pub paths: Vec<PathExpectation>,
     /// The image config's `created` must be at most this old.
     pub max_age: Option<Duration>,
+    /// `config.Labels` of the image config that must be present with these values.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Expectations {
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty() && self.max_age.is_none()
+        self.paths.is_empty() && self.max_age.is_none() && self.labels.is_empty()
     }
 }
 
-/// A path that must exist in the image (or, with `absent`, must not).
+/// A path that must exist in the image (or, with `absent`, must not), with optional
+/// checks of what it is. Every check follows symlinks (as `stat` and `test -f` do),
+/// except `type: symlink`, which looks at the path itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathExpectation {
     /// Absolute, as written (`/srv/app.conf`).
     pub path: String,
     pub absent: bool,
+    /// `type:`.
+    pub kind: Option<PathType>,
+    /// `min_size:` in bytes (regular files only).
+    pub min_size: Option<u64>,
+    /// `mode:` permission bits, setuid/setgid/sticky included (`0o7777` at most).
+    pub mode: Option<u32>,
+    /// `sha256:` of a regular file's content.
+    pub sha256: Option<Digest>,
+}
+
+impl PathExpectation {
+    /// `path` must exist, whatever it is.
+    pub fn exists(path: &str) -> Self {
+        PathExpectation { path: path.to_string(), absent: false, kind: None, min_size: None, mode: None, sha256: None }
+    }
+
+    /// Nothing may be at `path`.
+    pub fn absent(path: &str) -> Self {
+        PathExpectation { absent: true, ..PathExpectation::exists(path) }
+    }
+}
+
+/// `type:` of a path expectation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathType {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl PathType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathType::File => "file",
+            PathType::Dir => "dir",
+            PathType::Symlink => "symlink",
+        }
+    }
+}
+
+impl std::fmt::Display for PathType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

@@ -147,6 +147,7 @@ pub(super) struct RawCanary {
 pub(super) struct RawExpect {
     pub paths: Option<Vec<Spanned<ScalarOr<RawPathExpect>>>>,
     pub max_age: Option<Text>,
+    pub labels: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +156,12 @@ pub(super) struct RawPathExpect {
     pub path: Text,
     #[serde(default)]
     pub absent: bool,
+    #[serde(rename = "type")]
+    pub kind: Option<Text>,
+    pub min_size: Option<Text>,
+    /// Octal as written (`"0755"`, `0755`, `4755`); kept as text so YAML's integer rules never reinterpret it.
+    pub mode: Option<Text>,
+    pub sha256: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

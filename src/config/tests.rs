@@ -136,8 +136,8 @@ fn design_example_parses() {
     assert_eq!(
         golden.expect.paths,
         [
-            PathExpectation { path: "/srv/mediawiki/wikiversions.php".into(), absent: false },
-            PathExpectation { path: "/etc/app.conf".into(), absent: true },
+            PathExpectation::exists("/srv/mediawiki/wikiversions.php"),
+            PathExpectation::absent("/etc/app.conf"),
         ]
     );
     assert_eq!(golden.expect.max_age, Some(secs(30 * 86_400)));

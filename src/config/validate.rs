@@ -15,7 +15,7 @@ use super::units::{parse_duration, parse_size};
 use super::{
     AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, Config, Defaults,
     EndpointAccess, EndpointAuth, Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, PasswordSource,
-    PathExpectation, ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule,
+    PathExpectation, PathType, ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule,
     TargetPattern, TlsConfig, unknown_registry,
 };
 use crate::platform::{Platform, PlatformSelection};
@@ -613,9 +613,9 @@ impl Validator<'_> {
     fn expect(&self, raw: &RawExpect) -> Result<Expectations> {
         let mut expect = Expectations::default();
         for entry in raw.paths.iter().flatten() {
-            let (path, absent, at) = match &entry.value {
-                ScalarOr::Scalar(Scalar::Text(path)) => (path.clone(), false, entry.referenced),
-                ScalarOr::Structured(p) => (p.path.value.clone(), p.absent, p.path.referenced),
+            let (path, at) = match &entry.value {
+                ScalarOr::Scalar(Scalar::Text(path)) => (path.clone(), entry.referenced),
+                ScalarOr::Structured(p) => (p.path.value.clone(), p.path.referenced),
                 ScalarOr::Scalar(other) => {
                     return Err(self.error(
                         &entry.referenced,
@@ -630,12 +630,82 @@ impl Validator<'_> {
                     self.error(&at, format!("`paths`: expected an absolute path like /etc/app.conf, got {path:?}"))
                 );
             }
-            expect.paths.push(PathExpectation { path, absent });
+            let mut expectation = PathExpectation::exists(&path);
+            if let ScalarOr::Structured(p) = &entry.value {
+                self.path_checks(p, &mut expectation)?;
+            }
+            expect.paths.push(expectation);
         }
         if let Some(t) = &raw.max_age {
             expect.max_age = Some(self.positive_duration("max_age", t)?);
         }
+        if let Some(labels) = &raw.labels {
+            if let Some(key) = labels.value.keys().find(|k| k.is_empty() || k.chars().any(char::is_control)) {
+                return Err(self.error(&labels.referenced, format!("`labels`: {key:?} is not a label key")));
+            }
+            expect.labels = labels.value.clone();
+        }
         Ok(expect)
+    }
+
+    /// `type`, `min_size`, `mode`, `sha256` and `absent` of one `{path: …}` entry.
+    fn path_checks(&self, raw: &RawPathExpect, expectation: &mut PathExpectation) -> Result<()> {
+        expectation.absent = raw.absent;
+        if let Some(kind) = &raw.kind {
+            expectation.kind = Some(match kind.value.as_str() {
+                "file" => PathType::File,
+                "dir" | "directory" => PathType::Dir,
+                "symlink" => PathType::Symlink,
+                other => {
+                    return Err(self.error(
+                        &kind.referenced,
+                        format!("`type`: expected file, dir or symlink, got {other:?}"),
+                    ));
+                }
+            });
+        }
+        if let Some(size) = &raw.min_size {
+            expectation.min_size = Some(self.size("min_size", size)?);
+        }
+        if let Some(mode) = &raw.mode {
+            let digits = mode.value.trim();
+            let digits = digits.strip_prefix("0o").unwrap_or(digits);
+            let parsed = u32::from_str_radix(digits, 8).ok().filter(|m| *m <= 0o7777 && !digits.is_empty());
+            let Some(parsed) = parsed else {
+                return Err(self.error(
+                    &mode.referenced,
+                    format!("`mode`: expected octal permission bits like \"0755\" or \"4755\", got {:?}", mode.value),
+                ));
+            };
+            expectation.mode = Some(parsed);
+        }
+        if let Some(sha) = &raw.sha256 {
+            let text = sha.value.trim();
+            let full = if text.starts_with("sha256:") { text.to_string() } else { format!("sha256:{text}") };
+            let digest = full.parse().map_err(|_| {
+                self.error(&sha.referenced, format!("`sha256`: expected 64 lowercase hex characters, got {text:?}"))
+            })?;
+            expectation.sha256 = Some(digest);
+        }
+        let at = &raw.path.referenced;
+        let checks = expectation.kind.is_some()
+            || expectation.min_size.is_some()
+            || expectation.mode.is_some()
+            || expectation.sha256.is_some();
+        if expectation.absent && checks {
+            return Err(self.error(at, "`absent: true` cannot be combined with `type`, `min_size`, `mode` or `sha256`"));
+        }
+        let content_checks = expectation.min_size.is_some() || expectation.sha256.is_some();
+        match expectation.kind {
+            Some(PathType::Symlink) if content_checks || expectation.mode.is_some() => Err(self.error(
+                at,
+                "`type: symlink` checks the link itself; `min_size`, `mode` and `sha256` go with the file it points to",
+            )),
+            Some(PathType::Dir) if content_checks => {
+                Err(self.error(at, "`min_size` and `sha256` are for regular files, not `type: dir`"))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn alerting(&self, raw: Option<RawAlerting>, defaults: &Defaults) -> Result<AlertingConfig> {

@@ -6,7 +6,6 @@
 //! it is serialised (see the `edit_*` hooks of the builders).
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -47,48 +46,7 @@ impl Format {
     }
 }
 
-/// An OS/architecture[/variant] pair, as in an index entry and an image config.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Platform {
-    pub architecture: String,
-    pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    pub fn new(os: &str, architecture: &str) -> Self {
-        Platform { architecture: architecture.to_string(), os: os.to_string(), variant: None }
-    }
-
-    pub fn linux_amd64() -> Self {
-        Platform::new("linux", "amd64")
-    }
-
-    pub fn linux_arm64_v8() -> Self {
-        Platform::new("linux", "arm64").with_variant("v8")
-    }
-
-    /// The platform BuildKit gives attestation manifests in an index.
-    pub fn unknown() -> Self {
-        Platform::new("unknown", "unknown")
-    }
-
-    pub fn with_variant(mut self, variant: &str) -> Self {
-        self.variant = Some(variant.to_string());
-        self
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        match &self.variant {
-            Some(variant) => write!(f, "/{variant}"),
-            None => Ok(()),
-        }
-    }
-}
+pub use crate::platform::Platform;
 
 /// A content descriptor: what a manifest says about a blob or a child manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

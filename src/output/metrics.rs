@@ -27,8 +27,11 @@ use crate::result::ProbeResult;
 
 /// Every family name starts with `pullprobe_`.
 pub const PREFIX: &str = "pullprobe";
-/// The `Content-Type` of [`encode_text`] (OpenMetrics text, which Prometheus scrapes).
-pub const TEXT_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The `Content-Type` of [`encode_text`]: the Prometheus text format, which
+/// every scraper reads and `promtool check metrics` checks.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The `Content-Type` of [`encode_openmetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 // Family names without the prefix; the read-back of a push looks for them too.
 pub const PROBE_SUCCESS: &str = "probe_success";
@@ -238,8 +241,37 @@ impl RunCounters {
     }
 }
 
-/// The text exposition of `gauges` (and `counters`, in `serve`), HELP and TYPE on every family.
+/// The Prometheus text exposition (0.0.4) of `gauges` (and `counters`, in
+/// `serve`), HELP and TYPE on every family. It is the OpenMetrics text of
+/// `prometheus-client` with the two differences of the older format: a counter's
+/// HELP and TYPE name its samples (`…_total`), and there is no `# EOF`.
 pub fn encode_text(gauges: &[GaugeFamily], counters: Option<&RunCounters>) -> String {
+    let openmetrics = encode_openmetrics(gauges, counters);
+    let counter_names: BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let descriptor = ["# HELP ", "# TYPE "].into_iter().find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match descriptor {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counter_names.contains(name) { "_total" } else { "" };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The OpenMetrics text exposition of `gauges` (and `counters`), as `prometheus-client` writes it.
+pub fn encode_openmetrics(gauges: &[GaugeFamily], counters: Option<&RunCounters>) -> String {
     let mut registry = Registry::with_prefix(PREFIX);
     for family in gauges {
         let metric: Family<Labels, Gauge<f64, AtomicU64>> = Family::default();
@@ -319,7 +351,9 @@ mod tests {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");
             assert!(text.contains(&format!("# TYPE {name} gauge")), "{name}:\n{text}");
         }
-        assert!(text.contains("# TYPE pullprobe_probe_failures counter"), "{text}");
+        assert!(text.contains("# TYPE pullprobe_probe_failures_total counter"), "{text}");
+        assert!(text.contains("# HELP pullprobe_probe_failures_total Failed pulls by reason."), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
         assert!(text.contains("pullprobe_probe_failures_total{"), "{text}");
         assert!(text.contains("# TYPE pullprobe_layer_duration_seconds histogram"), "{text}");
     }

@@ -128,11 +128,17 @@ struct TopManifest {
 impl PullRun<'_> {
     fn client(&self) -> Result<RegistryClient, ProbeError> {
         let mut options = self.options.clone();
+        let mut base = self.frontend.url.clone();
         if let (Some(addr), Some(host)) = (self.frontend.pin, self.frontend.url.host_str()) {
             options.pin = Some((host.to_string(), addr));
+            // A port in the URL would win over the pinned address's port when connecting:
+            // ask for the pinned port, so the connection goes where the frontend label says.
+            if base.port().is_some_and(|port| port != addr.port()) {
+                let _ = base.set_port(Some(addr.port()));
+            }
         }
         let transport = Transport::new(&options)?;
-        Ok(RegistryClient::new(transport, self.frontend.url.clone())
+        Ok(RegistryClient::new(transport, base)
             .with_mirror_routing(self.frontend.repository_prefix.clone(), self.frontend.ns.clone()))
     }
 

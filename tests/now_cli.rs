@@ -1,0 +1,323 @@
+//! `pullprobe now` and `pullprobe validate` as a user runs them: the JSON and
+//! table outputs, exit codes, probes.yaml with `--probe`, and `--frontend`
+//! addresses and URLs — the real binary against a real registry.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::cli::DEFAULT_TIMEOUT;
+use common::images::unique_image;
+use common::verdict::{assert_failed, assert_layers_verified, assert_passed, layer_entry, pretty, pull_json};
+use common::*;
+use pullprobe::image_builder::{Format, Image};
+use serde_json::Value;
+
+/// The keys of one result and of one layer entry (DESIGN.md, "Result").
+const RESULT_KEYS: [&str; 18] = [
+    "probe",
+    "kind",
+    "image",
+    "registry",
+    "frontend",
+    "location",
+    "platform",
+    "ok",
+    "reason",
+    "phase",
+    "error",
+    "registry_error",
+    "retries",
+    "manifest_digest",
+    "started_at",
+    "duration_seconds",
+    "phases",
+    "tls_not_after",
+];
+const LAYER_KEYS: [&str; 11] = [
+    "digest",
+    "media_type",
+    "size",
+    "ok",
+    "reason",
+    "check",
+    "bytes",
+    "uncompressed_bytes",
+    "duration_seconds",
+    "cache_status",
+    "served_by",
+];
+
+/// A registry with a good image (`cli/good:v1`) and one whose second layer has a flipped byte (`cli/broken:v1`).
+async fn registry_with_good_and_broken() -> (Registry, Pushed<Image>, Pushed<Image>) {
+    let registry = Registry::start();
+    let good = push(&registry, "cli/good", "v1", unique_image(&registry.scratch(), 40, Format::Oci)).await;
+    let broken = push(&registry, "cli/broken", "v1", unique_image(&registry.scratch(), 41, Format::Oci)).await;
+    let layer = &broken.content.layers[1];
+    registry.flip_byte(&layer.digest(), 100);
+    (registry, good, broken)
+}
+
+fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writing a test file");
+    path
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+#[tokio::test]
+async fn json_output_has_every_documented_key() {
+    let (_registry, good, broken) = registry_with_good_and_broken().await;
+    let pull = pull_json(&[&good.reference, &broken.reference]);
+    assert_eq!(pull.code, 1, "one probe failed: {}", pull.dump());
+    assert_eq!(pull.results.len(), 2, "{}", pull.dump());
+    for result in &pull.results {
+        let object = result.as_object().unwrap_or_else(|| panic!("a result is not an object: {result}"));
+        for key in RESULT_KEYS {
+            assert!(object.contains_key(key), "result lacks {key:?}:\n{}", pretty(result));
+        }
+        assert_eq!(result.layers().len(), 2, "{}", pretty(result));
+        for layer in result.layers() {
+            for key in LAYER_KEYS {
+                assert!(
+                    layer.as_object().is_some_and(|l| l.contains_key(key)),
+                    "layer lacks {key:?}:\n{}",
+                    pretty(layer)
+                );
+            }
+        }
+        let started = result.str_field("started_at").unwrap();
+        assert!(
+            time::OffsetDateTime::parse(started, &time::format_description::well_known::Rfc3339).is_ok()
+                && started.ends_with('Z'),
+            "started_at is not RFC 3339 UTC: {started}"
+        );
+        assert!(result["duration_seconds"].as_f64().is_some_and(|d| d > 0.0), "{}", pretty(result));
+        let phases = result["phases"].as_object().unwrap_or_else(|| panic!("phases: {}", pretty(result)));
+        assert!(phases.values().all(|v| v.as_f64().is_some_and(|s| s >= 0.0)), "{}", pretty(result));
+        assert_eq!(result["retries"].as_u64(), Some(0));
+    }
+    // In the order given on the command line.
+    assert_eq!(pull.results[0].str_field("probe"), Some(good.reference.as_str()));
+    assert_passed(&pull.results[0]);
+    assert_layers_verified(&pull.results[0], &good.content.layers, Format::Oci);
+    let failed = &pull.results[1];
+    assert_eq!(failed.str_field("probe"), Some(broken.reference.as_str()));
+    assert_failed(failed, "blob_digest_mismatch", "blob");
+    let entry = layer_entry(failed, &broken.content.layers[1].digest());
+    assert_eq!(entry.reason(), Some("blob_digest_mismatch"));
+    assert!(entry.error_message().is_some(), "a failed layer says why: {}", pretty(entry));
+}
+
+#[tokio::test]
+async fn table_has_a_header_and_one_line_per_result_naming_the_reason() {
+    let (registry, good, broken) = registry_with_good_and_broken().await;
+    let (code, stdout, stderr) = run_pullprobe(&["now", &good.reference, &broken.reference]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["PROBE", "FRONTEND", "PLATFORM", "RESULT", "TIME", "BYTES", "LAYERS"], "{stdout}");
+    let rows: Vec<Vec<&str>> = lines
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cells| cells.first().is_some_and(|c| *c == good.reference || *c == broken.reference))
+        .collect();
+    assert_eq!(rows.len(), 2, "one line per result:\n{stdout}");
+    let frontend = registry.host_port();
+    assert_eq!(&rows[0][..4], [good.reference.as_str(), frontend.as_str(), "linux/amd64", "ok"], "{stdout}");
+    assert_eq!(rows[0].last(), Some(&"2/2"), "{stdout}");
+    assert_eq!(
+        &rows[1][..5],
+        [broken.reference.as_str(), frontend.as_str(), "linux/amd64", "FAIL", "blob_digest_mismatch"]
+    );
+    assert_eq!(rows[1].last(), Some(&"1/2"), "{stdout}");
+    // The failure is explained under its line, naming the layer.
+    let bad = broken.content.layers[1].digest().to_string();
+    assert!(stdout.lines().any(|l| l.starts_with("  ") && l.contains(&bad)), "{stdout}");
+    assert!(stdout.contains("2 result(s), 1 failed"), "{stdout}");
+}
+
+#[tokio::test]
+async fn exit_code_is_0_when_every_probe_passes_and_1_when_one_fails() {
+    let (_registry, good, broken) = registry_with_good_and_broken().await;
+    for (args, want) in [(vec![good.reference.as_str()], 0), (vec![broken.reference.as_str()], 1)] {
+        let mut full = vec!["now"];
+        full.extend(args);
+        let (code, stdout, stderr) = run_pullprobe(&full);
+        assert_eq!(code, want, "{full:?}:\n{stdout}\n{stderr}");
+    }
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2_without_probing() {
+    let dir = tempfile::tempdir().unwrap();
+    let invalid = write_file(dir.path(), "invalid.yaml", "defaults:\n  timeout: 5 minutes\n");
+    let missing = dir.path().join("missing.yaml");
+    let invalid_message = format!("{}:2:12: ", invalid.display());
+    let missing_message = missing.display().to_string();
+    let cases: [(Vec<&str>, &str); 6] = [
+        (vec!["now", "-o", "json", "127.0.0.1:5000/Not/Lowercase:v1"], "Not/Lowercase"),
+        (vec!["now", "-o", "json", "127.0.0.1:5000/app:bad tag"], "bad tag"),
+        (vec!["now", "-o", "json", "--platform", "linux", "127.0.0.1:5000/app:v1"], "--platform"),
+        (vec!["now", "-o", "json", "-c", s(&missing)], &missing_message),
+        (vec!["now", "-o", "json", "-c", s(&invalid)], &invalid_message),
+        // No IMAGE and no ./probes.yaml in the (empty) working directory.
+        (vec!["now", "-o", "json"], "probes.yaml"),
+    ];
+    for (args, mentions) in cases {
+        let (code, stdout, stderr) = run_pullprobe(&args);
+        assert_eq!(code, 2, "{args:?}:\n{stdout}\n{stderr}");
+        assert!(stdout.is_empty(), "{args:?} printed a result:\n{stdout}");
+        assert!(stderr.contains(mentions), "{args:?}: stderr does not mention {mentions:?}:\n{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn config_probes_run_by_name() {
+    let (registry, good, broken) = registry_with_good_and_broken().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "probes.yaml",
+        &format!(
+            "defaults:\n  timeout: 30s\n  location: ci-runner\n\
+             registries:\n  - name: test\n    url: {url}\n\
+             probes:\n  - name: good\n    registry: test\n    image: cli/good:v1\n\
+             \x20 - name: broken\n    registry: test\n    image: cli/broken:v1\n",
+            url = registry.url().as_str().trim_end_matches('/'),
+        ),
+    );
+
+    let pull = pull_json(&["-c", s(&config), "--probe", "good"]);
+    assert_eq!(pull.code, 0, "{}", pull.dump());
+    let result = pull.only();
+    assert_passed(result);
+    assert_eq!(result.str_field("probe"), Some("good"));
+    assert_eq!(result.str_field("registry"), Some("test"), "the configured registry name labels it");
+    assert_eq!(result.str_field("location"), Some("ci-runner"));
+    assert_eq!(result.str_field("image"), Some(good.reference.as_str()));
+    assert_eq!(result.str_field("manifest_digest"), Some(good.digest.to_string().as_str()));
+    assert_layers_verified(result, &good.content.layers, Format::Oci);
+
+    let pull = pull_json(&["-c", s(&config), "--probe", "broken"]);
+    assert_eq!(pull.code, 1, "{}", pull.dump());
+    assert_eq!(pull.only().str_field("probe"), Some("broken"));
+    assert_failed(pull.only(), "blob_digest_mismatch", "blob");
+    assert_eq!(layer_entry(pull.only(), &broken.content.layers[1].digest())["ok"], false);
+
+    // Every probe of the file, in its order; ./probes.yaml when no -c is given.
+    let (code, stdout, stderr) = run_pullprobe_with(&["now", "-o", "json"], &[], Some(dir.path()), DEFAULT_TIMEOUT);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let results = json_results(&stdout);
+    let probes: Vec<&str> = results.iter().filter_map(|r| r.str_field("probe")).collect();
+    assert_eq!(probes, ["good", "broken"], "{stdout}");
+
+    let (code, stdout, stderr) = run_pullprobe(&["now", "-c", s(&config), "--probe", "nosuch"]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(stderr.contains("nosuch"), "{stderr}");
+}
+
+#[test]
+fn validate_accepts_a_good_file_and_points_at_the_error_in_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_file(
+        dir.path(),
+        "good.yaml",
+        "registries:\n  - name: test\n    url: http://127.0.0.1:5000\n\
+         probes:\n  - name: app\n    registry: test\n    image: team/app:1.0\n\
+         \x20 - name: base\n    image: 127.0.0.1:5000/base:latest\n    platforms: all\n",
+    );
+    let (code, stdout, stderr) = run_pullprobe(&["validate", "-c", s(&good)]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), format!("{}: OK (2 probes, 1 registries)", good.display()));
+
+    // A syntax-level error and a reference to a registry that is not defined.
+    let cases = [
+        ("duration.yaml", "defaults:\n  timeout: 5 minutes\n", 2, 12, "timeout"),
+        ("registry.yaml", "probes:\n  - name: app\n    registry: nowhere\n    image: team/app:1.0\n", 3, 15, "nowhere"),
+    ];
+    for (name, text, line, column, mentions) in cases {
+        let bad = write_file(dir.path(), name, text);
+        let (code, stdout, stderr) = run_pullprobe(&["validate", "-c", s(&bad)]);
+        assert_eq!(code, 2, "{name}: {stdout}\n{stderr}");
+        let prefix = format!("{}:{line}:{column}: ", bad.display());
+        assert!(stderr.starts_with(&prefix), "{name}: want {prefix:?}…, got:\n{stderr}");
+        assert!(stderr.contains(mentions), "{name}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn address_frontend_pins_the_connection_and_labels_the_result() {
+    let registry = Registry::start();
+    let pushed = push(&registry, "cli/pinned", "v1", unique_image(&registry.scratch(), 42, Format::Oci)).await;
+    let address = registry.host_port();
+    let name = format!("localhost:{}", registry.port());
+    let image = format!("{name}/cli/pinned:v1");
+    let pull = pull_json(&["--frontend", &address, &image]);
+    assert_eq!(pull.code, 0, "{}", pull.dump());
+    let result = pull.only();
+    assert_passed(result);
+    assert_eq!(result.str_field("frontend"), Some(address.as_str()), "the label is the address");
+    assert_eq!(result.str_field("registry"), Some(name.as_str()));
+    assert_eq!(result.str_field("image"), Some(image.as_str()));
+    assert_eq!(result.str_field("manifest_digest"), Some(pushed.digest.to_string().as_str()));
+    assert_layers_verified(result, &pushed.content.layers, Format::Oci);
+}
+
+#[tokio::test]
+async fn address_frontend_with_its_own_port_is_reached_on_that_port() {
+    let registry = Registry::start();
+    let pushed = push(&registry, "cli/port", "v1", unique_image(&registry.scratch(), 43, Format::Oci)).await;
+    let proxy = Nginx::start_proxy(&registry.host_port());
+    // The name carries the registry's port; the frontend is the proxy's address and port.
+    let name = format!("localhost:{}", registry.port());
+    let image = format!("{name}/cli/port:v1");
+    let frontend = proxy.host_port();
+    let pull = pull_json(&["--frontend", &frontend, &image]);
+    assert_eq!(pull.code, 0, "{}", pull.dump());
+    let result = pull.only();
+    assert_passed(result);
+    assert_eq!(result.str_field("frontend"), Some(frontend.as_str()));
+    assert_eq!(result.str_field("manifest_digest"), Some(pushed.digest.to_string().as_str()));
+    let log = proxy.access_log();
+    let manifest = log
+        .lines()
+        .find(|l| l.contains("\"GET /v2/cli/port/manifests/v1 "))
+        .unwrap_or_else(|| panic!("the manifest request did not go to the frontend {frontend}:\n{log}"));
+    assert!(manifest.contains(&format!("host={}", "localhost")), "Host stays the registry's name: {manifest}");
+    for layer in &pushed.content.layers {
+        assert!(log.contains(&format!("\"GET /v2/cli/port/blobs/{} ", layer.digest())), "{log}");
+    }
+}
+
+#[tokio::test]
+async fn url_frontend_is_probed_at_its_url_beside_the_registry_itself() {
+    let registry = Registry::start();
+    let pushed = push(&registry, "cli/url", "v1", unique_image(&registry.scratch(), 44, Format::Oci)).await;
+    let proxy = Nginx::start_proxy(&registry.host_port());
+    let url = format!("http://{}", proxy.host_port());
+    let address = registry.host_port();
+    let pull = pull_json(&["--frontend", &url, "--frontend", &address, &pushed.reference]);
+    assert_eq!(pull.code, 0, "{}", pull.dump());
+    let frontends: Vec<&str> = pull.results.iter().filter_map(|r| r.str_field("frontend")).collect();
+    assert_eq!(frontends, [url.as_str(), address.as_str()], "exactly the frontends given, in order");
+    for result in &pull.results {
+        assert_passed(result);
+        assert_eq!(result.str_field("manifest_digest"), Some(pushed.digest.to_string().as_str()));
+        assert_eq!(result.str_field("registry"), Some(address.as_str()));
+    }
+    let through_proxy = &pull.results[0];
+    let proxy_host = proxy.host_port();
+    for (entry, layer) in through_proxy.layers().iter().zip(&pushed.content.layers) {
+        assert_eq!(entry.str_field("digest"), Some(layer.digest().to_string().as_str()));
+        assert_eq!(entry.u64_field("bytes"), Some(layer.blob.size), "{}", pretty(entry));
+        assert_eq!(entry.str_field("served_by"), Some(proxy_host.as_str()), "{}", pretty(entry));
+    }
+    let log = proxy.access_log();
+    assert!(log.contains("\"GET /v2/cli/url/manifests/v1 "), "{log}");
+    let direct: &Value = &pull.results[1];
+    assert!(direct.layers().iter().all(|l| l.str_field("served_by") == Some(address.as_str())), "{}", pretty(direct));
+}
