@@ -754,7 +754,12 @@ async fn stalled_blob_times_out_in_the_blob_phase() {
     .await;
     let (_dir, config) = config_file("defaults:\n  timeout: 3s\n");
     let run = probe(&server, &["-c", &config]).await;
-    run.assert_failed("timeout", "blob", &["blob", "3s"]);
+    run.assert_failed("timeout", "blob", &["blob", "3s", &format!("still reading layer 1 {layer}")]);
+    // The layer being read when the deadline passed is in the result, marked `timeout`.
+    let layers = run.result.get("layers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let stalled = layers.iter().find(|l| l.get("digest").and_then(Value::as_str) == Some(layer.as_str()));
+    let stalled = stalled.unwrap_or_else(|| panic!("no entry for the stalled layer: {}", run.context()));
+    assert_eq!(stalled.get("reason").and_then(Value::as_str), Some("timeout"), "{}", run.context());
     // The timeout bounds the whole pull: a spent deadline leaves no room for a retry.
     assert_eq!(run.retries(), 0, "{}", run.context());
     let took = run.result.get("duration_seconds").and_then(Value::as_f64).expect("duration_seconds");

@@ -7,7 +7,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::images::{EXAMPLE_ARTIFACT_BLOB, every_layer_kind_image, example_artifact, multi_arch_index, unique_image};
+use common::images::{
+    EXAMPLE_ARTIFACT_BLOB, EXAMPLE_ARTIFACT_CONFIG, every_layer_kind_image, example_artifact, multi_arch_index,
+    unique_image,
+};
 use common::verdict::{
     assert_failed, assert_layer_failed, assert_layers_verified, assert_passed, error_naming, layer_entry, pretty,
     pull_json,

@@ -86,7 +86,8 @@ fn with(mut labels: Vec<(String, String)>, key: &str, value: &str) -> Vec<(Strin
 
 /// The gauges of the last run: one series per result (and per phase, per
 /// registry frontend, per probe), with `history` already advanced past `results`
-/// ([`crate::output::history::advance`]).
+/// ([`crate::output::history::advance`]). Every family is listed, some maybe
+/// without samples (no failure, no TLS).
 pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFamily> {
     let mut success = GaugeFamily::new(PROBE_SUCCESS, "1 if the last pull passed every check, else 0");
     let mut duration = GaugeFamily::new(PROBE_DURATION, "Seconds the last pull took");
@@ -142,10 +143,9 @@ pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFa
     }
     build.push(vec![("version".into(), env!("CARGO_PKG_VERSION").into())], 1.0);
 
-    [success, duration, phases, last_success, consecutive, failing_since, failure_info, tls, consistent, build]
-        .into_iter()
-        .filter(|f| !f.samples.is_empty())
-        .collect()
+    // Every family, even without samples: a push must name each family so that
+    // the Pushgateway drops series that no longer exist (a streak that ended).
+    vec![success, duration, phases, last_success, consecutive, failing_since, failure_info, tls, consistent, build]
 }
 
 /// Per (probe, registry): false if a result says `frontend_inconsistent`, or if

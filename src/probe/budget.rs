@@ -51,7 +51,7 @@ impl RoundBudget {
 
     /// The layers `frontend` reads this round.
     pub fn select(&self, frontend: &str, layers: &[BlobRef]) -> Selection {
-        let total: u64 = layers.iter().map(|l| l.size).sum();
+        let total = layers.iter().fold(0u64, |sum, l| sum.saturating_add(l.size));
         if total <= self.share {
             return Selection { read: vec![true; layers.len()], groups: 1, group: 0 };
         }
@@ -61,12 +61,12 @@ impl RoundBudget {
         let (mut group, mut filled) = (0usize, 0u64);
         for i in order {
             let size = layers[i].size;
-            if filled > 0 && filled + size > self.share {
+            if filled > 0 && filled.saturating_add(size) > self.share {
                 group += 1;
                 filled = 0;
             }
             group_of[i] = group;
-            filled += size;
+            filled = filled.saturating_add(size);
         }
         let groups = group + 1;
         let this = (self.round % groups as u64) as usize;

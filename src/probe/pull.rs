@@ -72,9 +72,28 @@ struct PullState {
     layers: Vec<LayerCheck>,
     warnings: Vec<String>,
     tls_not_after: Option<String>,
+    /// Layers being read now and layers finished, by index: what a timeout reports.
+    active_layers: BTreeMap<usize, LayerCheck>,
+    done_layers: BTreeMap<usize, LayerCheck>,
 }
 
 impl PullState {
+    /// On a timeout: the layers finished so far plus those still being read, marked `timeout`.
+    fn stalled_layers(&mut self) -> Vec<String> {
+        let mut stalled = Vec::new();
+        let mut layers = self.done_layers.clone();
+        for (index, check) in &self.active_layers {
+            let mut check = check.clone();
+            check.ok = false;
+            check.reason = Some(Reason::Timeout);
+            stalled.push(format!("layer {} {}", index + 1, check.digest));
+            layers.insert(*index, check);
+        }
+        if !layers.is_empty() {
+            self.layers = layers.into_values().collect();
+        }
+        stalled
+    }
     fn add_phase(&mut self, name: &str, took: Duration) {
         *self.phases.entry(name.to_string()).or_default() += took.as_secs_f64();
     }
@@ -170,7 +189,8 @@ impl PullRun<'_> {
         let top_state = std::mem::take(&mut *lock(&top_state));
         match top.manifest {
             Manifest::Image(image) => {
-                vec![self.pull_platform(PlatformSource::Single(image), &top.digest, top_state, retries).await]
+                let clock = Some((started_at.clone(), started));
+                vec![self.pull_platform(PlatformSource::Single(image), &top.digest, top_state, retries, clock).await]
             }
             Manifest::Index(entries) => self.pull_index(entries, &top.digest, top_state, retries).await,
         }
@@ -188,10 +208,17 @@ impl PullRun<'_> {
         match tokio::time::timeout(left, step).await {
             Ok(result) => result,
             Err(_) => {
-                let phase = lock(state).phase.map(|p| p.as_str()).unwrap_or("connect");
+                let mut s = lock(state);
+                let phase = s.phase.map(|p| p.as_str()).unwrap_or("connect");
+                let stalled = s.stalled_layers();
+                let reading = if stalled.is_empty() {
+                    String::new()
+                } else {
+                    format!("; still reading {}", stalled.join(", "))
+                };
                 Err(ProbeError::new(
                     Reason::Timeout,
-                    format!("no result within the timeout of {:?} (in phase {phase})", self.target.timeout),
+                    format!("no result within the timeout of {:?} (in phase {phase}{reading})", self.target.timeout),
                 ))
             }
         }
@@ -273,7 +300,7 @@ impl PullRun<'_> {
             match entry {
                 Some(entry) => {
                     results.push(
-                        self.pull_platform(PlatformSource::Index(entry.clone()), index_digest, state, retries).await,
+                        self.pull_platform(PlatformSource::Index(entry.clone()), index_digest, state, retries, None).await,
                     );
                 }
                 None => {
@@ -303,9 +330,11 @@ impl PullRun<'_> {
         top_digest: &Digest,
         base: PullState,
         mut retries: u32,
+        clock: Option<(String, Instant)>,
     ) -> ProbeResult {
-        let started_at = now_rfc3339();
-        let started = Instant::now();
+        // A single image continues the deadline its manifest fetch began; each
+        // platform of an index has a deadline of its own.
+        let (started_at, started) = clock.unwrap_or_else(|| (now_rfc3339(), Instant::now()));
         loop {
             let state: SharedState = Arc::new(Mutex::new(PullState {
                 phase: None,
@@ -315,6 +344,7 @@ impl PullRun<'_> {
                 layers: Vec::new(),
                 warnings: base.warnings.clone(),
                 tls_not_after: base.tls_not_after.clone(),
+                ..PullState::default()
             }));
             let attempt = async {
                 let client = self.client()?;
@@ -486,6 +516,7 @@ impl PullRun<'_> {
                 first_byte: first_byte.clone(),
                 ledger: self.ledger.clone(),
                 frontend: self.frontend.label.clone(),
+                state: state.clone(),
             };
             let permits = permits.clone();
             let task = tokio::spawn(async move {
@@ -647,6 +678,7 @@ struct LayerJob {
     first_byte: Arc<Mutex<Option<Instant>>>,
     ledger: Option<Arc<BlobLedger>>,
     frontend: String,
+    state: SharedState,
 }
 
 /// Chunks buffered between the network and the verifier (memory bound: this × chunk size).
@@ -657,7 +689,20 @@ impl LayerJob {
         format!("layer {} {}", self.index + 1, self.layer.digest)
     }
 
+    /// Verify the layer, keeping the pull's state current so a timeout can say what was still being read.
     async fn run(self) -> (LayerCheck, Option<ProbeError>) {
+        let mut pending = skipped_check(&self.layer);
+        pending.check = None;
+        lock(&self.state).active_layers.insert(self.index, pending);
+        let (index, state) = (self.index, self.state.clone());
+        let (check, error) = self.verify().await;
+        let mut s = lock(&state);
+        s.active_layers.remove(&index);
+        s.done_layers.insert(index, check.clone());
+        (check, error)
+    }
+
+    async fn verify(self) -> (LayerCheck, Option<ProbeError>) {
         let started = Instant::now();
         let compression = if self.is_image {
             match media_types::layer_compression(&self.layer.media_type) {

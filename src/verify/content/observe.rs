@@ -1,0 +1,297 @@
+//! One walk of one layer: what its entries say about the tracked paths, and a Bloom
+//! filter of every path the layer touched, for facts that nobody tracked in time.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{ContentPlan, ancestors, join, normalise, parent};
+use crate::digest::{Digest, DigestHasher};
+use crate::verify::{EntryInfo, EntryKind, EntryVisitor};
+
+/// 128 KiB per layer walk: a false "maybe" costs one more walk of that layer, nothing else.
+const BLOOM_BITS: u64 = 1 << 20;
+const BLOOM_PROBES: u64 = 4;
+
+/// What a layer did at a path, as Bloom filter keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Touch {
+    /// A file, symlink, hard link or device at the path, or a whiteout of it.
+    NonDir,
+    /// A directory entry at the path.
+    Dir,
+    /// An opaque marker in the path.
+    Opaque,
+    /// Some entry (whiteouts included) below the path.
+    Under,
+}
+
+impl Touch {
+    pub(super) const ALL: [Touch; 4] = [Touch::NonDir, Touch::Dir, Touch::Opaque, Touch::Under];
+}
+
+/// One tar entry at a tracked path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Observed {
+    /// Position in the layer (1-based), for hard links to earlier entries.
+    pub seq: u64,
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mode: u32,
+    /// Symlink target as written; hard link target normalised.
+    pub link: Option<String>,
+    /// Only for files at paths whose content an assertion hashes.
+    pub sha256: Option<Digest>,
+}
+
+/// What one walk of one layer recorded.
+#[derive(Debug)]
+pub(super) struct LayerObservations {
+    /// The last entry at each tracked path.
+    pub entries: HashMap<String, Observed>,
+    /// Tracked paths this layer whites out.
+    pub whiteouts: HashSet<String>,
+    /// Tracked directories this layer makes opaque.
+    pub opaque: HashSet<String>,
+    /// Tracked paths with an entry of this layer below them.
+    pub under: HashSet<String>,
+    /// Paths whose facts above are complete (tracked from before the layer touched them),
+    /// and whether files there were hashed.
+    pub covered: HashMap<String, bool>,
+    pub bloom: Bloom,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cover {
+    complete: bool,
+    hash: bool,
+    hash_complete: bool,
+}
+
+/// The [`EntryVisitor`] of one layer walk for a [`ContentPlan`].
+#[derive(Debug)]
+pub struct LayerObserver {
+    plan: Arc<ContentPlan>,
+    index: usize,
+    /// The plan's generation when `tracked` was read.
+    generation: u64,
+    tracked: Vec<(String, bool)>,
+    /// Tracked paths and their ancestors.
+    covers: HashMap<String, Cover>,
+    /// The directory of the previous entry: its ancestors are already marked.
+    last_dir: Option<String>,
+    seq: u64,
+    observations: LayerObservations,
+}
+
+impl LayerObserver {
+    pub(super) fn new(plan: Arc<ContentPlan>, index: usize) -> LayerObserver {
+        let mut observer = LayerObserver {
+            plan,
+            index,
+            generation: 0,
+            tracked: Vec::new(),
+            covers: HashMap::new(),
+            last_dir: None,
+            seq: 0,
+            observations: LayerObservations {
+                entries: HashMap::new(),
+                whiteouts: HashSet::new(),
+                opaque: HashSet::new(),
+                under: HashSet::new(),
+                covered: HashMap::new(),
+                bloom: Bloom::new(),
+            },
+        };
+        observer.refresh();
+        observer
+    }
+
+    /// Hand what this walk saw to the plan. Call it only after a walk that reached the
+    /// end of the layer; a failed layer fails the pull before content is judged.
+    pub fn finish(mut self) {
+        self.refresh();
+        self.observations.covered = self
+            .covers
+            .iter()
+            .filter(|(_, c)| c.complete)
+            .map(|(path, c)| (path.clone(), c.hash && c.hash_complete))
+            .collect();
+        self.plan.hand_back(self.index, self.observations);
+    }
+
+    /// Pick up paths other walks (or this one) started tracking.
+    fn refresh(&mut self) {
+        if self.plan.generation.load(Ordering::SeqCst) == self.generation {
+            return;
+        }
+        let (generation, tracked) = self.plan.tracked_paths();
+        self.generation = generation;
+        for (path, hash) in &tracked {
+            self.cover(path, *hash);
+            for ancestor in ancestors(path) {
+                self.cover(ancestor, false);
+            }
+        }
+        self.tracked = tracked;
+        // Newly covered directories must see the next entry under them.
+        self.last_dir = None;
+    }
+
+    /// Track `path` from now on; complete only if this layer has not touched it yet.
+    fn cover(&mut self, path: &str, hash: bool) {
+        let file_seen = self.observations.entries.get(path).is_some_and(|o| o.kind == EntryKind::File);
+        match self.covers.get_mut(path) {
+            Some(cover) => {
+                if hash && !cover.hash {
+                    cover.hash = true;
+                    cover.hash_complete = cover.complete && !file_seen;
+                }
+            }
+            None => {
+                let complete = !Touch::ALL.iter().any(|t| self.observations.bloom.may_contain(*t, path));
+                self.covers.insert(path.to_string(), Cover { complete, hash, hash_complete: complete });
+            }
+        }
+    }
+
+    fn note_ancestors(&mut self, dir: &str) {
+        if self.last_dir.as_deref() == Some(dir) {
+            return;
+        }
+        for above in std::iter::once(dir).chain(ancestors(dir)) {
+            self.observations.bloom.insert(Touch::Under, above);
+            if self.covers.contains_key(above) {
+                self.observations.under.insert(above.to_string());
+            }
+        }
+        self.last_dir = Some(dir.to_string());
+    }
+
+    /// A symlink at `path` (tracked, or above a tracked path): track where it leads.
+    fn follow_symlink(&self, path: &str, target: &str) {
+        let base = if target.starts_with('/') { "" } else { parent(path) };
+        for (tracked, hash) in &self.tracked {
+            let rest = if tracked == path {
+                Some("")
+            } else {
+                tracked.strip_prefix(path).filter(|rest| rest.starts_with('/'))
+            };
+            if let Some(rest) = rest {
+                self.plan.track(&normalise(&format!("{base}/{target}{rest}")), *hash);
+            }
+        }
+    }
+
+    /// A hard link at a tracked `path`: its type, size, mode and content are its target's.
+    fn follow_hard_link(&self, path: &str, target: &str) {
+        if let Some((_, hash)) = self.tracked.iter().find(|(tracked, _)| tracked == path) {
+            self.plan.track(&normalise(target), *hash);
+        }
+    }
+}
+
+impl EntryVisitor for LayerObserver {
+    fn visit(&mut self, entry: &EntryInfo, data: &mut dyn Read) -> io::Result<()> {
+        self.refresh();
+        self.seq += 1;
+        let path = entry.path.as_str();
+        if path.is_empty() {
+            // `./`: the root directory's own metadata.
+            self.observations.bloom.insert(Touch::Dir, path);
+            if entry.kind == EntryKind::Dir {
+                let observed = observed(self.seq, entry, None);
+                self.observations.entries.insert(String::new(), observed);
+            }
+            return Ok(());
+        }
+        let dir = parent(path);
+        self.note_ancestors(dir);
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if name == ".wh..wh..opq" {
+            self.observations.bloom.insert(Touch::Opaque, dir);
+            if self.covers.contains_key(dir) {
+                self.observations.opaque.insert(dir.to_string());
+            }
+            return Ok(());
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            let removed = join(dir, hidden);
+            self.observations.bloom.insert(Touch::NonDir, &removed);
+            if self.covers.contains_key(&removed) {
+                self.observations.whiteouts.insert(removed);
+            }
+            return Ok(());
+        }
+        let touch = if entry.kind == EntryKind::Dir { Touch::Dir } else { Touch::NonDir };
+        self.observations.bloom.insert(touch, path);
+        let Some(cover) = self.covers.get(path).copied() else {
+            return Ok(());
+        };
+        let sha256 = if cover.hash && entry.kind == EntryKind::File { Some(hash_content(data)?) } else { None };
+        self.observations.entries.insert(path.to_string(), observed(self.seq, entry, sha256));
+        match (entry.kind, entry.link_name.as_deref()) {
+            (EntryKind::Symlink, Some(target)) => self.follow_symlink(path, target),
+            (EntryKind::Hardlink, Some(target)) => self.follow_hard_link(path, target),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn observed(seq: u64, entry: &EntryInfo, sha256: Option<Digest>) -> Observed {
+    Observed { seq, kind: entry.kind, size: entry.size, mode: entry.mode, link: entry.link_name.clone(), sha256 }
+}
+
+fn hash_content(data: &mut dyn Read) -> io::Result<Digest> {
+    let mut hasher = DigestHasher::new();
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        let n = data.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buffer[..n]);
+    }
+}
+
+/// A fixed-size Bloom filter of (touch, path) keys: "no" is certain, "maybe" is not.
+pub(super) struct Bloom {
+    bits: Vec<u64>,
+}
+
+impl std::fmt::Debug for Bloom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set: u32 = self.bits.iter().map(|w| w.count_ones()).sum();
+        write!(f, "Bloom({set} of {BLOOM_BITS} bits set)")
+    }
+}
+
+impl Bloom {
+    pub(super) fn new() -> Bloom {
+        Bloom { bits: vec![0; (BLOOM_BITS / 64) as usize] }
+    }
+
+    pub(super) fn insert(&mut self, touch: Touch, path: &str) {
+        for bit in probes(touch, path) {
+            self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+
+    pub(super) fn may_contain(&self, touch: Touch, path: &str) -> bool {
+        probes(touch, path).all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+}
+
+/// Double hashing with SipHash (fixed keys: the same in every walk).
+fn probes(touch: Touch, path: &str) -> impl Iterator<Item = u64> {
+    let tag = touch as u8;
+    let mut first = DefaultHasher::new();
+    (tag, path).hash(&mut first);
+    let mut second = DefaultHasher::new();
+    (path, tag, 0x9e37_79b9_u32).hash(&mut second);
+    let (a, b) = (first.finish(), second.finish() | 1);
+    (0..BLOOM_PROBES).map(move |i| a.wrapping_add(i.wrapping_mul(b)) % BLOOM_BITS)
+}
