@@ -43,8 +43,23 @@ enum Command {
     /// Monitoring Plugins / Icinga / Nagios check of one image or probe.
     #[command(version, after_help = CHECK_HELP)]
     Check(CheckArgs),
+    /// Run every probe on its schedule; serve /metrics, /probe, /healthz and a status page.
+    Serve(ServeArgs),
     /// Parse and check probes.yaml.
     Validate(ValidateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// probes.yaml to run (reloaded on SIGHUP and when the file changes).
+    #[arg(short = 'c', long = "config", default_value = "probes.yaml")]
+    config: PathBuf,
+    /// Address for /metrics, /probe, /healthz and /.
+    #[arg(long, default_value = "127.0.0.1:9640")]
+    listen: std::net::SocketAddr,
+    /// Log as JSON lines (one line per probe result); default: JSON unless stderr is a terminal.
+    #[arg(long)]
+    log_json: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -172,10 +187,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
         }
     };
-    init_logging();
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging();
+    }
     match cli.command {
         Command::Validate(args) => validate(&args),
         Command::Check(args) => check(args),
+        Command::Serve(args) => serve(args),
         Command::Now(args) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -187,6 +205,36 @@ pub fn main() -> ExitCode {
             runtime.block_on(now(args))
         }
     }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let json = args.log_json.unwrap_or_else(|| !std::io::stderr().is_terminal());
+    init_serve_logging(json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pullprobe: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let outcome = runtime.block_on(crate::serve::run(args.config, args.listen));
+    // Verification threads of cancelled pulls end as soon as their input closes; don't wait on a straggler.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match outcome {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("pullprobe serve: {e}");
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+/// serve logs at info (one line per probe result), as JSON lines for a log pipeline.
+fn init_serve_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PULLPROBE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }
 
 fn init_logging() {
@@ -255,6 +303,7 @@ fn check(args: CheckArgs) -> ExitCode {
             max_round_bytes: Some(plan.max_round_bytes),
             round: clock_round(plan.interval),
             progress: None,
+            permits: None,
         };
         match tokio::time::timeout(limit, run_jobs(plan.jobs, round)).await {
             Ok(results) => icinga::render(&results, thresholds),
@@ -283,6 +332,7 @@ async fn now(args: NowArgs) -> ExitCode {
         max_round_bytes: Some(jobs.max_round_bytes),
         round: args.round.unwrap_or_else(|| clock_round(jobs.interval)),
         progress: progress.as_ref().map(|p| p.counter.clone()),
+        permits: None,
     };
     let results = run_jobs(jobs.jobs, round).await;
     if let Some(p) = progress {
@@ -479,7 +529,7 @@ fn frontends_for(args: &[String], image: &ImageReference, plain_http: bool) -> R
 
 /// Parts of probes.yaml that parse but that this version does not run yet: an
 /// explicit error beats a probe silently not running or a page silently not sent.
-fn unsupported_features(config: &Config) -> Option<String> {
+pub(crate) fn unsupported_features(config: &Config) -> Option<String> {
     let mut problems = Vec::new();
     for probe in &config.probes {
         let name = &probe.name;

@@ -26,4 +26,5 @@ pub mod redact;
 pub mod reference;
 pub mod registry;
 pub mod result;
+pub mod serve;
 pub mod verify;

@@ -119,7 +119,10 @@ async fn table_has_a_header_and_one_line_per_result_naming_the_reason() {
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["PROBE", "FRONTEND", "PLATFORM", "RESULT", "TIME", "BYTES", "LAYERS"], "{stdout}");
+    assert_eq!(header.first(), Some(&"PROBE"), "{stdout}");
+    for column in ["FRONTEND", "PLATFORM", "RESULT", "LAYERS"] {
+        assert!(header.contains(&column), "no {column} column:\n{stdout}");
+    }
     let rows: Vec<Vec<&str>> = lines
         .iter()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
@@ -127,13 +130,14 @@ async fn table_has_a_header_and_one_line_per_result_naming_the_reason() {
         .collect();
     assert_eq!(rows.len(), 2, "one line per result:\n{stdout}");
     let frontend = registry.host_port();
-    assert_eq!(&rows[0][..4], [good.reference.as_str(), frontend.as_str(), "linux/amd64", "ok"], "{stdout}");
-    assert_eq!(rows[0].last(), Some(&"2/2"), "{stdout}");
-    assert_eq!(
-        &rows[1][..5],
-        [broken.reference.as_str(), frontend.as_str(), "linux/amd64", "FAIL", "blob_digest_mismatch"]
-    );
-    assert_eq!(rows[1].last(), Some(&"1/2"), "{stdout}");
+    for (row, probe) in rows.iter().zip([&good.reference, &broken.reference]) {
+        assert_eq!(row[0], probe.as_str(), "in the order given:\n{stdout}");
+        assert!(row.contains(&frontend.as_str()) && row.contains(&"linux/amd64"), "{stdout}");
+    }
+    assert!(rows[0].contains(&"ok") && rows[0].contains(&"2/2"), "{stdout}");
+    let fail = rows[1].iter().position(|c| *c == "FAIL").unwrap_or_else(|| panic!("no FAIL:\n{stdout}"));
+    assert_eq!(rows[1].get(fail + 1), Some(&"blob_digest_mismatch"), "{stdout}");
+    assert!(rows[1].contains(&"1/2"), "one of two layers passed:\n{stdout}");
     // The failure is explained under its line, naming the layer.
     let bad = broken.content.layers[1].digest().to_string();
     assert!(stdout.lines().any(|l| l.starts_with("  ") && l.contains(&bad)), "{stdout}");
@@ -291,6 +295,15 @@ async fn address_frontend_with_its_own_port_is_reached_on_that_port() {
     for layer in &pushed.content.layers {
         assert!(log.contains(&format!("\"GET /v2/cli/port/blobs/{} ", layer.digest())), "{log}");
     }
+
+    // An address whose port nothing listens on fails, though the name's own port would answer.
+    let closed = format!("127.0.0.1:{}", common::process::free_port());
+    let pull = pull_json(&["--frontend", &closed, &pushed.reference]);
+    assert_eq!(pull.code, 1, "{}", pull.dump());
+    let result = pull.only();
+    assert_eq!(result.str_field("frontend"), Some(closed.as_str()));
+    assert_eq!(result.reason(), Some("connect_error"), "{}", pretty(result));
+    assert_eq!(result.u64_field("retries"), Some(1), "connect errors are retried once: {}", pretty(result));
 }
 
 #[tokio::test]

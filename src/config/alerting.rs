@@ -85,6 +85,37 @@ pub const RESERVED_LABELS: [&str; 8] =
 mod tests {
     use super::*;
 
+    fn load(text: &str) -> Result<super::super::Config, String> {
+        super::super::Config::from_str_named(text, "probes.yaml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn endpoint_auth_and_tls() {
+        let config = load(
+            "alerting:\n  alertmanager:\n    urls: [http://am:9093]\n    auth: {username: pp, password_env: AM_PW}\n\
+             \x20   tls: {ca_file: /etc/ssl/am.pem}\n  pushgateway:\n    url: http://pg:9091\n\
+             \x20   auth: {bearer_token_file: /run/secrets/pg}\n",
+        )
+        .unwrap();
+        let am = config.alerting.alertmanager.unwrap();
+        assert_eq!(
+            am.access.auth,
+            Some(EndpointAuth::Basic { username: "pp".into(), password: PasswordSource::Env("AM_PW".into()) })
+        );
+        assert_eq!(am.access.tls.ca_file.as_deref(), Some(std::path::Path::new("/etc/ssl/am.pem")));
+        let pg = config.alerting.pushgateway.unwrap();
+        assert_eq!(pg.access.auth, Some(EndpointAuth::Bearer(PasswordSource::File("/run/secrets/pg".into()))));
+
+        let both = load(
+            "alerting:\n  pushgateway:\n    url: http://pg:9091\n    auth: {username: a, password_env: B, bearer_token_env: C}\n",
+        );
+        assert!(both.unwrap_err().contains("alternatives"));
+        let user_only = load("alerting:\n  alertmanager:\n    urls: [http://am:9093]\n    auth: {username: a}\n");
+        assert!(user_only.unwrap_err().starts_with("probes.yaml:4:"));
+        let inline = load("alerting:\n  alertmanager:\n    urls: [http://am:9093]\n    auth: {password: x}\n");
+        assert!(inline.is_err(), "an inline password is refused");
+    }
+
     #[test]
     fn after_by_reason() {
         let after = AlertAfter { default: 2, integrity: 1 };

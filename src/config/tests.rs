@@ -135,10 +135,7 @@ fn design_example_parses() {
     assert_eq!(golden.severity, Severity::Critical);
     assert_eq!(
         golden.expect.paths,
-        [
-            PathExpectation::exists("/srv/mediawiki/wikiversions.php"),
-            PathExpectation::absent("/etc/app.conf"),
-        ]
+        [PathExpectation::exists("/srv/mediawiki/wikiversions.php"), PathExpectation::absent("/etc/app.conf"),]
     );
     assert_eq!(golden.expect.max_age, Some(secs(30 * 86_400)));
     assert_eq!(golden.position(), Some(Position { line: 26, column: 11 }));

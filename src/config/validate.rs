@@ -15,8 +15,8 @@ use super::units::{parse_duration, parse_size};
 use super::{
     AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, Config, Defaults,
     EndpointAccess, EndpointAuth, Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, PasswordSource,
-    PathExpectation, PathType, ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule,
-    TargetPattern, TlsConfig, unknown_registry,
+    PathExpectation, PathType, ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig,
+    TagRule, TargetPattern, TlsConfig, unknown_registry,
 };
 use crate::platform::{Platform, PlatformSelection};
 use crate::reference::{self, ImageReference};
@@ -657,10 +657,9 @@ impl Validator<'_> {
                 "dir" | "directory" => PathType::Dir,
                 "symlink" => PathType::Symlink,
                 other => {
-                    return Err(self.error(
-                        &kind.referenced,
-                        format!("`type`: expected file, dir or symlink, got {other:?}"),
-                    ));
+                    return Err(
+                        self.error(&kind.referenced, format!("`type`: expected file, dir or symlink, got {other:?}"))
+                    );
                 }
             });
         }

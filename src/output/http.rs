@@ -78,7 +78,6 @@ impl EndpointClient {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("pullprobe/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(policy.request_timeout.min(Duration::from_secs(5)))
-            .timeout(policy.request_timeout)
             .redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &access.tls.ca_file {
             let pem = std::fs::read(path).map_err(|e| fail(format!("tls ca_file {}: {e}", path.display())))?;
@@ -108,6 +107,11 @@ impl EndpointClient {
         Ok(EndpointClient { base: base.clone(), http, authorization, policy })
     }
 
+    /// The same endpoint with another retry policy (a read-back that must not hold up delivery).
+    pub fn with_policy(&self, policy: RetryPolicy) -> Self {
+        EndpointClient { policy, ..self.clone() }
+    }
+
     /// The endpoint as shown in logs.
     pub fn name(&self) -> String {
         redact_url(&self.base)
@@ -130,7 +134,7 @@ impl EndpointClient {
         url: &Url,
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<bytes::Bytes, DeliveryError> {
-        let mut request = self.http.request(method, url.clone());
+        let mut request = self.http.request(method, url.clone()).timeout(self.policy.request_timeout);
         if let Some(value) = &self.authorization {
             request = request.header(reqwest::header::AUTHORIZATION, value);
         }

@@ -247,10 +247,8 @@ impl RunCounters {
 /// HELP and TYPE name its samples (`…_total`), and there is no `# EOF`.
 pub fn encode_text(gauges: &[GaugeFamily], counters: Option<&RunCounters>) -> String {
     let openmetrics = encode_openmetrics(gauges, counters);
-    let counter_names: BTreeSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
+    let counter_names: BTreeSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
     let mut out = String::with_capacity(openmetrics.len());
     for line in openmetrics.lines() {
         if line == "# EOF" {

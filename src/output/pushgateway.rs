@@ -5,6 +5,7 @@
 //! that gives a fresh process the [`History`] that `serve` keeps in memory.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::Engine as _;
 use prost::Message as _;
@@ -99,6 +100,13 @@ pub fn encode_protobuf(families: &[GaugeFamily]) -> Vec<u8> {
     out
 }
 
+/// The read-back: 5 s per attempt, retried within 5 s.
+const READ_BACK_POLICY: RetryPolicy = RetryPolicy {
+    request_timeout: Duration::from_secs(5),
+    budget: Duration::from_secs(5),
+    first_backoff: Duration::from_millis(500),
+};
+
 /// The group of one probe: `job`, `probe`, `location`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Group {
@@ -142,9 +150,11 @@ impl Pushgateway {
     }
 
     /// The history of every series in `groups`, as the last pushes left it.
+    /// Alerts wait for it, so it gets a few seconds, not the full retry budget.
     pub async fn read_back(&self, groups: &[Group]) -> Result<History, DeliveryError> {
         let url = self.client.url("/api/v1/metrics")?;
-        let body = self.client.send(reqwest::Method::GET, &url, None).await?;
+        let client = self.client.with_policy(READ_BACK_POLICY);
+        let body = client.send(reqwest::Method::GET, &url, None).await?;
         parse_read_back(&body, groups).map_err(|message| DeliveryError {
             endpoint: self.name(),
             message,

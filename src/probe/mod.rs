@@ -5,5 +5,6 @@
 pub mod budget;
 pub mod consistency;
 pub mod ledger;
+pub mod plan;
 pub mod pull;
 pub mod run;

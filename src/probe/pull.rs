@@ -211,11 +211,8 @@ impl PullRun<'_> {
                 let mut s = lock(state);
                 let phase = s.phase.map(|p| p.as_str()).unwrap_or("connect");
                 let stalled = s.stalled_layers();
-                let reading = if stalled.is_empty() {
-                    String::new()
-                } else {
-                    format!("; still reading {}", stalled.join(", "))
-                };
+                let reading =
+                    if stalled.is_empty() { String::new() } else { format!("; still reading {}", stalled.join(", ")) };
                 Err(ProbeError::new(
                     Reason::Timeout,
                     format!("no result within the timeout of {:?} (in phase {phase}{reading})", self.target.timeout),
@@ -300,7 +297,8 @@ impl PullRun<'_> {
             match entry {
                 Some(entry) => {
                     results.push(
-                        self.pull_platform(PlatformSource::Index(entry.clone()), index_digest, state, retries, None).await,
+                        self.pull_platform(PlatformSource::Index(entry.clone()), index_digest, state, retries, None)
+                            .await,
                     );
                 }
                 None => {

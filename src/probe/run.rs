@@ -36,6 +36,8 @@ pub struct RoundOptions {
     /// The round number, which picks the rotation group when the budget is short.
     pub round: u64,
     pub progress: Option<Progress>,
+    /// A limit on pulls shared with other rounds (serve's global concurrency); else `concurrency`.
+    pub permits: Option<Arc<Semaphore>>,
 }
 
 /// Run one round; results in job order, then frontend order.
@@ -45,7 +47,7 @@ pub async fn run_jobs(jobs: Vec<PullJob>, options: RoundOptions) -> Vec<ProbeRes
     let budget = options.max_round_bytes.map(|limit| Arc::new(RoundBudget::new(limit, pulls, options.round)));
     let round = RoundContext { progress: options.progress, ledger: Some(ledger.clone()), budget };
     let concurrency = options.concurrency;
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let permits = options.permits.clone().unwrap_or_else(|| Arc::new(Semaphore::new(concurrency.max(1))));
     let mut handles = Vec::new();
     for job in jobs {
         let job = Arc::new(job);

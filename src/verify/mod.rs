@@ -19,6 +19,7 @@
 
 mod blob;
 mod channel;
+pub mod content;
 mod decompress;
 mod diff_id;
 mod tar_walk;

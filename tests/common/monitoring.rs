@@ -88,10 +88,7 @@ impl Webhook {
 
     /// Every alert of every notification so far, in order.
     pub fn alerts(&self) -> Vec<Value> {
-        self.notifications()
-            .iter()
-            .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
-            .collect()
+        self.notifications().iter().flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default()).collect()
     }
 
     /// Wait until an alert satisfies `predicate`; panics listing what arrived.
@@ -135,11 +132,8 @@ fn read_post(mut stream: TcpStream) -> Option<Vec<u8>> {
         }
     };
     let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     while raw.len() < head_end + length {
         let n = stream.read(&mut buf).ok()?;
         if n == 0 {

@@ -200,13 +200,14 @@ impl TrackedPaths {
     /// Track `path` (hashing files there if `hash`): `Some(changed)`, or `None` if a
     /// new path would pass `cap`.
     fn add(&mut self, path: &str, hash: bool, cap: usize) -> Option<bool> {
+        let full = self.paths.len() >= cap;
         match self.paths.get_mut(path) {
             Some(h) => {
                 let changed = hash && !*h;
                 *h |= hash;
                 Some(changed)
             }
-            None if self.paths.len() >= cap => None,
+            None if full => None,
             None => {
                 self.paths.insert(path.to_string(), hash);
                 Some(true)

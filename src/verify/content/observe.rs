@@ -1,7 +1,13 @@
 //! One walk of one layer: what its entries say about the tracked paths, and a Bloom
 //! filter of every path the layer touched, for facts that nobody tracked in time.
+//!
+//! The last [`WINDOW_ENTRIES`] entries are kept (headers only) before they go into the
+//! filter, so a path that starts being tracked because a link names it is still seen
+//! complete if the layer touched it only that recently: `usr/bin/sh -> dash` comes after
+//! `usr/bin/dash` in a sorted tar. A file's content is not kept: a `sha256` assertion
+//! reached through such a backward link costs one more walk of that layer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -14,6 +20,16 @@ use crate::verify::{EntryInfo, EntryKind, EntryVisitor};
 /// 128 KiB per layer walk: a false "maybe" costs one more walk of that layer, nothing else.
 const BLOOM_BITS: u64 = 1 << 20;
 const BLOOM_PROBES: u64 = 4;
+/// Entries kept in the window before their keys go into the Bloom filter (headers only).
+pub(super) const WINDOW_ENTRIES: usize = 1024;
+
+/// One of the recent entries of the window, and what it did.
+#[derive(Debug)]
+enum Windowed {
+    Entry(String, Observed),
+    Whiteout(String),
+    Opaque(String),
+}
 
 /// What a layer did at a path, as Bloom filter keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +99,7 @@ pub struct LayerObserver {
     /// The directory of the previous entry: its ancestors are already marked.
     last_dir: Option<String>,
     seq: u64,
+    window: VecDeque<Windowed>,
     observations: LayerObservations,
 }
 
@@ -96,6 +113,7 @@ impl LayerObserver {
             covers: HashMap::new(),
             last_dir: None,
             seq: 0,
+            window: VecDeque::with_capacity(WINDOW_ENTRIES),
             observations: LayerObservations {
                 entries: HashMap::new(),
                 whiteouts: HashSet::new(),
@@ -113,6 +131,9 @@ impl LayerObserver {
     /// end of the layer; a failed layer fails the pull before content is judged.
     pub fn finish(mut self) {
         self.refresh();
+        while !self.window.is_empty() {
+            self.remember_none();
+        }
         self.observations.covered = self
             .covers
             .iter()
@@ -129,30 +150,73 @@ impl LayerObserver {
         }
         let (generation, tracked) = self.plan.tracked_paths();
         self.generation = generation;
+        self.tracked = tracked.clone();
         for (path, hash) in &tracked {
             self.cover(path, *hash);
             for ancestor in ancestors(path) {
                 self.cover(ancestor, false);
             }
         }
-        self.tracked = tracked;
         // Newly covered directories must see the next entry under them.
         self.last_dir = None;
     }
 
-    /// Track `path` from now on; complete only if this layer has not touched it yet.
+    /// Track `path` from now on: complete if this layer has not touched it yet, or only
+    /// within the window (whose entries at `path` are then recorded after the fact).
     fn cover(&mut self, path: &str, hash: bool) {
-        let file_seen = self.observations.entries.get(path).is_some_and(|o| o.kind == EntryKind::File);
-        match self.covers.get_mut(path) {
-            Some(cover) => {
-                if hash && !cover.hash {
-                    cover.hash = true;
-                    cover.hash_complete = cover.complete && !file_seen;
+        if let Some(cover) = self.covers.get_mut(path) {
+            if hash && !cover.hash {
+                let file_seen = self.observations.entries.get(path).is_some_and(|o| o.kind == EntryKind::File);
+                cover.hash = true;
+                cover.hash_complete = cover.complete && !file_seen;
+            }
+            return;
+        }
+        let complete = !Touch::ALL.iter().any(|t| self.observations.bloom.may_contain(*t, path));
+        if complete {
+            for windowed in &self.window {
+                match windowed {
+                    Windowed::Entry(at, observed) if at == path => {
+                        self.observations.entries.insert(path.to_string(), observed.clone());
+                        // A link that streamed before anyone tracked it still leads somewhere.
+                        match (observed.kind, observed.link.as_deref()) {
+                            (EntryKind::Symlink, Some(target)) => self.follow_symlink(path, target),
+                            (EntryKind::Hardlink, Some(target)) => self.follow_hard_link(path, target),
+                            _ => {}
+                        }
+                    }
+                    Windowed::Whiteout(removed) if removed == path => {
+                        self.observations.whiteouts.insert(path.to_string());
+                    }
+                    Windowed::Opaque(dir) if dir == path => {
+                        self.observations.opaque.insert(path.to_string());
+                    }
+                    _ => {}
                 }
             }
-            None => {
-                let complete = !Touch::ALL.iter().any(|t| self.observations.bloom.may_contain(*t, path));
-                self.covers.insert(path.to_string(), Cover { complete, hash, hash_complete: complete });
+        }
+        // Content that already streamed past was not hashed.
+        let file_seen = self.observations.entries.get(path).is_some_and(|o| o.kind == EntryKind::File);
+        let hash_complete = complete && !file_seen;
+        self.covers.insert(path.to_string(), Cover { complete, hash, hash_complete });
+    }
+
+    /// Keep an entry in the window; the oldest goes into the Bloom filter.
+    fn remember(&mut self, windowed: Windowed) {
+        if self.window.len() == WINDOW_ENTRIES {
+            self.remember_none();
+        }
+        self.window.push_back(windowed);
+    }
+
+    /// Move the oldest entry of the window into the Bloom filter.
+    fn remember_none(&mut self) {
+        if let Some(oldest) = self.window.pop_front() {
+            let bloom = &mut self.observations.bloom;
+            match &oldest {
+                Windowed::Entry(path, observed) if observed.kind == EntryKind::Dir => bloom.insert(Touch::Dir, path),
+                Windowed::Entry(path, _) | Windowed::Whiteout(path) => bloom.insert(Touch::NonDir, path),
+                Windowed::Opaque(dir) => bloom.insert(Touch::Opaque, dir),
             }
         }
     }
@@ -211,32 +275,33 @@ impl EntryVisitor for LayerObserver {
         self.note_ancestors(dir);
         let name = path.rsplit('/').next().unwrap_or(path);
         if name == ".wh..wh..opq" {
-            self.observations.bloom.insert(Touch::Opaque, dir);
             if self.covers.contains_key(dir) {
                 self.observations.opaque.insert(dir.to_string());
             }
+            self.remember(Windowed::Opaque(dir.to_string()));
             return Ok(());
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
             let removed = join(dir, hidden);
-            self.observations.bloom.insert(Touch::NonDir, &removed);
             if self.covers.contains_key(&removed) {
-                self.observations.whiteouts.insert(removed);
+                self.observations.whiteouts.insert(removed.clone());
             }
+            self.remember(Windowed::Whiteout(removed));
             return Ok(());
         }
-        let touch = if entry.kind == EntryKind::Dir { Touch::Dir } else { Touch::NonDir };
-        self.observations.bloom.insert(touch, path);
-        let Some(cover) = self.covers.get(path).copied() else {
-            return Ok(());
-        };
-        let sha256 = if cover.hash && entry.kind == EntryKind::File { Some(hash_content(data)?) } else { None };
-        self.observations.entries.insert(path.to_string(), observed(self.seq, entry, sha256));
-        match (entry.kind, entry.link_name.as_deref()) {
-            (EntryKind::Symlink, Some(target)) => self.follow_symlink(path, target),
-            (EntryKind::Hardlink, Some(target)) => self.follow_hard_link(path, target),
-            _ => {}
+        let cover = self.covers.get(path).copied();
+        let hash = cover.is_some_and(|c| c.hash) && entry.kind == EntryKind::File;
+        let sha256 = if hash { Some(hash_content(data)?) } else { None };
+        let observed = observed(self.seq, entry, sha256);
+        if cover.is_some() {
+            self.observations.entries.insert(path.to_string(), observed.clone());
+            match (entry.kind, entry.link_name.as_deref()) {
+                (EntryKind::Symlink, Some(target)) => self.follow_symlink(path, target),
+                (EntryKind::Hardlink, Some(target)) => self.follow_hard_link(path, target),
+                _ => {}
+            }
         }
+        self.remember(Windowed::Entry(path.to_string(), observed));
         Ok(())
     }
 }

@@ -1,0 +1,109 @@
+//! `pullprobe serve`: every probe on its schedule, Prometheus metrics, a
+//! blackbox-style `/probe`, a status page, and paging while it runs.
+//!
+//! The config is reloaded on SIGHUP and when the file changes; a config that
+//! does not validate is logged (with file:line:column) and the old one keeps
+//! running. SIGTERM or SIGINT stops the schedule (in-flight pulls are
+//! cancelled) and the HTTP server.
+
+pub mod alerts;
+pub mod http;
+pub mod page;
+pub mod scheduler;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::serve::alerts::AlertSender;
+use crate::serve::state::ServeState;
+
+/// How often the config file is checked for changes.
+const CONFIG_POLL: Duration = Duration::from_secs(2);
+
+/// Load and check a config for serve: parse errors and unsupported features alike.
+pub fn load_config(path: &Path) -> Result<Config, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    match crate::cli::unsupported_features(&config) {
+        Some(problem) => Err(format!("{}: {problem}", path.display())),
+        None => Ok(config),
+    }
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Run until SIGTERM/SIGINT. Errors are for startup only (bad config, port in use).
+pub async fn run(config_path: PathBuf, listen: SocketAddr) -> Result<(), String> {
+    let config = load_config(&config_path)?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+
+    let state = Arc::new(ServeState::new(config_path.clone(), config));
+    let alerts = Arc::new(AlertSender::default());
+    let (stop_server, server_stopped) = watch::channel(false);
+    let app = http::router(state.clone(), alerts.clone());
+    let server = tokio::spawn(async move {
+        let mut stopped = server_stopped;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tracing::info!(listen = %local, config = %config_path.display(), "serving");
+
+    let mut stamp = file_stamp(&config_path);
+    let mut poll = tokio::time::interval(CONFIG_POLL);
+    loop {
+        let (stop_schedule, schedule_stopped) = watch::channel(false);
+        let schedule = tokio::spawn(scheduler::run_schedule(state.clone(), alerts.clone(), schedule_stopped));
+        let shutdown = loop {
+            let reason = tokio::select! {
+                _ = sighup.recv() => "SIGHUP",
+                _ = poll.tick() => {
+                    let now = file_stamp(&config_path);
+                    if now == stamp { continue; }
+                    stamp = now;
+                    "file change"
+                }
+                _ = sigterm.recv() => break true,
+                _ = sigint.recv() => break true,
+            };
+            match load_config(&config_path) {
+                Ok(config) => {
+                    tracing::info!(trigger = reason, probes = config.probes.len(), "config reloaded");
+                    state.replace_config(config);
+                    break false;
+                }
+                Err(e) => {
+                    tracing::error!(trigger = reason, error = %e, "config reload failed; keeping the running config");
+                    state.reload_failed();
+                }
+            }
+        };
+        let _ = stop_schedule.send(true);
+        let _ = schedule.await;
+        if shutdown {
+            break;
+        }
+    }
+    tracing::info!("stopping");
+    let _ = stop_server.send(true);
+    match tokio::time::timeout(Duration::from_secs(3), server).await {
+        Ok(Ok(Err(e))) => Err(format!("HTTP server: {e}")),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,101 @@
+//! The schedule: every `image:` probe on its own interval, started at an offset
+//! spread over the interval (no thundering herd at start, and the same offset
+//! after a restart), one run at a time per probe (a run that overruns its
+//! interval makes the next one late, counted, never stacked), all probes
+//! sharing one limit on concurrent pulls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::config::{Config, ProbeConfig, ProbeKind};
+use crate::digest::Digest;
+use crate::probe::plan::{self, Overrides};
+use crate::probe::run::{RoundOptions, run_jobs};
+use crate::serve::alerts::AlertSender;
+use crate::serve::state::ServeState;
+
+/// Run every probe of `config` until `stop` turns true.
+pub async fn run_schedule(state: Arc<ServeState>, alerts: Arc<AlertSender>, mut stop: watch::Receiver<bool>) {
+    let config = state.config();
+    let permits = Arc::new(Semaphore::new(config.defaults.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for probe in config.probes.iter().filter(|p| matches!(p.kind, ProbeKind::Image { .. })) {
+        let (state, alerts, permits, probe, config) =
+            (state.clone(), alerts.clone(), permits.clone(), probe.clone(), config.clone());
+        let mut stop = stop.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = probe_loop(&state, &alerts, &config, &probe, permits) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
+    }
+    let _ = stop.wait_for(|s| *s).await;
+    // Dropping the set aborts every probe still running: in-flight pulls stop now.
+    tasks.shutdown().await;
+}
+
+/// Where in its interval a probe starts: a stable hash of its name.
+pub fn start_offset(name: &str, interval: Duration) -> Duration {
+    let hash = Digest::of(name.as_bytes()).hex();
+    let fraction = u64::from_str_radix(&hash[..8], 16).unwrap_or(0) as f64 / u64::from(u32::MAX) as f64;
+    interval.mul_f64(fraction.clamp(0.0, 1.0))
+}
+
+async fn probe_loop(
+    state: &ServeState,
+    alerts: &AlertSender,
+    config: &Config,
+    probe: &ProbeConfig,
+    permits: Arc<Semaphore>,
+) {
+    let interval = config.interval_for(probe);
+    let mut ticker = tokio::time::interval_at(Instant::now() + start_offset(&probe.name, interval), interval);
+    // A run longer than the interval delays the next one; missed ticks are not replayed.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut round: u64 = 0;
+    loop {
+        let scheduled = ticker.tick().await;
+        if scheduled.elapsed() > interval / 10 + Duration::from_secs(1) {
+            state.count_late_run(&probe.name);
+        }
+        let results = match plan::job_for_probe(config, probe, &Overrides::default()).await {
+            Ok(job) => {
+                let options = RoundOptions {
+                    concurrency: config.defaults.concurrency.max(1),
+                    max_round_bytes: Some(config.limits.max_round_bytes),
+                    round,
+                    progress: None,
+                    permits: Some(permits.clone()),
+                };
+                run_jobs(vec![job], options).await
+            }
+            Err(e) => {
+                tracing::error!(probe = %probe.name, error = %e, "cannot plan the probe");
+                Vec::new()
+            }
+        };
+        round += 1;
+        for r in &results {
+            tracing::info!(
+                probe = %r.probe,
+                image = %r.image,
+                frontend = %r.frontend,
+                platform = %r.platform,
+                ok = r.ok,
+                reason = r.reason.map(|x| x.as_str()).unwrap_or(""),
+                duration_seconds = r.duration_seconds,
+                bytes = r.bytes(),
+                error = r.error.as_deref().unwrap_or(""),
+                "probe result"
+            );
+        }
+        let before = state.history();
+        state.record(&probe.name, &results);
+        alerts.after_run(config, probe, &results, &before, &state.history(), interval).await;
+    }
+}

@@ -1,0 +1,141 @@
+//! What `serve` remembers between rounds: the current config, each series'
+//! last result and history, the last few results of every probe (for `/`),
+//! and the counters only a long-running process can keep. Everything here is
+//! bounded by the config: one entry per series, [`RECENT_RESULTS`] per probe.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crate::config::Config;
+use crate::output::history::{self, History, SeriesKey};
+use crate::output::metrics::{self, GaugeFamily, RunCounters, Sample};
+use crate::result::ProbeResult;
+
+/// Results kept per probe for the status page.
+pub const RECENT_RESULTS: usize = 10;
+
+pub struct ServeState {
+    pub config_path: PathBuf,
+    config: RwLock<Arc<Config>>,
+    series: Mutex<Series>,
+    pub counters: RunCounters,
+}
+
+#[derive(Default)]
+struct Series {
+    latest: BTreeMap<SeriesKey, ProbeResult>,
+    history: History,
+    recent: BTreeMap<String, VecDeque<ProbeResult>>,
+    late_runs: BTreeMap<String, u64>,
+    reloads: BTreeMap<&'static str, u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ServeState {
+    pub fn new(config_path: PathBuf, config: Config) -> Self {
+        ServeState {
+            config_path,
+            config: RwLock::new(Arc::new(config)),
+            series: Mutex::new(Series::default()),
+            counters: RunCounters::default(),
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Swap in a new config; series of probes it no longer has disappear.
+    pub fn replace_config(&self, config: Config) {
+        let names: Vec<String> = config.probes.iter().map(|p| p.name.clone()).collect();
+        match self.config.write() {
+            Ok(mut c) => *c = Arc::new(config),
+            Err(p) => *p.into_inner() = Arc::new(config),
+        }
+        let mut s = lock(&self.series);
+        s.latest.retain(|k, _| names.contains(&k.probe));
+        s.history.retain(|k, _| names.contains(&k.probe));
+        s.recent.retain(|k, _| names.contains(k));
+        s.late_runs.retain(|k, _| names.contains(k));
+        s.reloads.entry("success").and_modify(|n| *n += 1).or_insert(1);
+    }
+
+    pub fn reload_failed(&self) {
+        *lock(&self.series).reloads.entry("failure").or_default() += 1;
+    }
+
+    /// Record one run of `probe`. Its series not in `results` (a `dns` frontend
+    /// that left DNS, a platform no longer in the index) disappear.
+    pub fn record(&self, probe: &str, results: &[ProbeResult]) {
+        self.counters.observe(results);
+        let mut s = lock(&self.series);
+        let previous: History =
+            s.history.iter().filter(|(k, _)| k.probe == probe).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let next = history::advance(&previous, results);
+        s.history.retain(|k, _| k.probe != probe);
+        s.history.extend(next);
+        s.latest.retain(|k, _| k.probe != probe);
+        for r in results {
+            s.latest.insert(SeriesKey::of(r), r.clone());
+        }
+        let recent = s.recent.entry(probe.to_string()).or_default();
+        for r in results {
+            if recent.len() == RECENT_RESULTS {
+                recent.pop_front();
+            }
+            recent.push_back(r.clone());
+        }
+    }
+
+    pub fn count_late_run(&self, probe: &str) {
+        *lock(&self.series).late_runs.entry(probe.to_string()).or_default() += 1;
+    }
+
+    /// Every series' history (alerts need the state before a run too).
+    pub fn history(&self) -> History {
+        lock(&self.series).history.clone()
+    }
+
+    /// The last result of every series, in label order.
+    pub fn latest(&self) -> Vec<ProbeResult> {
+        lock(&self.series).latest.values().cloned().collect()
+    }
+
+    /// The last results of each probe, newest last.
+    pub fn recent(&self) -> BTreeMap<String, Vec<ProbeResult>> {
+        lock(&self.series).recent.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect()
+    }
+
+    /// `/metrics`: the gauges of every series' last run, the run counters, and serve's own.
+    pub fn metric_families(&self) -> Vec<GaugeFamily> {
+        let (latest, history, late, reloads) = {
+            let s = lock(&self.series);
+            (s.latest.values().cloned().collect::<Vec<_>>(), s.history.clone(), s.late_runs.clone(), s.reloads.clone())
+        };
+        let mut families = metrics::gauge_families(&latest, &history);
+        families.push(GaugeFamily {
+            name: "serve_late_runs",
+            help: "Scheduled runs of a probe that started late because its previous run overran the interval",
+            samples: late
+                .into_iter()
+                .map(|(probe, n)| Sample { labels: vec![("probe".into(), probe)], value: n as f64 })
+                .collect(),
+        });
+        families.push(GaugeFamily {
+            name: "serve_config_reloads",
+            help: "Config reloads by result since start (a failed reload keeps the old config)",
+            samples: ["success", "failure"]
+                .into_iter()
+                .map(|r| Sample {
+                    labels: vec![("result".into(), r.to_string())],
+                    value: reloads.get(r).copied().unwrap_or(0) as f64,
+                })
+                .collect(),
+        });
+        families
+    }
+}
