@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{AlertingConfig, Config, ProbeKind};
+use crate::config::{AlertingConfig, Config, Expectations, ProbeKind};
 use crate::frontend::{self, Frontend};
 use crate::output;
 use crate::platform::PlatformSelection;
+use crate::probe::expect;
 use crate::probe::pull::{PullLimits, PullTarget};
 use crate::probe::run::{PullJob, RoundOptions, run_jobs};
 use crate::reference::ImageReference;
@@ -94,6 +95,9 @@ struct NowArgs {
     /// Skip TLS certificate verification.
     #[arg(long)]
     insecure: bool,
+    /// A path that must exist in the image's final filesystem (repeatable; added to every probe's `expect:`).
+    #[arg(long = "expect-path", value_name = "PATH")]
+    expect_paths: Vec<String>,
     /// Exit 0 rather than 1 for a failed probe when Alertmanager has the failure
     /// (for a CronJob whose failures already page).
     #[arg(long)]
@@ -176,7 +180,7 @@ pub fn main() -> ExitCode {
         Err(e) if e.use_stderr() && std::env::args().nth(1).as_deref() == Some("check") => {
             // A plugin's bad arguments are UNKNOWN, with a status line on stdout.
             let text = e.to_string();
-            let message = text.split("\n\nUsage:").next().unwrap_or_default().trim_start_matches("error: ");
+            let message = text.split("\n\n").next().unwrap_or_default().trim_start_matches("error: ");
             let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
             print!("{}", output::icinga::unknown(&message).text);
             let _ = e.print();
@@ -427,6 +431,7 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
         tracing::warn!("--insecure: TLS certificates are not verified");
     }
 
+    let ad_hoc_expect = expect::with_paths(&Expectations::default(), &args.expect_paths).map_err(UsageError)?;
     let mut jobs = Vec::new();
     for raw in &args.images {
         let image = ImageReference::parse(raw).map_err(|e| UsageError(format!("image {raw:?}: {e}")))?;
@@ -439,6 +444,7 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
             timeout: defaults.timeout,
             limits,
             layer_concurrency: layer_concurrency(),
+            expect: ad_hoc_expect.clone(),
         };
         let frontends = frontends_for(&args.frontends, &image, args.plain_http)?;
         jobs.push(PullJob { target, frontends, transport: base_transport.clone() });
@@ -470,6 +476,7 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
                     timeout: config.timeout_for(probe),
                     limits,
                     layer_concurrency: layer_concurrency(),
+                    expect: expect::with_paths(&probe.expect, &args.expect_paths).map_err(UsageError)?,
                 };
                 let mut transport = base_transport.clone();
                 if let Some(tls) = registry.and_then(|r| r.tls.as_ref()) {
@@ -541,9 +548,6 @@ pub(crate) fn unsupported_features(config: &Config) -> Option<String> {
             other => {
                 problems.push(format!("probe {name:?}: `{}:` probes are not supported by this version", other.key()))
             }
-        }
-        if !probe.expect.is_empty() {
-            problems.push(format!("probe {name:?}: `expect:` assertions are not supported by this version"));
         }
     }
     for registry in &config.registries {

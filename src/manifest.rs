@@ -184,6 +184,8 @@ pub struct ImageConfig {
     pub platform: Option<Platform>,
     pub diff_ids: Vec<Digest>,
     pub created: Option<String>,
+    /// `config.Labels`; a value that is not a string is left out.
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +199,15 @@ struct RawConfig {
     #[serde(default)]
     created: Option<String>,
     rootfs: Option<RawRootfs>,
+    #[serde(default)]
+    config: Option<RawRuntimeConfig>,
+}
+
+/// The runtime part of an image config (`config`), as far as a pull reads it.
+#[derive(Debug, Deserialize)]
+struct RawRuntimeConfig {
+    #[serde(default, rename = "Labels")]
+    labels: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,7 +237,17 @@ pub fn parse_image_config(body: &[u8]) -> Result<ImageConfig, ProbeError> {
         }
         _ => None,
     };
-    Ok(ImageConfig { platform, diff_ids, created: raw.created })
+    let labels = raw
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(key, value)| match value {
+            serde_json::Value::String(value) => Some((key, value)),
+            _ => None,
+        })
+        .collect();
+    Ok(ImageConfig { platform, diff_ids, created: raw.created, labels })
 }
 
 #[cfg(test)]
@@ -282,6 +303,13 @@ mod tests {
             format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{DIGEST}"]}}}}"#);
         let parsed = parse_image_config(cfg.as_bytes()).unwrap();
         assert_eq!(parsed.diff_ids.len(), 1);
+        assert!(parsed.labels.is_empty());
+        let labelled = r#"{"config":{"Labels":{"org.opencontainers.image.vendor":"Example","n":1}},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let labels = parse_image_config(labelled.as_bytes()).unwrap().labels;
+        assert_eq!(
+            labels.into_iter().collect::<Vec<_>>(),
+            [("org.opencontainers.image.vendor".into(), "Example".into())]
+        );
         assert_eq!(parsed.platform.unwrap().to_string(), "linux/amd64");
         assert_eq!(parse_image_config(b"{}").unwrap_err().reason, Reason::ManifestInvalid);
     }

@@ -123,6 +123,7 @@ async fn a_frontend_that_is_down_fails_alone() {
     assert!(result_for(&results, up.trim_end_matches('/')).is_ok());
     let failed = result_for(&results, &down);
     assert_eq!(failed.reason(), Some("connect_error"), "{failed}");
+    assert_eq!(failed.str_field("phase"), Some("connect"), "{failed}");
     assert_eq!(failed.u64_field("retries"), Some(1), "connect errors are retried once: {failed}");
 }
 

@@ -286,6 +286,8 @@ async fn address_frontend_with_its_own_port_is_reached_on_that_port() {
     assert_passed(result);
     assert_eq!(result.str_field("frontend"), Some(frontend.as_str()));
     assert_eq!(result.str_field("manifest_digest"), Some(pushed.digest.to_string().as_str()));
+    // The bytes came from the pinned address, not from what the name resolves to.
+    assert!(result.layers().iter().all(|l| l.str_field("served_by") == Some(frontend.as_str())), "{}", pretty(result));
     let log = proxy.access_log();
     let manifest = log
         .lines()

@@ -65,11 +65,14 @@ pub enum Verdict {
 /// when it cannot be known (no Pushgateway to read it back from, or the read-back
 /// failed): then a failure fires at once, a page too early beats a page lost.
 pub fn verdict(result: &ProbeResult, history: Option<&SeriesHistory>, after: AlertAfter, firing: bool) -> Verdict {
-    let Some(reason) = result.reason.filter(|_| !result.ok) else { return Verdict::Resolve };
+    if result.ok {
+        return Verdict::Resolve;
+    }
+    let needed = result.reason.map_or(after.default, |r| after.for_reason(r));
     match history {
         _ if firing => Verdict::Fire,
         None => Verdict::Fire,
-        Some(h) if h.consecutive_failures >= after.for_reason(reason) => Verdict::Fire,
+        Some(h) if h.consecutive_failures >= needed => Verdict::Fire,
         Some(_) => Verdict::Hold,
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod consistency;
+pub mod expect;
 pub mod ledger;
 pub mod plan;
 pub mod pull;

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, ProbeConfig, ProbeKind, RegistryConfig};
+use crate::config::{Config, Expectations, ProbeConfig, ProbeKind, RegistryConfig};
 use crate::frontend::{self, Frontend};
 use crate::platform::PlatformSelection;
+use crate::probe::expect;
 use crate::probe::pull::{PullLimits, PullTarget};
 use crate::probe::run::PullJob;
 use crate::reference::ImageReference;
@@ -22,6 +23,8 @@ pub struct Overrides {
     pub frontends: Vec<String>,
     /// A shorter deadline than the configured one (a scrape timeout).
     pub timeout: Option<Duration>,
+    /// `--expect-path`: paths that must exist, added to every probe's `expect:`.
+    pub expect_paths: Vec<String>,
 }
 
 /// The caps of `limits:` that bound one pull.
@@ -84,6 +87,7 @@ pub async fn job_for_probe(config: &Config, probe: &ProbeConfig, overrides: &Ove
         timeout: capped(config.timeout_for(probe), overrides.timeout),
         limits: pull_limits(config),
         layer_concurrency: layer_concurrency(),
+        expect: expect::with_paths(&probe.expect, &overrides.expect_paths)?,
     };
     let transport = transport_for(config, registry, overrides);
     let frontends = frontends(registry, &image, overrides).await?;
@@ -105,6 +109,7 @@ pub async fn job_for_image(config: &Config, raw: &str, overrides: &Overrides) ->
         timeout: capped(config.defaults.timeout, overrides.timeout),
         limits: pull_limits(config),
         layer_concurrency: layer_concurrency(),
+        expect: expect::with_paths(&Expectations::default(), &overrides.expect_paths)?,
     };
     let transport = transport_for(config, registry, overrides);
     let frontends = frontends(registry, &image, overrides).await?;

@@ -9,18 +9,21 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
+use crate::config::Expectations;
 use crate::digest::Digest;
 use crate::frontend::Frontend;
 use crate::manifest::{self, BlobRef, ImageManifest, IndexEntry, Manifest};
 use crate::media_types;
 use crate::platform::{Platform, PlatformSelection};
 use crate::probe::budget::RoundBudget;
+use crate::probe::expect;
 use crate::probe::ledger::BlobLedger;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::client::{BlobSource, RegistryClient};
 use crate::registry::transport::{Transport, TransportOptions, classify_transport, is_incomplete_body};
 use crate::result::{LayerCheck, ProbeResult};
+use crate::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
 use crate::verify::{self, CheckMode, LayerLimits, LayerSpec};
 
 /// Caps that keep one pull bounded whatever the registry sends.
@@ -57,6 +60,8 @@ pub struct PullTarget {
     pub limits: PullLimits,
     /// Layers downloaded and verified at once.
     pub layer_concurrency: usize,
+    /// Content and freshness assertions (`expect:`, `--expect-path`).
+    pub expect: Expectations,
 }
 
 /// Live byte counter for a progress display.
@@ -159,6 +164,18 @@ impl PullRun<'_> {
         let transport = Transport::new(&options)?;
         Ok(RegistryClient::new(transport, base)
             .with_mirror_routing(self.frontend.repository_prefix.clone(), self.frontend.ns.clone()))
+    }
+
+    /// `host:port` of the frontend's URL and its pinned address, for `served_by`.
+    fn pinned_host(&self, client: &RegistryClient) -> Option<(String, String)> {
+        let addr = self.frontend.pin?;
+        let base = client.base();
+        let host = base.host_str()?;
+        let host_port = match base.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        Some((host_port, addr.to_string()))
     }
 
     async fn execute(&self) -> Vec<ProbeResult> {
@@ -442,8 +459,9 @@ impl PullRun<'_> {
             ));
         }
         let is_image = media_types::is_image_config(&config.media_type);
+        let mut image_config = None;
         let diff_ids = if is_image {
-            let parsed = manifest::parse_image_config(&body)?;
+            let mut parsed = manifest::parse_image_config(&body)?;
             if parsed.diff_ids.len() != image.layers.len() {
                 return Err(ProbeError::new(
                     Reason::ManifestInvalid,
@@ -456,10 +474,12 @@ impl PullRun<'_> {
                 ));
             }
             let mut s = lock(state);
-            if let Some(p) = parsed.platform {
+            if let Some(p) = &parsed.platform {
                 s.platform = Some(p.to_string());
             }
-            parsed.diff_ids.into_iter().map(Some).collect()
+            let diff_ids = std::mem::take(&mut parsed.diff_ids).into_iter().map(Some).collect();
+            image_config = Some(parsed);
+            diff_ids
         } else {
             vec![None; image.layers.len()]
         };
@@ -474,7 +494,104 @@ impl PullRun<'_> {
             ));
         }
 
-        self.pull_layers(client, &image, diff_ids, is_image, state).await
+        let layer_digests = image.layers.iter().map(|l| l.digest).collect();
+        let content = if is_image { expect::plan(&self.target.expect, layer_digests) } else { None };
+        self.pull_layers(client, &image, diff_ids.clone(), is_image, state, content.clone()).await?;
+        self.check_expectations(client, &image, &diff_ids, image_config.as_ref(), content, state).await
+    }
+
+    /// `expect:` once every layer passed: the path verdict (reading layers again while it
+    /// asks, see `verify::content`), then labels and `max_age` (`probe::expect`).
+    async fn check_expectations(
+        &self,
+        client: &RegistryClient,
+        image: &ImageManifest,
+        diff_ids: &[Option<Digest>],
+        config: Option<&manifest::ImageConfig>,
+        content: Option<Arc<ContentPlan>>,
+        state: &SharedState,
+    ) -> Result<(), ProbeError> {
+        let wanted = &self.target.expect;
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        match config {
+            None => failures = expect::not_an_image(wanted, &image.config.media_type),
+            Some(config) => {
+                if let Some(plan) = content {
+                    let skipped = lock(state).layers.iter().any(|l| l.check.as_deref() == Some("skipped"));
+                    if skipped {
+                        let warning = "path assertions not checked: max_round_bytes left layers unread this round";
+                        lock(state).warnings.push(warning.to_string());
+                    } else {
+                        failures.extend(self.judge_paths(client, image, diff_ids, &plan, state).await?);
+                    }
+                }
+                let mut warnings = Vec::new();
+                failures.extend(expect::check_config(wanted, config, time::OffsetDateTime::now_utc(), &mut warnings));
+                lock(state).warnings.extend(warnings);
+            }
+        }
+        match expect::verdict(failures) {
+            Some(err) => {
+                lock(state).phase = Some(Phase::Content);
+                Err(err)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The verdict of the path assertions; layers whose first walk missed a fact that
+    /// links made necessary are read again (rare: see `verify::content`).
+    async fn judge_paths(
+        &self,
+        client: &RegistryClient,
+        image: &ImageManifest,
+        diff_ids: &[Option<Digest>],
+        plan: &Arc<ContentPlan>,
+        state: &SharedState,
+    ) -> Result<Vec<ProbeError>, ProbeError> {
+        for _ in 1..MAX_WALKS {
+            let again = match plan.evaluate() {
+                ContentOutcome::Decided(failures) => return Ok(failures),
+                ContentOutcome::WalkAgain(again) => again,
+            };
+            let listed: Vec<String> = again.iter().map(|i| (i + 1).to_string()).collect();
+            lock(state).warnings.push(format!(
+                "path assertions read layers {} once more: links led to paths their first walk did not track",
+                listed.join(", ")
+            ));
+            for index in again {
+                let (Some(layer), Some(diff_id)) = (image.layers.get(index), diff_ids.get(index)) else { continue };
+                let job = LayerJob {
+                    client: client.clone(),
+                    repository: self.target.image.repository.clone(),
+                    index,
+                    layer: layer.clone(),
+                    diff_id: *diff_id,
+                    is_image: true,
+                    limits: self.target.limits,
+                    progress: self.progress.clone(),
+                    first_byte: Arc::default(),
+                    ledger: None,
+                    frontend: self.frontend.label.clone(),
+                    state: state.clone(),
+                    content: Some(plan.clone()),
+                    pinned: self.pinned_host(client),
+                };
+                if let (_, Some(err)) = job.run().await {
+                    return Err(err);
+                }
+            }
+        }
+        match plan.evaluate() {
+            ContentOutcome::Decided(failures) => Ok(failures),
+            ContentOutcome::WalkAgain(_) => Err(ProbeError::new(
+                Reason::TooLarge,
+                format!("path assertions still undecided after {MAX_WALKS} walks of a layer"),
+            )),
+        }
     }
 
     async fn pull_layers(
@@ -484,6 +601,7 @@ impl PullRun<'_> {
         diff_ids: Vec<Option<Digest>>,
         is_image: bool,
         state: &SharedState,
+        content: Option<Arc<ContentPlan>>,
     ) -> Result<(), ProbeError> {
         lock(state).phase = Some(Phase::Blob);
         let layers_started = Instant::now();
@@ -515,6 +633,8 @@ impl PullRun<'_> {
                 ledger: self.ledger.clone(),
                 frontend: self.frontend.label.clone(),
                 state: state.clone(),
+                content: content.clone(),
+                pinned: self.pinned_host(client),
             };
             let permits = permits.clone();
             let task = tokio::spawn(async move {
@@ -585,7 +705,13 @@ impl PullRun<'_> {
         });
         let (reason, phase, error, registry_error) = match failure {
             Some(err) => {
-                let phase = state.phase.or(Some(Phase::Connect));
+                // Failing to reach the frontend at all is the connect phase, whichever request tried.
+                let unreachable = matches!(err.reason, Reason::ConnectError | Reason::DnsError | Reason::TlsError);
+                let phase = if unreachable && state.manifest_digest.is_none() {
+                    Some(Phase::Connect)
+                } else {
+                    state.phase.or(Some(Phase::Connect))
+                };
                 let mut message = crate::redact::redact_text(&err.message);
                 if let Some(retry_after) = err.retry_after {
                     message.push_str(&format!(" (Retry-After {retry_after}s)"));
@@ -677,6 +803,11 @@ struct LayerJob {
     ledger: Option<Arc<BlobLedger>>,
     frontend: String,
     state: SharedState,
+    /// Path assertions: the walk feeds an observer, and the layer is always checked in
+    /// full (never by digest only through the ledger: its entries must be seen).
+    content: Option<Arc<ContentPlan>>,
+    /// For an address-pinned frontend: (`host:port` of its URL, the address really connected to).
+    pinned: Option<(String, String)>,
 }
 
 /// Chunks buffered between the network and the verifier (memory bound: this × chunk size).
@@ -726,9 +857,15 @@ impl LayerJob {
                 return (check, Some(err));
             }
         };
-        let source = blob.source.clone();
+        let mut source = blob.source.clone();
+        // Bytes from the pinned frontend itself came from its address, not from whatever the name resolves to.
+        if let (Some((host, addr)), Some(by)) = (&self.pinned, &source.served_by)
+            && by == host
+        {
+            source.served_by = Some(addr.clone());
+        }
         let mode = match (&self.ledger, compression) {
-            (Some(ledger), Some(_)) => ledger.claim(&self.layer.digest, &self.frontend),
+            (Some(ledger), Some(_)) if self.content.is_none() => ledger.claim(&self.layer.digest, &self.frontend),
             _ => CheckMode::Full,
         };
         let spec = LayerSpec {
@@ -743,7 +880,16 @@ impl LayerJob {
             },
         };
         let (sender, reader) = verify::chunk_channel(CHANNEL_CHUNKS);
-        let verifier = tokio::task::spawn_blocking(move || verify::verify_layer(reader, &spec, None));
+        let observer = self.content.as_ref().filter(|_| compression.is_some()).map(|plan| plan.observer(self.index));
+        let verifier = tokio::task::spawn_blocking(move || {
+            let mut observer = observer;
+            let visitor = observer.as_mut().map(|o| o as &mut dyn verify::EntryVisitor);
+            let report = verify::verify_layer(reader, &spec, visitor);
+            if let Some(observer) = observer.filter(|_| report.is_ok()) {
+                observer.finish();
+            }
+            report
+        });
         let mut response = blob.response;
         let what = self.label();
         loop {
@@ -778,6 +924,7 @@ impl LayerJob {
         };
         if mode == CheckMode::Full
             && compression.is_some()
+            && self.content.is_none()
             && let Some(ledger) = &self.ledger
         {
             ledger.settle(&self.layer.digest, &self.frontend, report.error.as_ref());

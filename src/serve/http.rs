@@ -67,7 +67,7 @@ async fn metrics_endpoint(State(app): State<App>, headers: HeaderMap) -> Respons
             .map(|(replica, n)| Sample { labels: vec![("alertmanager".into(), replica)], value: n as f64 })
             .collect(),
     });
-    encode(&headers, &families, Some(&app.state.counters))
+    encode(&headers, &families, Some(&app.state.counters()))
 }
 
 #[derive(Debug, Deserialize)]

@@ -70,7 +70,8 @@ pub async fn run(config_path: PathBuf, listen: SocketAddr) -> Result<(), String>
     loop {
         let (stop_schedule, schedule_stopped) = watch::channel(false);
         let schedule = tokio::spawn(scheduler::run_schedule(state.clone(), alerts.clone(), schedule_stopped));
-        let shutdown = loop {
+        // `Some(config)` to reload, `None` to stop.
+        let next = loop {
             let reason = tokio::select! {
                 _ = sighup.recv() => "SIGHUP",
                 _ = poll.tick() => {
@@ -79,14 +80,13 @@ pub async fn run(config_path: PathBuf, listen: SocketAddr) -> Result<(), String>
                     stamp = now;
                     "file change"
                 }
-                _ = sigterm.recv() => break true,
-                _ = sigint.recv() => break true,
+                _ = sigterm.recv() => break None,
+                _ = sigint.recv() => break None,
             };
             match load_config(&config_path) {
                 Ok(config) => {
                     tracing::info!(trigger = reason, probes = config.probes.len(), "config reloaded");
-                    state.replace_config(config);
-                    break false;
+                    break Some(config);
                 }
                 Err(e) => {
                     tracing::error!(trigger = reason, error = %e, "config reload failed; keeping the running config");
@@ -94,10 +94,13 @@ pub async fn run(config_path: PathBuf, listen: SocketAddr) -> Result<(), String>
                 }
             }
         };
+        // Stop the old schedule before the new config takes over, so no run of
+        // a removed probe records its series afterwards.
         let _ = stop_schedule.send(true);
         let _ = schedule.await;
-        if shutdown {
-            break;
+        match next {
+            Some(config) => state.replace_config(config),
+            None => break,
         }
     }
     tracing::info!("stopping");

@@ -19,7 +19,7 @@ pub struct ServeState {
     pub config_path: PathBuf,
     config: RwLock<Arc<Config>>,
     series: Mutex<Series>,
-    pub counters: RunCounters,
+    counters: RwLock<RunCounters>,
 }
 
 #[derive(Default)]
@@ -41,7 +41,7 @@ impl ServeState {
             config_path,
             config: RwLock::new(Arc::new(config)),
             series: Mutex::new(Series::default()),
-            counters: RunCounters::default(),
+            counters: RwLock::new(RunCounters::default()),
         }
     }
 
@@ -49,9 +49,23 @@ impl ServeState {
         self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    /// Swap in a new config; series of probes it no longer has disappear.
+    /// The counters only serve keeps (cheap to clone: clones share the counts).
+    pub fn counters(&self) -> RunCounters {
+        self.counters.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Swap in a new config; series of probes it no longer has disappear. The
+    /// run counters then start again from zero (Prometheus handles the reset),
+    /// so no series of a removed probe lingers.
     pub fn replace_config(&self, config: Config) {
         let names: Vec<String> = config.probes.iter().map(|p| p.name.clone()).collect();
+        let removed = self.config().probes.iter().any(|p| !names.contains(&p.name));
+        if removed {
+            match self.counters.write() {
+                Ok(mut c) => *c = RunCounters::default(),
+                Err(p) => *p.into_inner() = RunCounters::default(),
+            }
+        }
         match self.config.write() {
             Ok(mut c) => *c = Arc::new(config),
             Err(p) => *p.into_inner() = Arc::new(config),
@@ -71,7 +85,7 @@ impl ServeState {
     /// Record one run of `probe`. Its series not in `results` (a `dns` frontend
     /// that left DNS, a platform no longer in the index) disappear.
     pub fn record(&self, probe: &str, results: &[ProbeResult]) {
-        self.counters.observe(results);
+        self.counters().observe(results);
         let mut s = lock(&self.series);
         let previous: History =
             s.history.iter().filter(|(k, _)| k.probe == probe).map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -299,7 +299,7 @@ impl<'a> FinalFilesystem<'a> {
             match observations.entries.get(path).filter(|o| o.seq < before) {
                 // A directory over a directory: still a directory, which is all a walk needs.
                 Some(o) if o.kind == EntryKind::Dir && node.is_dir() && !need.metadata => {}
-                Some(o) => return self.from_entry(layer, path, o, need, depth),
+                Some(o) => return self.entry_node(layer, path, o, need, depth),
                 None if observations.whiteouts.contains(path) => {
                     node = Node::absent(Origin::WhitedOut { layer, path: path.to_string() });
                 }
@@ -313,7 +313,7 @@ impl<'a> FinalFilesystem<'a> {
         node
     }
 
-    fn from_entry(&mut self, layer: usize, path: &str, entry: &Observed, need: Need, depth: usize) -> Node {
+    fn entry_node(&mut self, layer: usize, path: &str, entry: &Observed, need: Need, depth: usize) -> Node {
         let origin = Origin::Entry { layer };
         let kind = match entry.kind {
             EntryKind::Dir => NodeKind::Dir { mode: entry.mode },
