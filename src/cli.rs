@@ -15,9 +15,10 @@ use crate::config::{AlertingConfig, Config, Expectations, ProbeKind};
 use crate::frontend::{self, Frontend};
 use crate::output;
 use crate::platform::PlatformSelection;
-use crate::probe::expect;
+use crate::probe::{expect, plan};
 use crate::probe::pull::{PullLimits, PullTarget};
-use crate::probe::run::{PullJob, RoundOptions, run_jobs};
+use crate::probe::canary::CanaryJob;
+use crate::probe::run::{PullJob, RoundOptions, run_round};
 use crate::reference::ImageReference;
 use crate::registry::transport::TransportOptions;
 use crate::result::ProbeResult;
@@ -102,6 +103,9 @@ struct NowArgs {
     /// (for a CronJob whose failures already page).
     #[arg(long)]
     no_fail: bool,
+    /// Skip `canary:` probes (they push to the registry): a read-only run.
+    #[arg(long)]
+    no_push: bool,
     /// The round number for the bandwidth rotation (default: the wall clock over `defaults.interval`).
     #[arg(long, hide = true)]
     round: Option<u64>,
@@ -163,6 +167,9 @@ struct CheckArgs {
     /// Skip TLS certificate verification.
     #[arg(long)]
     insecure: bool,
+    /// A path that must exist in the image's final filesystem (repeatable).
+    #[arg(long = "expect-path", value_name = "PATH")]
+    expect_paths: Vec<String>,
 }
 
 /// Seconds for `-w`/`-c`/`-t`: `5`, `2.5` or `10s`; more than 0.
@@ -292,6 +299,7 @@ fn check(args: CheckArgs) -> ExitCode {
         output: OutputFormat::Json,
         plain_http: args.plain_http,
         insecure: args.insecure,
+        expect_paths: args.expect_paths,
         ..NowArgs::default()
     };
     let outcome = runtime.block_on(async {
@@ -309,7 +317,7 @@ fn check(args: CheckArgs) -> ExitCode {
             progress: None,
             permits: None,
         };
-        match tokio::time::timeout(limit, run_jobs(plan.jobs, round)).await {
+        match tokio::time::timeout(limit, run_round(plan.jobs, plan.canaries, round)).await {
             Ok(results) => icinga::render(&results, thresholds),
             Err(_) => icinga::timed_out(args.timeout, thresholds),
         }
@@ -338,7 +346,7 @@ async fn now(args: NowArgs) -> ExitCode {
         progress: progress.as_ref().map(|p| p.counter.clone()),
         permits: None,
     };
-    let results = run_jobs(jobs.jobs, round).await;
+    let results = run_round(jobs.jobs, jobs.canaries, round).await;
     if let Some(p) = progress {
         p.finish();
     }
@@ -383,18 +391,22 @@ fn delivery_context(
     args: &NowArgs,
     config: Option<&Config>,
     jobs: &[PullJob],
+    canaries: &[CanaryJob],
 ) -> (AlertingConfig, output::delivery::RunContext) {
     let Some(config) = config else { return Default::default() };
     let narrowed = !args.frontends.is_empty() || args.platform.is_some();
+    let probes = jobs.iter().map(|j| j.target.probe.clone()).chain(canaries.iter().map(|c| c.probe.clone()));
     let context = output::delivery::RunContext {
         severities: config.probes.iter().map(|p| (p.name.clone(), p.severity)).collect(),
-        owned_probes: if narrowed { Default::default() } else { jobs.iter().map(|j| j.target.probe.clone()).collect() },
+        owned_probes: if narrowed { Default::default() } else { probes.collect() },
     };
     (config.alerting.clone(), context)
 }
 
 struct NowPlan {
     jobs: Vec<PullJob>,
+    /// `canary:` probes (none with `--no-push`).
+    canaries: Vec<CanaryJob>,
     alerting: AlertingConfig,
     run_context: output::delivery::RunContext,
     concurrency: usize,
@@ -433,6 +445,8 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
 
     let ad_hoc_expect = expect::with_paths(&Expectations::default(), &args.expect_paths).map_err(UsageError)?;
     let mut jobs = Vec::new();
+    let mut canaries = Vec::new();
+    let mut skipped_canaries = 0;
     for raw in &args.images {
         let image = ImageReference::parse(raw).map_err(|e| UsageError(format!("image {raw:?}: {e}")))?;
         let target = PullTarget {
@@ -447,7 +461,10 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
             expect: ad_hoc_expect.clone(),
         };
         let frontends = frontends_for(&args.frontends, &image, args.plain_http)?;
-        jobs.push(PullJob { target, frontends, transport: base_transport.clone() });
+        plan::check_pinned_without_proxy(&frontends).map_err(UsageError)?;
+        let registry = config.as_ref().and_then(|c| c.registry_for(&image));
+        let transport = plan::for_registry(&base_transport, limits.max_manifest_bytes, registry, &image);
+        jobs.push(PullJob { target, frontends, transport });
     }
 
     if let Some(config) = &config {
@@ -465,6 +482,20 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
                 return Err(UsageError(problem));
             }
             for probe in selected {
+                if let ProbeKind::Canary(_) = probe.kind {
+                    if args.no_push {
+                        skipped_canaries += 1;
+                    } else {
+                        let overrides = plan::Overrides {
+                            plain_http: args.plain_http,
+                            insecure: args.insecure,
+                            frontends: args.frontends.clone(),
+                            ..plan::Overrides::default()
+                        };
+                        canaries.push(plan::canary_job_for_probe(config, probe, &overrides).await.map_err(UsageError)?);
+                    }
+                    continue;
+                }
                 let (image, registry) = config.resolve_image(probe).map_err(|e| UsageError(e.to_string()))?;
                 let plain_http = args.plain_http;
                 let target = PullTarget {
@@ -478,28 +509,30 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
                     layer_concurrency: layer_concurrency(),
                     expect: expect::with_paths(&probe.expect, &args.expect_paths).map_err(UsageError)?,
                 };
-                let mut transport = base_transport.clone();
-                if let Some(tls) = registry.and_then(|r| r.tls.as_ref()) {
-                    transport.ca_file = tls.ca_file.clone();
-                    transport.client_cert = tls.client_cert.clone();
-                    transport.client_key = tls.client_key.clone();
-                }
+                let transport = plan::for_registry(&base_transport, limits.max_manifest_bytes, registry, &image);
                 let frontends = if args.frontends.is_empty() {
                     frontend::configured_frontends(registry, &image, plain_http).await.map_err(UsageError)?
                 } else {
                     frontends_for(&args.frontends, &image, plain_http)?
                 };
+                plan::check_pinned_without_proxy(&frontends).map_err(UsageError)?;
                 jobs.push(PullJob { target, frontends, transport });
             }
         }
     }
-    if jobs.is_empty() {
-        return Err(UsageError("nothing to probe: give an IMAGE or a config with probes".into()));
+    if jobs.is_empty() && canaries.is_empty() {
+        let why = if skipped_canaries > 0 {
+            format!(" (--no-push skipped {skipped_canaries} canary probe(s))")
+        } else {
+            String::new()
+        };
+        return Err(UsageError(format!("nothing to probe: give an IMAGE or a config with probes{why}")));
     }
-    let limits_config = config.as_ref().map(|c| c.limits.clone()).unwrap_or_default();
-    let (alerting, run_context) = delivery_context(args, config.as_ref(), &jobs);
+    let limits_config = config.as_ref().map(|c| c.limits).unwrap_or_default();
+    let (alerting, run_context) = delivery_context(args, config.as_ref(), &jobs, &canaries);
     Ok(NowPlan {
         jobs,
+        canaries,
         alerting,
         run_context,
         concurrency: defaults.concurrency.max(1),
@@ -544,16 +577,10 @@ pub(crate) fn unsupported_features(config: &Config) -> Option<String> {
             ProbeKind::Image { tags: Some(_), .. } => {
                 problems.push(format!("probe {name:?}: `tags:` selection is not supported by this version"))
             }
-            ProbeKind::Image { .. } => {}
+            ProbeKind::Image { .. } | ProbeKind::Canary(_) => {}
             other => {
                 problems.push(format!("probe {name:?}: `{}:` probes are not supported by this version", other.key()))
             }
-        }
-    }
-    for registry in &config.registries {
-        let name = &registry.name;
-        if registry.auth.is_some() {
-            problems.push(format!("registry {name:?}: `auth:` is not supported by this version"));
         }
     }
     problems.into_iter().next()

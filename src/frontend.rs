@@ -6,7 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use url::Url;
 
 use crate::config::{FrontendSet, FrontendSpec, RegistryConfig};
+use crate::reason::ProbeError;
 use crate::reference::ImageReference;
+use crate::registry::client::RegistryClient;
+use crate::registry::transport::{Transport, TransportOptions};
 
 /// One way into a registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +24,24 @@ pub struct Frontend {
     pub repository_prefix: Option<String>,
     /// containerd-style `?ns=` naming the upstream registry (for mirrors).
     pub ns: Option<String>,
+}
+
+impl Frontend {
+    /// A client that reaches the registry through this frontend: an address-pinned
+    /// frontend connects to its address (Host and TLS SNI stay the registry's name,
+    /// the port is the address's), a mirror gets its repository prefix and `?ns=`.
+    pub fn client(&self, options: &TransportOptions) -> Result<RegistryClient, ProbeError> {
+        let mut options = options.clone();
+        let mut base = self.url.clone();
+        if let (Some(addr), Some(host)) = (self.pin, self.url.host_str()) {
+            options.pin = Some((host.to_string(), addr));
+            if base.port().is_some_and(|port| port != addr.port()) {
+                let _ = base.set_port(Some(addr.port()));
+            }
+        }
+        let transport = Transport::new(&options)?;
+        Ok(RegistryClient::new(transport, base).with_mirror_routing(self.repository_prefix.clone(), self.ns.clone()))
+    }
 }
 
 /// Whether plain HTTP is used for a registry host: loopback by default (as Docker does), or when forced.

@@ -42,6 +42,9 @@ pub struct ProbeResult {
     pub phases: BTreeMap<String, f64>,
     pub tls_not_after: Option<String>,
     pub layers: Vec<LayerCheck>,
+    /// The registry's `RateLimit-Remaining` (Docker Hub: pulls left in its window), when it sent one.
+    #[serde(default)]
+    pub ratelimit_remaining: Option<u64>,
     /// Things worth knowing that are not failures (e.g. no `Docker-Content-Digest` header).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

@@ -122,6 +122,9 @@ async fn serve_exposes_metrics_that_follow_faults_and_pass_promtool() {
     );
     assert_eq!(sample(&second, "pullprobe_probe_success", &[r#"probe="base""#]), Some(1.0), "{second}");
     assert!(second.contains("# HELP pullprobe_probe_success") && second.contains("# TYPE pullprobe_probe_success gauge"));
+    // Every layer is read every round here: the oldest full read is about one interval old at most.
+    let coverage = sample(&second, "pullprobe_coverage_oldest_layer_read_age_seconds", &[success]).expect("coverage age");
+    assert!((0.0..5.0).contains(&coverage), "{coverage}");
 
     // promtool reads the real output.
     let promtool = require_binary("/usr/bin/promtool", "prometheus");

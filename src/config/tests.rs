@@ -855,3 +855,36 @@ fn token_soup_never_panics() {
         }
     }
 }
+
+#[test]
+fn expect_path_checks_and_labels() {
+    let config = load(
+        "probes:\n  - name: p\n    image: 127.0.0.1:5000/a:b\n    expect:\n      paths:\n        - /srv/a\n        - {path: /usr/bin/python3, type: file, min_size: 1MiB, mode: 0755}\n        - {path: /etc/x, sha256: \"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\"}\n        - {path: /bin, type: symlink}\n        - {path: /var/old, absent: true}\n      labels: {org.opencontainers.image.vendor: Example}\n",
+    );
+    let expect = &config.probe("p").unwrap().expect;
+    let python = &expect.paths[1];
+    assert_eq!((python.kind, python.min_size, python.mode), (Some(PathType::File), Some(1 << 20), Some(0o755)));
+    assert_eq!(
+        expect.paths[2].sha256.map(|d| d.to_string()).as_deref(),
+        Some("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    );
+    assert_eq!(expect.paths[3].kind, Some(PathType::Symlink));
+    assert!(expect.paths[4].absent);
+    assert_eq!(expect.labels.get("org.opencontainers.image.vendor").map(String::as_str), Some("Example"));
+
+    let probe = |entry: &str| {
+        format!("probes:\n  - name: p\n    image: 127.0.0.1:5000/a:b\n    expect:\n      paths: [{entry}]\n")
+    };
+    assert_error(&probe("{path: /a, mode: \"0999\"}"), 5, 32, "`mode`: expected octal permission bits");
+    assert_error(&probe("{path: /a, type: socket}"), 5, 32, "`type`: expected file, dir or symlink");
+    assert_error(&probe("{path: /a, sha256: abc}"), 5, 34, "`sha256`: expected 64 lowercase hex");
+    assert_error(&probe("{path: /a, absent: true, type: file}"), 5, 22, "`absent: true` cannot be combined");
+    assert_error(&probe("{path: /a, type: symlink, min_size: 1}"), 5, 22, "`type: symlink` checks the link itself");
+    assert_error(
+        &probe("{path: /a, type: dir, sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855}"),
+        5,
+        22,
+        "not `type: dir`",
+    );
+    finish();
+}

@@ -163,6 +163,7 @@ pub(crate) mod tests {
             phases: BTreeMap::from([("manifest".to_string(), 0.5), ("transfer".to_string(), 1.5)]),
             tls_not_after: None,
             layers: Vec::new(),
+            ratelimit_remaining: None,
             warnings: Vec::new(),
         }
     }

@@ -99,6 +99,7 @@ mod tests {
             phases: Default::default(),
             tls_not_after: None,
             layers: vec![],
+            ratelimit_remaining: None,
             warnings: vec![],
         }
     }

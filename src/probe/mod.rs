@@ -3,6 +3,7 @@
 //! outputs are computed from those and never re-probe.
 
 pub mod budget;
+pub mod canary;
 pub mod consistency;
 pub mod expect;
 pub mod ledger;

@@ -4,14 +4,16 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, Expectations, ProbeConfig, ProbeKind, RegistryConfig};
+use crate::config::{Auth, Config, Expectations, ProbeConfig, ProbeKind, RegistryConfig};
 use crate::frontend::{self, Frontend};
 use crate::platform::PlatformSelection;
+use crate::probe::canary::CanaryJob;
 use crate::probe::expect;
 use crate::probe::pull::{PullLimits, PullTarget};
 use crate::probe::run::PullJob;
 use crate::reference::ImageReference;
-use crate::registry::transport::TransportOptions;
+use crate::registry::auth::AuthOptions;
+use crate::registry::transport::{TransportOptions, proxy_for};
 
 /// What the command line (or a `/probe` request) overrides.
 #[derive(Debug, Clone, Default)]
@@ -60,15 +62,69 @@ pub fn transport_for(config: &Config, registry: Option<&RegistryConfig>, overrid
     transport
 }
 
+/// Who requests to `image`'s registry authenticate as: the configured registry's
+/// `auth:` (none: anonymous); for a reference without a configured registry, the
+/// Docker config (`$DOCKER_CONFIG/config.json`), as the Docker CLI does.
+/// `max_body_bytes` caps token and error bodies (`limits.max_manifest_bytes`).
+pub fn auth_for(max_body_bytes: u64, registry: Option<&RegistryConfig>, image: &ImageReference) -> AuthOptions {
+    let source = match registry {
+        Some(registry) => registry.auth.clone(),
+        None => Some(Auth::DockerConfig(None)),
+    };
+    let host = registry.map(|r| r.host()).unwrap_or_else(|| image.registry.clone());
+    AuthOptions::new(source, host, max_body_bytes)
+}
+
+/// `base` with a registry's TLS settings and credentials ([`auth_for`]) applied.
+pub fn for_registry(
+    base: &TransportOptions,
+    max_body_bytes: u64,
+    registry: Option<&RegistryConfig>,
+    image: &ImageReference,
+) -> TransportOptions {
+    let mut transport = base.clone();
+    if let Some(tls) = registry.and_then(|r| r.tls.as_ref()) {
+        transport.ca_file = tls.ca_file.clone();
+        transport.client_cert = tls.client_cert.clone();
+        transport.client_key = tls.client_key.clone();
+    }
+    transport.auth = Some(auth_for(max_body_bytes, registry, image));
+    transport
+}
+
+/// An address-pinned frontend cannot be honoured through a proxy (the proxy
+/// connects by name): refuse it rather than probe some other address unpinned.
+pub fn check_pinned_without_proxy(frontends: &[Frontend]) -> Result<(), String> {
+    for frontend in frontends.iter().filter(|f| f.pin.is_some()) {
+        if let Some(proxy) = proxy_for(&frontend.url) {
+            return Err(format!(
+                "frontend {}: an address-pinned frontend cannot be probed through the proxy {proxy} \
+                 (from HTTPS_PROXY/HTTP_PROXY/ALL_PROXY): the proxy connects by name, not to the pinned address. \
+                 Add {} to NO_PROXY, or probe the registry by name (no address frontends)",
+                frontend.label,
+                frontend.url.host_str().unwrap_or_default()
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn frontends(
     registry: Option<&RegistryConfig>,
     image: &ImageReference,
     overrides: &Overrides,
 ) -> Result<Vec<Frontend>, String> {
-    if overrides.frontends.is_empty() {
-        return frontend::configured_frontends(registry, image, overrides.plain_http).await;
-    }
-    overrides.frontends.iter().map(|f| frontend::parse_frontend_arg(f, image, overrides.plain_http)).collect()
+    let frontends = if overrides.frontends.is_empty() {
+        frontend::configured_frontends(registry, image, overrides.plain_http).await?
+    } else {
+        overrides
+            .frontends
+            .iter()
+            .map(|f| frontend::parse_frontend_arg(f, image, overrides.plain_http))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    check_pinned_without_proxy(&frontends)?;
+    Ok(frontends)
 }
 
 /// The job of a configured `image:` probe. Frontends are resolved now (`dns`
@@ -89,9 +145,48 @@ pub async fn job_for_probe(config: &Config, probe: &ProbeConfig, overrides: &Ove
         layer_concurrency: layer_concurrency(),
         expect: expect::with_paths(&probe.expect, &overrides.expect_paths)?,
     };
-    let transport = transport_for(config, registry, overrides);
+    let mut transport = transport_for(config, registry, overrides);
+    transport.auth = Some(auth_for(config.limits.max_manifest_bytes, registry, &image));
     let frontends = frontends(registry, &image, overrides).await?;
     Ok(PullJob { target, frontends, transport })
+}
+
+/// The job of a `canary:` probe: push through the registry's URL (scheme forced
+/// to http by `plain_http`), read back through its frontends (or the overrides').
+pub async fn canary_job_for_probe(
+    config: &Config,
+    probe: &ProbeConfig,
+    overrides: &Overrides,
+) -> Result<CanaryJob, String> {
+    let ProbeKind::Canary(canary) = &probe.kind else {
+        return Err(format!("probe {:?}: `{}:` probes are not canaries", probe.name, probe.kind.key()));
+    };
+    let registry = probe
+        .registry
+        .as_deref()
+        .and_then(|name| config.registry(name))
+        .ok_or_else(|| format!("probe {:?}: a canary needs the `registry:` it pushes to", probe.name))?;
+    let repository = ImageReference::parse_name(&format!("{}/{}", registry.host(), canary.repository))
+        .map_err(|e| format!("probe {:?}: `repository`: {e}", probe.name))?;
+    let mut push_url = registry.url.clone();
+    if overrides.plain_http {
+        let _ = push_url.set_scheme("http");
+    }
+    Ok(CanaryJob {
+        probe: probe.name.clone(),
+        registry: registry.name.clone(),
+        location: config.defaults.location.clone(),
+        canary: canary.clone(),
+        push_url,
+        frontends: frontends(Some(registry), &repository, overrides).await?,
+        transport: TransportOptions {
+            auth: Some(auth_for(config.limits.max_manifest_bytes, Some(registry), &repository)),
+            ..transport_for(config, Some(registry), overrides)
+        },
+        timeout: capped(config.timeout_for(probe), overrides.timeout),
+        max_manifest_bytes: config.limits.max_manifest_bytes,
+        repository,
+    })
 }
 
 /// The job of an ad-hoc reference (`now IMAGE`, `/probe?target=`): the config's
@@ -111,7 +206,8 @@ pub async fn job_for_image(config: &Config, raw: &str, overrides: &Overrides) ->
         layer_concurrency: layer_concurrency(),
         expect: expect::with_paths(&Expectations::default(), &overrides.expect_paths)?,
     };
-    let transport = transport_for(config, registry, overrides);
+    let mut transport = transport_for(config, registry, overrides);
+    transport.auth = Some(auth_for(config.limits.max_manifest_bytes, registry, &image));
     let frontends = frontends(registry, &image, overrides).await?;
     Ok(PullJob { target, frontends, transport })
 }

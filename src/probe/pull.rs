@@ -21,7 +21,9 @@ use crate::probe::ledger::BlobLedger;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::client::{BlobSource, RegistryClient};
-use crate::registry::transport::{Transport, TransportOptions, classify_transport, is_incomplete_body};
+use crate::registry::transport::{
+    Transport, TransportOptions, classify_transport, is_incomplete_body, response_deadline,
+};
 use crate::result::{LayerCheck, ProbeResult};
 use crate::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
 use crate::verify::{self, CheckMode, LayerLimits, LayerSpec};
@@ -77,6 +79,8 @@ struct PullState {
     layers: Vec<LayerCheck>,
     warnings: Vec<String>,
     tls_not_after: Option<String>,
+    /// The last `RateLimit-Remaining` the registry sent.
+    ratelimit_remaining: Option<u64>,
     /// Layers being read now and layers finished, by index: what a timeout reports.
     active_layers: BTreeMap<usize, LayerCheck>,
     done_layers: BTreeMap<usize, LayerCheck>,
@@ -152,6 +156,7 @@ struct TopManifest {
 impl PullRun<'_> {
     fn client(&self) -> Result<RegistryClient, ProbeError> {
         let mut options = self.options.clone();
+        options.response_timeout = Some(response_deadline(self.target.timeout));
         let mut base = self.frontend.url.clone();
         if let (Some(addr), Some(host)) = (self.frontend.pin, self.frontend.url.host_str()) {
             options.pin = Some((host.to_string(), addr));
@@ -308,6 +313,7 @@ impl PullRun<'_> {
                 phases: base.phases.clone(),
                 warnings: base.warnings.clone(),
                 tls_not_after: base.tls_not_after.clone(),
+                ratelimit_remaining: base.ratelimit_remaining,
                 ..PullState::default()
             };
             state.platform = platform.as_ref().map(|p| p.to_string());
@@ -359,6 +365,7 @@ impl PullRun<'_> {
                 layers: Vec::new(),
                 warnings: base.warnings.clone(),
                 tls_not_after: base.tls_not_after.clone(),
+                ratelimit_remaining: base.ratelimit_remaining,
                 ..PullState::default()
             }));
             let attempt = async {
@@ -552,14 +559,14 @@ impl PullRun<'_> {
         plan: &Arc<ContentPlan>,
         state: &SharedState,
     ) -> Result<Vec<ProbeError>, ProbeError> {
-        for _ in 1..MAX_WALKS {
+        for walk in 2..=MAX_WALKS {
             let again = match plan.evaluate() {
                 ContentOutcome::Decided(failures) => return Ok(failures),
                 ContentOutcome::WalkAgain(again) => again,
             };
             let listed: Vec<String> = again.iter().map(|i| (i + 1).to_string()).collect();
             lock(state).warnings.push(format!(
-                "path assertions read layers {} once more: links led to paths their first walk did not track",
+                "path assertions read layers {} again (walk {walk}): links led to paths an earlier walk did not track",
                 listed.join(", ")
             ));
             for index in again {
@@ -709,6 +716,8 @@ impl PullRun<'_> {
                 let unreachable = matches!(err.reason, Reason::ConnectError | Reason::DnsError | Reason::TlsError);
                 let phase = if unreachable && state.manifest_digest.is_none() {
                     Some(Phase::Connect)
+                } else if err.reason == Reason::AuthFailed {
+                    Some(Phase::Auth)
                 } else {
                     state.phase.or(Some(Phase::Connect))
                 };
@@ -740,6 +749,7 @@ impl PullRun<'_> {
             phases: state.phases,
             tls_not_after: state.tls_not_after,
             layers: state.layers,
+            ratelimit_remaining: state.ratelimit_remaining,
             warnings: state.warnings,
         }
     }
@@ -769,6 +779,12 @@ fn record_connection(client: &RegistryClient, state: &SharedState) {
     }
     if let Some(connect) = timings.connect {
         s.phases.entry("connect".into()).or_insert(connect.as_secs_f64());
+    }
+    if let Some(auth) = client.transport().auth_time() {
+        *s.phases.entry("auth".into()).or_default() += auth.as_secs_f64();
+    }
+    if let Some(remaining) = client.transport().ratelimit_remaining() {
+        s.ratelimit_remaining = Some(remaining);
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use crate::digest::Digest;
 use crate::frontend::Frontend;
 use crate::probe::budget::RoundBudget;
+use crate::probe::canary::{self, CanaryJob};
 use crate::probe::consistency::check_frontends;
 use crate::probe::ledger::BlobLedger;
 use crate::probe::pull::{self, Progress, PullTarget, RoundContext};
@@ -38,6 +39,14 @@ pub struct RoundOptions {
     pub progress: Option<Progress>,
     /// A limit on pulls shared with other rounds (serve's global concurrency); else `concurrency`.
     pub permits: Option<Arc<Semaphore>>,
+}
+
+/// Run one round of pulls and canary probes side by side: pull results (job
+/// order, then frontend order), then canary results (the same order).
+pub async fn run_round(jobs: Vec<PullJob>, canaries: Vec<CanaryJob>, options: RoundOptions) -> Vec<ProbeResult> {
+    let (mut results, canary_results) = tokio::join!(run_jobs(jobs, options), canary::run_all(canaries));
+    results.extend(canary_results);
+    results
 }
 
 /// Run one round; results in job order, then frontend order.

@@ -14,6 +14,7 @@ use url::Url;
 use crate::digest::Digest;
 use crate::media_types::MANIFEST_ACCEPT;
 use crate::reason::{ProbeError, Reason};
+use crate::registry::auth::Scope;
 use crate::registry::errors::{RequestKind, classify_status};
 use crate::registry::transport::{ConnectTimings, Transport, classify_transport};
 
@@ -85,6 +86,15 @@ impl RegistryClient {
         &self.base
     }
 
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The token scope for reading `repository` on this frontend (with its prefix).
+    fn pull_scope(&self, repository: &str) -> Scope {
+        Scope::pull(&format!("{}{repository}", self.repository_prefix))
+    }
+
     /// `/v2/<prefix><repository>/<rest>` on this frontend, with `?ns=` for mirrors.
     fn url(&self, repository: &str, rest: &str) -> Result<Url, ProbeError> {
         let joined =
@@ -109,12 +119,8 @@ impl RegistryClient {
         let what = format!("manifest {repository}:{reference}");
         let response = self
             .transport
-            .http
-            .get(url)
-            .header(ACCEPT, MANIFEST_ACCEPT)
-            .send()
-            .await
-            .map_err(|e| classify_transport(&e, &what))?;
+            .send(|http| http.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT), &self.pull_scope(repository), &what)
+            .await?;
         let response = check_status(response, RequestKind::Manifest, &what).await?;
         let content_type = header_str(response.headers(), CONTENT_TYPE.as_str());
         let docker_content_digest = header_str(response.headers(), "docker-content-digest");
@@ -131,7 +137,8 @@ impl RegistryClient {
     pub async fn blob(&self, repository: &str, digest: &Digest) -> Result<BlobResponse, ProbeError> {
         let url = self.url(repository, &format!("blobs/{digest}"))?;
         let what = format!("blob {}", digest.short());
-        let response = self.transport.http.get(url).send().await.map_err(|e| classify_transport(&e, &what))?;
+        let response =
+            self.transport.send(|http| http.get(url.clone()), &self.pull_scope(repository), &what).await?;
         let source = blob_source(&response);
         let response = check_status(response, RequestKind::Blob, &what).await?;
         Ok(BlobResponse { response, source })

@@ -3,7 +3,11 @@
 //! It knows HTTP, status codes and the registry's error bodies; it knows
 //! nothing about verdicts beyond turning a failed request into a [`crate::reason::ProbeError`].
 
+pub mod auth;
 pub mod client;
+pub mod docker_config;
 pub mod errors;
 pub mod push;
+pub mod tags;
+pub mod tls;
 pub mod transport;

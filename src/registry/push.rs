@@ -282,8 +282,18 @@ impl<'c> UploadSession<'c> {
     }
 }
 
+/// `DELETE <Location>`: cancel an open upload session, so the registry frees what it holds.
+pub async fn cancel_upload(client: &Client, location: &Url) -> Result<(), ProbeError> {
+    let label = "DELETE (cancelling the upload)";
+    let response = client.delete(location.clone()).send().await.map_err(|e| transport_error(label, &e))?;
+    if !response.status().is_success() {
+        return Err(status_error(label, response).await);
+    }
+    Ok(())
+}
+
 /// `<base>/<path>`, keeping a path prefix the base URL may have.
-fn endpoint(base: &Url, path: &str) -> Result<Url, ProbeError> {
+pub(crate) fn endpoint(base: &Url, path: &str) -> Result<Url, ProbeError> {
     let mut base = base.clone();
     if !base.path().ends_with('/') {
         let with_slash = format!("{}/", base.path());

@@ -5,11 +5,20 @@
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+use reqwest::{RequestBuilder, Response, StatusCode};
+
 use crate::reason::{ProbeError, Reason};
+use crate::registry::auth::{AuthOptions, Authenticator, Scope};
+use crate::registry::tls::{self, TlsObservations, TlsSettings};
+
+/// Longest wait for response headers when no deadline is given (`response_timeout`).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to reach one frontend of a registry.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +36,16 @@ pub struct TransportOptions {
     pub connect_timeout: Option<Duration>,
     /// Longest silence while reading a response before it counts as stalled.
     pub read_timeout: Option<Duration>,
+    /// Longest wait from sending a request to its complete response headers (the
+    /// first-byte deadline: a server that trickles its headers cannot hold a pull).
+    pub response_timeout: Option<Duration>,
+    /// Credentials and the token cache; `None`: anonymous (Bearer challenges still get anonymous tokens).
+    pub auth: Option<AuthOptions>,
+}
+
+/// The first-byte deadline of one pull: a third of its timeout, between 2 s and 30 s.
+pub fn response_deadline(timeout: Duration) -> Duration {
+    (timeout / 3).clamp(Duration::from_secs(2), DEFAULT_RESPONSE_TIMEOUT)
 }
 
 /// Connection timings of one client: the first DNS lookup and connection it made.
@@ -59,11 +78,17 @@ impl TimingSlot {
     }
 }
 
-/// A reqwest client plus the timings of the connections it makes.
+/// A reqwest client plus the timings of the connections it makes, what its TLS
+/// handshakes saw, and the authentication state of the registry it talks to.
 #[derive(Clone)]
 pub struct Transport {
     pub http: reqwest::Client,
     timings: Arc<TimingSlot>,
+    tls: Arc<TlsObservations>,
+    auth: Arc<Authenticator>,
+    response_timeout: Duration,
+    /// The last `RateLimit-Remaining` the registry sent (`u64::MAX`: none yet).
+    ratelimit_remaining: Arc<AtomicU64>,
 }
 
 impl Transport {
@@ -85,45 +110,157 @@ impl Transport {
         if let Some((host, addr)) = &options.pin {
             builder = builder.resolve(host, *addr);
         }
-        if options.insecure {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        if let Some(path) = &options.ca_file {
-            let pem = read_config_file(path, "tls ca_file")?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ProbeError::new(Reason::TlsError, format!("tls ca_file {}: {e}", path.display())))?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        match (&options.client_cert, &options.client_key) {
-            (Some(cert), Some(key)) => {
-                let mut pem = read_config_file(cert, "tls client_cert")?;
-                pem.push(b'\n');
-                pem.extend(read_config_file(key, "tls client_key")?);
-                let identity = reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| ProbeError::new(Reason::TlsError, format!("tls client certificate: {e}")))?;
-                builder = builder.identity(identity);
-            }
-            (None, None) => {}
-            _ => {
-                return Err(ProbeError::new(
-                    Reason::TlsError,
-                    "tls: client_cert and client_key must be given together",
-                ));
-            }
-        }
+        let (tls_config, tls) = tls::client_config(&TlsSettings {
+            insecure: options.insecure,
+            ca_file: options.ca_file.as_deref(),
+            client_cert: options.client_cert.as_deref(),
+            client_key: options.client_key.as_deref(),
+        })?;
+        builder = builder.use_preconfigured_tls(tls_config);
         let http = builder
             .build()
             .map_err(|e| ProbeError::new(Reason::TlsError, format!("cannot build HTTP client: {}", error_chain(&e))))?;
-        Ok(Transport { http, timings })
+        Ok(Transport {
+            http,
+            timings,
+            tls,
+            auth: Arc::new(Authenticator::new(options.auth.clone().unwrap_or_default())),
+            response_timeout: options.response_timeout.unwrap_or(DEFAULT_RESPONSE_TIMEOUT),
+            ratelimit_remaining: Arc::new(AtomicU64::new(u64::MAX)),
+        })
     }
 
     pub fn timings(&self) -> ConnectTimings {
         self.timings.timings.lock().map(|t| *t).unwrap_or_default()
     }
+
+    /// Seconds spent getting registry tokens, if any were asked for.
+    pub fn auth_time(&self) -> Option<Duration> {
+        self.auth.time_spent()
+    }
+
+    /// The last `RateLimit-Remaining` a response carried (Docker Hub: `76;w=21600` is 76).
+    pub fn ratelimit_remaining(&self) -> Option<u64> {
+        let value = self.ratelimit_remaining.load(Ordering::Relaxed);
+        (value != u64::MAX).then_some(value)
+    }
+
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// Send a request the way container runtimes do: anonymously, or with what
+    /// an earlier challenge asked for; on `401` with a challenge, authenticate
+    /// for `scope` and retry once. `build` makes the request (again for the retry).
+    /// A request refused again is `auth_failed`, naming the realm, service and status.
+    pub async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+        scope: &Scope,
+        what: &str,
+    ) -> Result<Response, ProbeError> {
+        let deadline = self.response_timeout;
+        let up_front = self.auth.preemptive(&self.http, scope, deadline).await.map_err(|e| e.context(what))?;
+        let response = self.send_once(build(&self.http), up_front.as_ref(), what).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let answer = self.auth.answer(response.headers(), &self.http, scope, up_front.as_ref(), deadline).await;
+        let Some(header) = answer.map_err(|e| e.context(what))? else {
+            return Ok(response); // no challenge we can answer: the status speaks for itself
+        };
+        drop(response);
+        let retried = self.send_once(build(&self.http), Some(&header), what).await?;
+        match retried.status() {
+            status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                let body = small_body(retried).await;
+                Err(self.auth.refused(status, &body, scope).await.context(what))
+            }
+            _ => Ok(retried),
+        }
+    }
+
+    /// One request under the first-byte deadline, noting what every response says.
+    async fn send_once(
+        &self,
+        request: RequestBuilder,
+        authorization: Option<&reqwest::header::HeaderValue>,
+        what: &str,
+    ) -> Result<Response, ProbeError> {
+        let request = match authorization {
+            Some(value) => request.header(AUTHORIZATION, value.clone()),
+            None => request,
+        };
+        let sent = match tokio::time::timeout(self.response_timeout, request.send()).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                return Err(ProbeError::new(
+                    Reason::Timeout,
+                    format!("{what}: no response headers within {:?}", self.response_timeout),
+                ));
+            }
+        };
+        let response = sent.map_err(|e| {
+            let mut err = classify_transport(&e, what);
+            if self.tls.client_cert_missing() {
+                err.reason = Reason::TlsError;
+                err.message.push_str(&format!("; {CLIENT_CERT_MISSING}"));
+            }
+            err
+        })?;
+        tracing::debug!(
+            request = what,
+            status = response.status().as_u16(),
+            version = ?response.version(),
+            url = %crate::redact::redact_url(response.url()),
+            "registry response"
+        );
+        if let Some(remaining) = ratelimit_remaining(response.headers()) {
+            self.ratelimit_remaining.store(remaining, Ordering::Relaxed);
+        }
+        if response.status() == StatusCode::BAD_REQUEST && self.tls.client_cert_missing() {
+            return Err(ProbeError::new(
+                Reason::TlsError,
+                format!("{what}: {CLIENT_CERT_MISSING}; the frontend answered HTTP status 400"),
+            )
+            .with_status(400));
+        }
+        Ok(response)
+    }
 }
 
-fn read_config_file(path: &PathBuf, what: &str) -> Result<Vec<u8>, ProbeError> {
-    std::fs::read(path).map_err(|e| ProbeError::new(Reason::TlsError, format!("{what} {}: {e}", path.display())))
+const CLIENT_CERT_MISSING: &str = "the frontend asked for a client certificate in the TLS handshake and none is \
+     configured (tls.client_cert and tls.client_key)";
+
+/// The proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, less `NO_PROXY`) that
+/// requests to `url` go through, credentials removed; reqwest applies the same
+/// rules (hyper-util's matcher) to every client it builds.
+pub fn proxy_for(url: &url::Url) -> Option<String> {
+    let uri: hyper::Uri = url.as_str().parse().ok()?;
+    let intercept = hyper_util::client::proxy::matcher::Matcher::from_env().intercept(&uri)?;
+    let shown = url::Url::parse(&intercept.uri().to_string())
+        .map(|u| crate::redact::redact_url(&u))
+        .unwrap_or_else(|_| "a proxy".to_string());
+    Some(shown)
+}
+
+/// `RateLimit-Remaining: 76;w=21600` (Docker Hub) → 76.
+pub fn ratelimit_remaining(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get("ratelimit-remaining")?.to_str().ok()?;
+    value.split(';').next()?.trim().parse().ok()
+}
+
+/// The first 64 KiB of an error body, for its registry error code.
+async fn small_body(mut response: Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= 64 * 1024 {
+            body.truncate(64 * 1024);
+            break;
+        }
+    }
+    body
 }
 
 /// DNS resolution through the system resolver, timed, with a typed error so
@@ -269,14 +406,18 @@ fn io_kind_in_chain(err: &(dyn StdError + 'static), kind: std::io::ErrorKind) ->
 /// types, never from its text. `what` says what was being fetched.
 pub fn classify_transport(err: &reqwest::Error, what: &str) -> ProbeError {
     let chain = error_chain(err);
+    let tls_failure = find_in_chain::<rustls::Error>(err);
     let reason = if err.is_timeout() || io_kind_in_chain(err, std::io::ErrorKind::TimedOut) {
         Reason::Timeout
     } else if err.is_redirect() {
         Reason::RedirectLoop
     } else if chain_has::<DnsFailure>(err) {
         Reason::DnsError
-    } else if chain_has::<rustls::Error>(err) {
+    } else if tls_failure.is_some() {
         Reason::TlsError
+    } else if find_in_chain::<hyper::Error>(err).is_some_and(|h| h.is_parse_too_large()) {
+        // hyper's cap on a response head (size and header count).
+        Reason::TooLarge
     } else if err.is_connect() {
         Reason::ConnectError
     } else if err.is_body() || err.is_decode() {
@@ -290,7 +431,12 @@ pub fn classify_transport(err: &reqwest::Error, what: &str) -> ProbeError {
     } else {
         Reason::ConnectError
     };
-    ProbeError::new(reason, format!("{what}: {}", crate::redact::redact_text(&chain)))
+    let verdict = match tls_failure {
+        Some(tls) => format!("TLS: {}: ", tls::describe(tls)),
+        None if reason == Reason::TooLarge => "response headers over the size or count limit: ".to_string(),
+        None => String::new(),
+    };
+    ProbeError::new(reason, format!("{what}: {verdict}{}", crate::redact::redact_text(&chain)))
 }
 
 /// True for a body that ended before its Content-Length: the bytes are short, not the connection broken.

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::config::{Config, ProbeKind};
 use crate::output::history::{History, advance};
-use crate::output::metrics::{self, GaugeFamily, Sample, TEXT_CONTENT_TYPE};
+use crate::output::metrics::{self, GaugeFamily, OPENMETRICS_CONTENT_TYPE, Sample, TEXT_CONTENT_TYPE};
 use crate::probe::plan::{self, Overrides};
 use crate::probe::run::{PullJob, RoundOptions, run_jobs};
 use crate::reference::ImageReference;
@@ -28,7 +28,6 @@ use crate::serve::state::ServeState;
 
 /// Subtracted from Prometheus' scrape timeout, as blackbox_exporter does, so the answer arrives in time.
 const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone)]
 struct App {
@@ -49,9 +48,9 @@ pub fn router(state: Arc<ServeState>, alerts: Arc<AlertSender>) -> Router {
 fn encode(headers: &HeaderMap, families: &[GaugeFamily], counters: Option<&metrics::RunCounters>) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("application/openmetrics-text") {
-        ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], metrics::encode_openmetrics(families, counters)).into_response()
+        ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], metrics::encode_openmetrics(families, counters)).into_response()
     } else {
-        ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], metrics::encode_text(families, counters)).into_response()
+        ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], metrics::encode_text(families, counters)).into_response()
     }
 }
 
@@ -122,9 +121,9 @@ async fn plan_probe(
         (None, Some(target)) => {
             let image = ImageReference::parse(target)
                 .map_err(|e| (StatusCode::BAD_REQUEST, format!("target {target:?}: {e}")))?;
-            let configured = config.probes.iter().find_map(|p| match config.resolve_image(p) {
-                Ok((resolved, _)) if resolved == image && matches!(p.kind, ProbeKind::Image { .. }) => Some(p),
-                _ => None,
+            let configured = config.probes.iter().find(|p| {
+                matches!(p.kind, ProbeKind::Image { .. })
+                    && config.resolve_image(p).is_ok_and(|(resolved, _)| resolved == image)
             });
             match configured {
                 Some(probe) => {

@@ -1,4 +1,4 @@
-//! The schedule: every `image:` probe on its own interval, started at an offset
+//! The schedule: every `image:` and `canary:` probe on its own interval, started at an offset
 //! spread over the interval (no thundering herd at start, and the same offset
 //! after a restart), one run at a time per probe (a run that overruns its
 //! interval makes the next one late, counted, never stacked), all probes
@@ -13,8 +13,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Config, ProbeConfig, ProbeKind};
 use crate::digest::Digest;
+use crate::probe::canary;
 use crate::probe::plan::{self, Overrides};
 use crate::probe::run::{RoundOptions, run_jobs};
+use crate::result::ProbeResult;
 use crate::serve::alerts::AlertSender;
 use crate::serve::state::ServeState;
 
@@ -23,7 +25,7 @@ pub async fn run_schedule(state: Arc<ServeState>, alerts: Arc<AlertSender>, mut 
     let config = state.config();
     let permits = Arc::new(Semaphore::new(config.defaults.concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    for probe in config.probes.iter().filter(|p| matches!(p.kind, ProbeKind::Image { .. })) {
+    for probe in config.probes.iter().filter(|p| matches!(p.kind, ProbeKind::Image { .. } | ProbeKind::Canary(_))) {
         let (state, alerts, permits, probe, config) =
             (state.clone(), alerts.clone(), permits.clone(), probe.clone(), config.clone());
         let mut stop = stop.clone();
@@ -63,20 +65,24 @@ async fn probe_loop(
         if scheduled.elapsed() > interval / 10 + Duration::from_secs(1) {
             state.count_late_run(&probe.name);
         }
-        let results = match plan::job_for_probe(config, probe, &Overrides::default()).await {
-            Ok(job) => {
-                let options = RoundOptions {
-                    concurrency: config.defaults.concurrency.max(1),
-                    max_round_bytes: Some(config.limits.max_round_bytes),
-                    round,
-                    progress: None,
-                    permits: Some(permits.clone()),
-                };
-                run_jobs(vec![job], options).await
-            }
-            Err(e) => {
-                tracing::error!(probe = %probe.name, error = %e, "cannot plan the probe");
-                Vec::new()
+        let results = if matches!(probe.kind, ProbeKind::Canary(_)) {
+            run_canary(config, probe, &permits).await
+        } else {
+            match plan::job_for_probe(config, probe, &Overrides::default()).await {
+                Ok(job) => {
+                    let options = RoundOptions {
+                        concurrency: config.defaults.concurrency.max(1),
+                        max_round_bytes: Some(config.limits.max_round_bytes),
+                        round,
+                        progress: None,
+                        permits: Some(permits.clone()),
+                    };
+                    run_jobs(vec![job], options).await
+                }
+                Err(e) => {
+                    tracing::error!(probe = %probe.name, error = %e, "cannot plan the probe");
+                    Vec::new()
+                }
             }
         };
         round += 1;
@@ -97,5 +103,19 @@ async fn probe_loop(
         let before = state.history();
         state.record(&probe.name, &results);
         alerts.after_run(config, probe, &results, &before, &state.history(), interval).await;
+    }
+}
+
+/// One run of a canary probe, holding one of the shared permits while it pushes and reads back.
+async fn run_canary(config: &Config, probe: &ProbeConfig, permits: &Semaphore) -> Vec<ProbeResult> {
+    match plan::canary_job_for_probe(config, probe, &Overrides::default()).await {
+        Ok(job) => {
+            let _permit = permits.acquire().await;
+            canary::run(&job).await
+        }
+        Err(e) => {
+            tracing::error!(probe = %probe.name, error = %e, "cannot plan the probe");
+            Vec::new()
+        }
     }
 }

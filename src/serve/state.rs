@@ -29,6 +29,9 @@ struct Series {
     recent: BTreeMap<String, VecDeque<ProbeResult>>,
     late_runs: BTreeMap<String, u64>,
     reloads: BTreeMap<&'static str, u64>,
+    /// When each (series, layer digest) was last read in full through its frontend
+    /// (or first seen, if never): the coverage the round budget's rotation promises.
+    layer_reads: BTreeMap<(SeriesKey, String), f64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,6 +78,7 @@ impl ServeState {
         s.history.retain(|k, _| names.contains(&k.probe));
         s.recent.retain(|k, _| names.contains(k));
         s.late_runs.retain(|k, _| names.contains(k));
+        s.layer_reads.retain(|k, _| names.contains(&k.0.probe));
         s.reloads.entry("success").and_modify(|n| *n += 1).or_insert(1);
     }
 
@@ -96,6 +100,24 @@ impl ServeState {
         for r in results {
             s.latest.insert(SeriesKey::of(r), r.clone());
         }
+        let now = history::unix_seconds(time::OffsetDateTime::now_utc());
+        let mut current = std::collections::BTreeSet::new();
+        for r in results {
+            let key = SeriesKey::of(r);
+            for layer in &r.layers {
+                let slot = (key.clone(), layer.digest.clone());
+                let read = layer.check.as_deref().is_some_and(|c| c != "skipped") && layer.bytes >= layer.size;
+                match s.layer_reads.get_mut(&slot) {
+                    Some(at) if read => *at = now,
+                    Some(_) => {}
+                    None => {
+                        s.layer_reads.insert(slot.clone(), now);
+                    }
+                }
+                current.insert(slot);
+            }
+        }
+        s.layer_reads.retain(|slot, _| slot.0.probe != probe || current.contains(slot));
         let recent = s.recent.entry(probe.to_string()).or_default();
         for r in results {
             if recent.len() == RECENT_RESULTS {
@@ -126,11 +148,35 @@ impl ServeState {
 
     /// `/metrics`: the gauges of every series' last run, the run counters, and serve's own.
     pub fn metric_families(&self) -> Vec<GaugeFamily> {
-        let (latest, history, late, reloads) = {
+        let (latest, history, late, reloads, reads) = {
             let s = lock(&self.series);
-            (s.latest.values().cloned().collect::<Vec<_>>(), s.history.clone(), s.late_runs.clone(), s.reloads.clone())
+            (
+                s.latest.values().cloned().collect::<Vec<_>>(),
+                s.history.clone(),
+                s.late_runs.clone(),
+                s.reloads.clone(),
+                s.layer_reads.clone(),
+            )
         };
+        let now = history::unix_seconds(time::OffsetDateTime::now_utc());
+        let mut oldest: BTreeMap<SeriesKey, f64> = BTreeMap::new();
+        for ((key, _), at) in reads {
+            let age = (now - at).max(0.0);
+            let entry = oldest.entry(key).or_insert(age);
+            *entry = entry.max(age);
+        }
         let mut families = metrics::gauge_families(&latest, &history);
+        families.push(GaugeFamily {
+            name: "coverage_oldest_layer_read_age_seconds",
+            help: "Seconds since the least recently read layer of the image was last read in full through this frontend",
+            samples: oldest
+                .into_iter()
+                .map(|(key, age)| Sample {
+                    labels: key.labels().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    value: age,
+                })
+                .collect(),
+        });
         families.push(GaugeFamily {
             name: "serve_late_runs",
             help: "Scheduled runs of a probe that started late because its previous run overran the interval",

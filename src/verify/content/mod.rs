@@ -50,17 +50,22 @@
 //! an observer meets a symlink at or above a tracked path, or a hard link at one, it adds
 //! the path it leads to to the plan's shared set of tracked paths, and every walk tracks it
 //! from its next entry on. A walk that had already streamed past entries for a newly
-//! tracked path would have missed them, so each observer also keeps a fixed-size Bloom
-//! filter (128 KiB) of what its layer touched: when the verdict needs a fact that a walk
-//! did not track from its start and the filter says the layer may have it, the verdict is
-//! not guessed — that layer is walked again, tracking everything needed from the start
-//! (`probe::pull` re-downloads it; the result warns). Typical images (a symlink listed
-//! before its target, as sorted layer tars are) need no second walk.
+//! tracked path would have missed them, so each observer keeps the headers of its last
+//! [`WINDOW_ENTRIES`] entries and a fixed-size Bloom filter (128 KiB) of everything older
+//! that its layer touched. A path tracked late is complete if the filter says the layer
+//! never touched it before the window; the window's entries at it are recorded after the
+//! fact. When the verdict needs a fact that no walk has complete and the filter says the
+//! layer may have it, the verdict is not guessed — that layer is walked again, tracking
+//! everything needed from the start (`probe::pull` re-downloads it; the result warns).
+//! Sorted layer tars keep a directory together, so `usr/bin/sh -> dash` needs no second
+//! walk; a `sha256` reached through a link to an earlier entry does (its content has
+//! streamed past), and so does a link whose target a parallel walk passed before the link
+//! was seen.
 //!
 //! The number of tracked paths is capped ([`MAX_TRACKED_PATHS`]), and so are the walks
 //! ([`MAX_WALKS`]); a verdict that needs more is `too_large`, never a guess. Memory is the
-//! tracked paths, the Bloom filter per layer, and the records of tracked paths: it does not
-//! grow with the number of files in the image.
+//! tracked paths, the window and the Bloom filter per layer walk, and the records of
+//! tracked paths: it does not grow with the number of files in the image.
 //!
 //! This is also why such a pull checks every layer in full on every frontend rather than
 //! using the round's decompress-once ledger: a layer checked by digest only is never
@@ -80,7 +85,7 @@ use crate::config::PathExpectation;
 use crate::digest::Digest;
 use crate::reason::{ProbeError, Reason};
 
-pub use observe::LayerObserver;
+pub use observe::{LayerObserver, WINDOW_ENTRIES};
 
 use filesystem::FinalFilesystem;
 use observe::LayerObservations;

@@ -21,14 +21,26 @@ use crate::verify::{EntryInfo, EntryKind, EntryVisitor};
 const BLOOM_BITS: u64 = 1 << 20;
 const BLOOM_PROBES: u64 = 4;
 /// Entries kept in the window before their keys go into the Bloom filter (headers only).
-pub(super) const WINDOW_ENTRIES: usize = 1024;
+pub const WINDOW_ENTRIES: usize = 1024;
 
 /// One of the recent entries of the window, and what it did.
 #[derive(Debug)]
 enum Windowed {
     Entry(String, Observed),
+    /// The path it removes.
     Whiteout(String),
+    /// The directory it makes opaque.
     Opaque(String),
+}
+
+impl Windowed {
+    /// The directory the tar entry itself is in: it and every ancestor have something under them.
+    fn directory(&self) -> &str {
+        match self {
+            Windowed::Entry(path, _) | Windowed::Whiteout(path) => parent(path),
+            Windowed::Opaque(dir) => dir,
+        }
+    }
 }
 
 /// What a layer did at a path, as Bloom filter keys.
@@ -98,6 +110,8 @@ pub struct LayerObserver {
     covers: HashMap<String, Cover>,
     /// The directory of the previous entry: its ancestors are already marked.
     last_dir: Option<String>,
+    /// The directory of the entry last moved from the window into the Bloom filter.
+    evicted_dir: Option<String>,
     seq: u64,
     window: VecDeque<Windowed>,
     observations: LayerObservations,
@@ -112,6 +126,7 @@ impl LayerObserver {
             tracked: Vec::new(),
             covers: HashMap::new(),
             last_dir: None,
+            evicted_dir: None,
             seq: 0,
             window: VecDeque::with_capacity(WINDOW_ENTRIES),
             observations: LayerObservations {
@@ -193,6 +208,12 @@ impl LayerObserver {
                     }
                     _ => {}
                 }
+                let dir = windowed.directory();
+                let below =
+                    dir == path || path.is_empty() || dir.strip_prefix(path).is_some_and(|r| r.starts_with('/'));
+                if below {
+                    self.observations.under.insert(path.to_string());
+                }
             }
         }
         // Content that already streamed past was not hashed.
@@ -211,13 +232,19 @@ impl LayerObserver {
 
     /// Move the oldest entry of the window into the Bloom filter.
     fn remember_none(&mut self) {
-        if let Some(oldest) = self.window.pop_front() {
-            let bloom = &mut self.observations.bloom;
-            match &oldest {
-                Windowed::Entry(path, observed) if observed.kind == EntryKind::Dir => bloom.insert(Touch::Dir, path),
-                Windowed::Entry(path, _) | Windowed::Whiteout(path) => bloom.insert(Touch::NonDir, path),
-                Windowed::Opaque(dir) => bloom.insert(Touch::Opaque, dir),
+        let Some(oldest) = self.window.pop_front() else { return };
+        let bloom = &mut self.observations.bloom;
+        match &oldest {
+            Windowed::Entry(path, observed) if observed.kind == EntryKind::Dir => bloom.insert(Touch::Dir, path),
+            Windowed::Entry(path, _) | Windowed::Whiteout(path) => bloom.insert(Touch::NonDir, path),
+            Windowed::Opaque(dir) => bloom.insert(Touch::Opaque, dir),
+        }
+        let dir = oldest.directory();
+        if self.evicted_dir.as_deref() != Some(dir) {
+            for above in std::iter::once(dir).chain(ancestors(dir)) {
+                bloom.insert(Touch::Under, above);
             }
+            self.evicted_dir = Some(dir.to_string());
         }
     }
 
@@ -226,7 +253,6 @@ impl LayerObserver {
             return;
         }
         for above in std::iter::once(dir).chain(ancestors(dir)) {
-            self.observations.bloom.insert(Touch::Under, above);
             if self.covers.contains_key(above) {
                 self.observations.under.insert(above.to_string());
             }

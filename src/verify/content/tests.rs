@@ -335,3 +335,30 @@ fn the_bloom_filter_never_forgets() {
     assert!(false_positives < 50, "{false_positives} false positives in 10000");
     assert!(!bloom.may_contain(Touch::Dir, "usr/share/doc/package-1/copyright"));
 }
+
+#[test]
+fn a_backward_link_beyond_the_window_gets_another_walk() {
+    let mut layer = LayerBuilder::new().file("srv/target", "far away");
+    for i in 0..super::observe::WINDOW_ENTRIES + 10 {
+        layer = layer.file(&format!("srv/filler/{i:05}"), "");
+    }
+    let layers = vec![layer.symlink("srv/link", "target")];
+    let judged = judge_in(Order::Bottom, &layers, &[sized("/srv/link", 8)]);
+    assert_eq!((judged.failures.len(), judged.walks), (0, 2), "{:?}", judged.failures);
+    let judged = judge_in(Order::Bottom, &layers, &[sized("/srv/link", 9)]);
+    assert_eq!(judged.reasons(), [Reason::ContentMismatch]);
+}
+
+#[test]
+fn too_many_paths_behind_links_is_too_large_not_a_guess() {
+    let count = MAX_TRACKED_PATHS + 5;
+    let mut lower = LayerBuilder::new();
+    for i in 0..count {
+        lower = lower.file(&format!("b/f{i}"), "x");
+    }
+    let layers = vec![lower, LayerBuilder::new().symlink("a", "b")];
+    let assertions: Vec<PathExpectation> = (0..count).map(|i| exists(&format!("/a/f{i}"))).collect();
+    let judged = judge_in(Order::Bottom, &layers, &assertions);
+    assert_eq!(judged.reasons(), [Reason::TooLarge]);
+    assert!(judged.message().contains("more than 1024 paths"), "{}", judged.message());
+}

@@ -1,0 +1,324 @@
+//! Reading the pushed canary back through one frontend: the manifest by the
+//! run's tag and every blob by digest, each checked byte for byte (sha256 and
+//! size), polled until all of it is served or the consistency deadline passes.
+//!
+//! Something not there yet (404, `MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`) and
+//! transient trouble are polled again; bytes that are there but wrong are a
+//! verdict at once (integrity failures are never retried). At the deadline,
+//! what is still not served is `not_replicated`, naming each missing piece;
+//! a frontend that kept failing otherwise keeps that failure's reason.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+
+use super::image::{CanaryBlob, CanaryImage};
+use crate::digest::{Digest, DigestHasher};
+use crate::frontend::Frontend;
+use crate::reason::{ProbeError, Reason};
+use crate::registry::client::RegistryClient;
+use crate::registry::transport::{TransportOptions, classify_transport, is_incomplete_body};
+use crate::result::LayerCheck;
+
+/// The first pause between polls; it doubles up to [`POLL_MAX`].
+const POLL_FIRST: Duration = Duration::from_millis(100);
+const POLL_MAX: Duration = Duration::from_secs(1);
+/// Every request may take at least this long, even when the deadline is nearer.
+const ATTEMPT_FLOOR: Duration = Duration::from_secs(5);
+
+/// What reading back through one frontend found.
+#[derive(Debug, Default)]
+pub struct ReadBack {
+    /// Seconds from the end of the push until the frontend served everything.
+    pub visible_after: Option<Duration>,
+    pub failure: Option<ProbeError>,
+    /// One check per blob (config, layer).
+    pub blobs: Vec<LayerCheck>,
+    /// `dns`, `connect` of the frontend's first connection.
+    pub phases: Vec<(&'static str, f64)>,
+    /// The manifest's bytes were served and hash to the pushed digest.
+    pub manifest_served: bool,
+}
+
+/// One thing to read back.
+#[derive(Debug)]
+enum Piece<'a> {
+    Manifest,
+    Blob(&'a CanaryBlob),
+}
+
+#[derive(Debug)]
+enum State {
+    /// Not served yet; the last answer.
+    Pending(Option<ProbeError>),
+    Served(LayerCheck),
+}
+
+/// Poll `frontend` until it serves the whole image or `deadline` passes.
+pub async fn read_back(
+    frontend: &Frontend,
+    transport: &TransportOptions,
+    repository: &str,
+    image: &CanaryImage,
+    max_manifest_bytes: u64,
+    pushed_at: Instant,
+    deadline: Instant,
+) -> ReadBack {
+    let client = match frontend.client(transport) {
+        Ok(client) => client,
+        Err(err) => return ReadBack { failure: Some(err), ..ReadBack::default() },
+    };
+    let reader = Reader { client: &client, frontend, repository, image, max_manifest_bytes };
+    let mut pieces: Vec<(Piece, State)> = vec![(Piece::Manifest, State::Pending(None))];
+    pieces.extend(image.blobs().into_iter().map(|b| (Piece::Blob(b), State::Pending(None))));
+    let mut pause = POLL_FIRST;
+    let outcome = loop {
+        for (piece, state) in pieces.iter_mut() {
+            if matches!(state, State::Served(_)) {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now()).max(ATTEMPT_FLOOR);
+            let answer = match tokio::time::timeout(left, reader.fetch(piece)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(ProbeError::new(Reason::Timeout, format!("no answer within {left:?}"))),
+            };
+            match answer {
+                Ok(check) => *state = State::Served(check),
+                Err(err) if is_final(&err) => {
+                    *state = State::Pending(Some(err.clone()));
+                    break;
+                }
+                Err(err) => *state = State::Pending(Some(err)),
+            }
+        }
+        if let Some(err) = pieces.iter().find_map(|(piece, s)| match s {
+            State::Pending(Some(err)) if is_final(err) => Some(err.clone().context(reader.describe(piece))),
+            _ => None,
+        }) {
+            break Err(err);
+        }
+        if pieces.iter().all(|(_, s)| matches!(s, State::Served(_))) {
+            break Ok(pushed_at.elapsed());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break Err(missing_at_deadline(&reader, &pieces, deadline.saturating_duration_since(pushed_at)));
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(POLL_MAX);
+    };
+    let timings = client.timings();
+    let mut phases = Vec::new();
+    if let Some(dns) = timings.dns {
+        phases.push(("dns", dns.as_secs_f64()));
+    }
+    if let Some(connect) = timings.connect {
+        phases.push(("connect", connect.as_secs_f64()));
+    }
+    let manifest_served = matches!(pieces[0].1, State::Served(_));
+    let blobs = pieces
+        .into_iter()
+        .filter_map(|(piece, state)| match (piece, state) {
+            (Piece::Manifest, _) => None,
+            (Piece::Blob(_), State::Served(check)) => Some(check),
+            (Piece::Blob(blob), State::Pending(last)) => Some(unserved_check(blob, last.as_ref())),
+        })
+        .collect();
+    match outcome {
+        Ok(after) => ReadBack { visible_after: Some(after), failure: None, blobs, phases, manifest_served },
+        Err(err) => ReadBack { visible_after: None, failure: Some(err), blobs, phases, manifest_served },
+    }
+}
+
+/// Bytes that are there but wrong: waiting cannot fix them.
+fn is_final(err: &ProbeError) -> bool {
+    err.reason.is_integrity() && !matches!(err.reason, Reason::ManifestUnknown | Reason::BlobUnknown)
+}
+
+/// Still "not there" (404) for every missing piece: `not_replicated`, naming
+/// each; else the first other failure (unreachable, 5xx, refused), with its reason.
+fn missing_at_deadline(reader: &Reader<'_>, pieces: &[(Piece<'_>, State)], waited: Duration) -> ProbeError {
+    let missing: Vec<(&Piece, Option<&ProbeError>)> = pieces
+        .iter()
+        .filter_map(|(piece, state)| match state {
+            State::Pending(last) => Some((piece, last.as_ref())),
+            State::Served(_) => None,
+        })
+        .collect();
+    let absent = |err: Option<&ProbeError>| err.is_none_or(|e| matches!(e.reason, Reason::ManifestUnknown | Reason::BlobUnknown));
+    if let Some((piece, Some(err))) = missing.iter().find(|(_, err)| !absent(*err)) {
+        let mut err = (*err).clone();
+        err.message = format!(
+            "frontend {} still failing {:.1}s after the push: {}: {}",
+            reader.frontend.label,
+            waited.as_secs_f64(),
+            reader.describe(piece),
+            err.message
+        );
+        return err;
+    }
+    let listed: Vec<String> = missing
+        .iter()
+        .map(|(piece, last)| match last {
+            Some(err) => format!("{} (last answer: {})", reader.describe(piece), err.message),
+            None => reader.describe(piece),
+        })
+        .collect();
+    let registry_error = missing.iter().find_map(|(_, last)| last.and_then(|e| e.registry_error.clone()));
+    ProbeError::new(
+        Reason::NotReplicated,
+        format!(
+            "frontend {} still does not serve {} {:.1}s after the push",
+            reader.frontend.label,
+            listed.join("; "),
+            waited.as_secs_f64()
+        ),
+    )
+    .with_registry_error(registry_error)
+}
+
+/// A blob the frontend did not serve (its last answer), or did not get asked for
+/// because the read-back stopped at an earlier verdict.
+fn unserved_check(blob: &CanaryBlob, last: Option<&ProbeError>) -> LayerCheck {
+    let (reason, error) = match last {
+        Some(err) if err.reason == Reason::BlobUnknown => {
+            (Some(Reason::NotReplicated), format!("not served (last answer: {})", err.message))
+        }
+        Some(err) => (Some(err.reason), err.message.clone()),
+        None => (None, "not read: the read-back stopped at an earlier failure".to_string()),
+    };
+    LayerCheck {
+        digest: blob.digest.to_string(),
+        media_type: blob.media_type.to_string(),
+        size: blob.size(),
+        ok: false,
+        reason,
+        check: None,
+        bytes: 0,
+        uncompressed_bytes: None,
+        duration_seconds: 0.0,
+        cache_status: None,
+        served_by: None,
+        error: Some(crate::redact::redact_text(&error)),
+    }
+}
+
+struct Reader<'a> {
+    client: &'a RegistryClient,
+    frontend: &'a Frontend,
+    repository: &'a str,
+    image: &'a CanaryImage,
+    max_manifest_bytes: u64,
+}
+
+impl Reader<'_> {
+    fn describe(&self, piece: &Piece<'_>) -> String {
+        match piece {
+            Piece::Manifest => {
+                format!("manifest {}:{} ({})", self.repository, self.image.tag, self.image.manifest.digest.short())
+            }
+            Piece::Blob(blob) => format!("blob {}", blob.describe()),
+        }
+    }
+
+    async fn fetch(&self, piece: &Piece<'_>) -> Result<LayerCheck, ProbeError> {
+        match piece {
+            Piece::Manifest => self.manifest().await,
+            Piece::Blob(blob) => self.blob(blob).await,
+        }
+    }
+
+    /// The manifest by the run's tag: its bytes must hash to what was pushed.
+    async fn manifest(&self) -> Result<LayerCheck, ProbeError> {
+        let started = Instant::now();
+        let response = self.client.manifest(self.repository, &self.image.tag, self.max_manifest_bytes).await?;
+        let got = Digest::of(&response.body);
+        if got != self.image.manifest.digest {
+            return Err(ProbeError::new(
+                Reason::ManifestDigestMismatch,
+                format!("the bytes served hash to {got} ({} bytes)", response.body.len()),
+            ));
+        }
+        Ok(LayerCheck {
+            digest: got.to_string(),
+            media_type: self.image.manifest.media_type.to_string(),
+            size: self.image.manifest.size(),
+            ok: true,
+            reason: None,
+            check: Some("digest_only".into()),
+            bytes: response.body.len() as u64,
+            uncompressed_bytes: None,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            cache_status: None,
+            served_by: None,
+            error: None,
+        })
+    }
+
+    /// A blob by digest, streamed: sha256 and byte count, never more bytes read than pushed.
+    async fn blob(&self, blob: &CanaryBlob) -> Result<LayerCheck, ProbeError> {
+        let started = Instant::now();
+        let response = self.client.blob(self.repository, &blob.digest).await?;
+        let mut source = response.source;
+        // Bytes from the pinned frontend itself came from its address, not from whatever the name resolves to.
+        if let (Some(addr), Some(by)) = (self.frontend.pin, &source.served_by)
+            && *by == host_port(self.client.base())
+        {
+            source.served_by = Some(addr.to_string());
+        }
+        let mut hasher = DigestHasher::new();
+        let mut stream = response.response.bytes_stream();
+        let mut cut_short = false;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    hasher.update(&chunk);
+                    if hasher.bytes() > blob.size() {
+                        break;
+                    }
+                }
+                Err(e) if is_incomplete_body(&e) => {
+                    cut_short = true;
+                    break;
+                }
+                Err(e) => return Err(classify_transport(&e, "reading the body")),
+            }
+        }
+        let bytes = hasher.bytes();
+        let verdict = if bytes > blob.size() {
+            Some((Reason::BlobSizeMismatch, format!("more than the {} bytes pushed", blob.size())))
+        } else if bytes < blob.size() || cut_short {
+            Some((Reason::BlobTruncated, format!("{bytes} bytes of {} pushed", blob.size())))
+        } else {
+            let got = hasher.finish();
+            (got != blob.digest).then(|| (Reason::BlobDigestMismatch, format!("the bytes served hash to {got}")))
+        };
+        if let Some((reason, detail)) = verdict {
+            let cache = source.cache_status.as_deref().map(|c| format!(", cache {c}")).unwrap_or_default();
+            return Err(ProbeError::new(reason, format!("{detail}{cache}")));
+        }
+        Ok(LayerCheck {
+            digest: blob.digest.to_string(),
+            media_type: blob.media_type.to_string(),
+            size: blob.size(),
+            ok: true,
+            reason: None,
+            check: Some("digest_only".into()),
+            bytes,
+            uncompressed_bytes: None,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            cache_status: source.cache_status,
+            served_by: source.served_by,
+            error: None,
+        })
+    }
+}
+
+/// `host[:port]` of a URL, as `served_by` writes it.
+fn host_port(url: &url::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        (None, _) => String::new(),
+    }
+}

@@ -1,0 +1,173 @@
+//! Listing a repository's tags and deleting manifests: what the canary's
+//! cleanup needs from the Distribution API (`GET /v2/<repo>/tags/list`,
+//! `HEAD` and `DELETE /v2/<repo>/manifests/<reference>`).
+//!
+//! Like the rest of `registry/`, a failed request becomes a [`ProbeError`]
+//! carrying the HTTP status and the registry's error code (`UNSUPPORTED` when
+//! deletes are disabled); what that means for a probe is decided by the caller.
+
+use bytes::BytesMut;
+use reqwest::header::{ACCEPT, HeaderMap, LINK};
+use reqwest::{Client, Response, StatusCode};
+use serde::Deserialize;
+use url::Url;
+
+use crate::digest::Digest;
+use crate::media_types::MANIFEST_ACCEPT;
+use crate::reason::{ProbeError, Reason};
+use crate::registry::errors::{RequestKind, classify_status};
+use crate::registry::push::endpoint;
+use crate::registry::transport::classify_transport;
+
+/// Pages of `tags/list` read at most (each up to [`PAGE_SIZE`] tags).
+pub const MAX_TAG_PAGES: usize = 20;
+/// Tags asked for per page (`?n=`).
+pub const PAGE_SIZE: usize = 1000;
+/// Largest body read: a tag list page, a manifest, an error.
+const MAX_BODY: usize = 4 << 20;
+
+#[derive(Debug, Deserialize)]
+struct TagList {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+/// Every tag of `repo` (following `Link: <…>; rel="next"` for at most
+/// [`MAX_TAG_PAGES`] pages). A repository the registry does not know has none.
+pub async fn list_tags(client: &Client, base: &Url, repo: &str) -> Result<Vec<String>, ProbeError> {
+    let mut url = endpoint(base, &format!("v2/{repo}/tags/list"))?;
+    url.query_pairs_mut().append_pair("n", &PAGE_SIZE.to_string());
+    let mut tags = Vec::new();
+    for _ in 0..MAX_TAG_PAGES {
+        let label = format!("GET tags of {repo}");
+        let response = client.get(url.clone()).send().await.map_err(|e| classify_transport(&e, &label))?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(tags);
+        }
+        let response = check(response, RequestKind::Other, &label).await?;
+        let next = next_page(&url, response.headers());
+        let body = read_capped(response, &label).await?;
+        let page: TagList = serde_json::from_slice(&body).map_err(|e| {
+            ProbeError::new(Reason::HttpStatus, format!("{label}: the answer is not a tag list: {e}"))
+        })?;
+        tags.extend(page.tags.unwrap_or_default());
+        match next {
+            Some(next) => url = next,
+            None => return Ok(tags),
+        }
+    }
+    Ok(tags)
+}
+
+/// The digest a tag points to (`HEAD`, falling back to hashing a `GET` when the
+/// registry sends no `Docker-Content-Digest`); `None` if the tag is gone.
+pub async fn manifest_digest(client: &Client, base: &Url, repo: &str, tag: &str) -> Result<Option<Digest>, ProbeError> {
+    let url = endpoint(base, &format!("v2/{repo}/manifests/{tag}"))?;
+    let label = format!("HEAD manifest {repo}:{tag}");
+    let response = client
+        .head(url.clone())
+        .header(ACCEPT, MANIFEST_ACCEPT)
+        .send()
+        .await
+        .map_err(|e| classify_transport(&e, &label))?;
+    if response.status() == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let response = check(response, RequestKind::Manifest, &label).await?;
+    let header = response.headers().get("docker-content-digest").and_then(|v| v.to_str().ok());
+    if let Some(Ok(digest)) = header.map(str::parse::<Digest>) {
+        return Ok(Some(digest));
+    }
+    let label = format!("GET manifest {repo}:{tag}");
+    let response = client
+        .get(url)
+        .header(ACCEPT, MANIFEST_ACCEPT)
+        .send()
+        .await
+        .map_err(|e| classify_transport(&e, &label))?;
+    if response.status() == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    let response = check(response, RequestKind::Manifest, &label).await?;
+    Ok(Some(Digest::of(&read_capped(response, &label).await?)))
+}
+
+/// What [`delete_manifest`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    /// 404: someone else deleted it first.
+    AlreadyGone,
+}
+
+/// `DELETE /v2/<repo>/manifests/<digest>`: the manifest and every tag pointing to it.
+/// A registry with deletes disabled answers 405 (`UNSUPPORTED`): see [`is_delete_refused`].
+pub async fn delete_manifest(client: &Client, base: &Url, repo: &str, digest: &Digest) -> Result<Deleted, ProbeError> {
+    let url = endpoint(base, &format!("v2/{repo}/manifests/{digest}"))?;
+    let label = format!("DELETE manifest {repo}@{}", digest.short());
+    let response = client.delete(url).send().await.map_err(|e| classify_transport(&e, &label))?;
+    if response.status() == StatusCode::NOT_FOUND {
+        return Ok(Deleted::AlreadyGone);
+    }
+    check(response, RequestKind::Other, &label).await?;
+    Ok(Deleted::Deleted)
+}
+
+/// Whether a failed delete means "this registry does not allow deletes" (405 or `UNSUPPORTED`).
+pub fn is_delete_refused(err: &ProbeError) -> bool {
+    err.status == Some(405) || err.registry_error.as_deref() == Some("UNSUPPORTED")
+}
+
+/// The `rel="next"` target of a `Link` header, resolved against the request URL.
+fn next_page(request: &Url, headers: &HeaderMap) -> Option<Url> {
+    let link = headers.get(LINK)?.to_str().ok()?;
+    link.split(',').find(|part| part.contains("rel=\"next\"") || part.contains("rel=next")).and_then(|part| {
+        let target = part.split(';').next()?.trim().strip_prefix('<')?.strip_suffix('>')?;
+        request.join(target).ok()
+    })
+}
+
+async fn check(response: Response, kind: RequestKind, label: &str) -> Result<Response, ProbeError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = read_capped(response, label).await.unwrap_or_default();
+    Err(classify_status(status.as_u16(), &body, kind, None).context(label))
+}
+
+async fn read_capped(mut response: Response, label: &str) -> Result<Vec<u8>, ProbeError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify_transport(&e, label))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ProbeError::new(Reason::TooLarge, format!("{label}: the answer is over {MAX_BODY} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_pages_come_from_the_link_header() {
+        let request = Url::parse("http://127.0.0.1:5000/v2/a/tags/list?n=2").unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(next_page(&request, &headers), None);
+        headers.insert(LINK, r#"</v2/a/tags/list?last=b&n=2>; rel="next""#.parse().unwrap());
+        assert_eq!(
+            next_page(&request, &headers).unwrap().as_str(),
+            "http://127.0.0.1:5000/v2/a/tags/list?last=b&n=2"
+        );
+    }
+
+    #[test]
+    fn refusals_are_405_or_unsupported() {
+        let refused = classify_status(405, br#"{"errors":[{"code":"UNSUPPORTED"}]}"#, RequestKind::Other, None);
+        assert!(is_delete_refused(&refused));
+        let other = classify_status(500, b"", RequestKind::Other, None);
+        assert!(!is_delete_refused(&other));
+    }
+}
