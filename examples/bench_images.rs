@@ -11,7 +11,8 @@ use pullprobe::registry::push::{UploadMethod, push_image};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(url), Some(dir), Some(count)) = (args.get(1), args.get(2), args.get(3).and_then(|c| c.parse::<u64>().ok()))
+    let (Some(url), Some(dir), Some(count)) =
+        (args.get(1), args.get(2), args.get(3).and_then(|c| c.parse::<u64>().ok()))
     else {
         eprintln!("usage: bench_images REGISTRY_URL WORK_DIR COUNT");
         return ExitCode::from(2);
@@ -29,7 +30,9 @@ async fn run(url: &str, dir: &std::path::Path, count: u64) -> Result<(), Box<dyn
     let base_url = url::Url::parse(url)?;
     let client = reqwest::Client::new();
     std::fs::create_dir_all(dir)?;
-    let base = LayerBuilder::new().file("usr/lib/base.so", GeneratedContent::random(7, 256 * 1024)).write(dir, LayerCompression::Gzip)?;
+    let base = LayerBuilder::new()
+        .file("usr/lib/base.so", GeneratedContent::random(7, 256 * 1024))
+        .write(dir, LayerCompression::Gzip)?;
     for i in 0..count {
         let own = LayerBuilder::new()
             .file("srv/app.log", GeneratedContent::text(100 + i, 512 * 1024))

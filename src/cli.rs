@@ -15,10 +15,10 @@ use crate::config::{AlertingConfig, Config, Expectations, ProbeKind};
 use crate::frontend::{self, Frontend};
 use crate::output;
 use crate::platform::PlatformSelection;
-use crate::probe::{expect, plan};
-use crate::probe::pull::{PullLimits, PullTarget};
 use crate::probe::canary::CanaryJob;
+use crate::probe::pull::{PullLimits, PullTarget};
 use crate::probe::run::{PullJob, RoundOptions, run_round};
+use crate::probe::{expect, plan};
 use crate::reference::ImageReference;
 use crate::registry::transport::TransportOptions;
 use crate::result::ProbeResult;
@@ -244,14 +244,14 @@ fn serve(args: ServeArgs) -> ExitCode {
 fn init_serve_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PULLPROBE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::redact::RedactedStderr);
     let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PULLPROBE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::redact::RedactedStderr).try_init();
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {

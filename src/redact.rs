@@ -77,6 +77,48 @@ fn redact_words(text: &str) -> String {
     out.join(" ")
 }
 
+/// Log output with [`redact_text`] applied to every line: what pullprobe logs
+/// never carries a secret, and this also covers what its libraries log at
+/// debug level (reqwest names redirect targets, signed query strings included).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedactedStderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactedStderr {
+    type Writer = RedactingWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter { line: Vec::new() }
+    }
+}
+
+/// One log event, held until it is complete, then written redacted to stderr.
+pub struct RedactingWriter {
+    line: Vec<u8>,
+}
+
+impl std::io::Write for RedactingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.line.is_empty() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&self.line);
+        let shown: Vec<String> = text.split_inclusive('\n').map(redact_text).collect();
+        self.line.clear();
+        std::io::stderr().lock().write_all(shown.concat().as_bytes())
+    }
+}
+
+impl Drop for RedactingWriter {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -625,6 +625,64 @@ async fn rendered_cronjob_passes_against_a_registry_and_fails_on_a_corrupt_layer
     );
 }
 
+#[tokio::test]
+async fn rendered_deployment_serves_healthz_where_its_probes_ask() {
+    let registry = Registry::start();
+    push_small_image(&registry, "chart/app", "stable").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = common::process::free_port();
+    let values = json!({
+        "mode": "deployment",
+        "deployment": {"listenHost": "127.0.0.1", "port": port},
+        "config": {
+            "defaults": {"interval": "1m", "timeout": "60s"},
+            "registries": [{"name": "local", "url": registry.url().as_str()}],
+            "probes": [{"name": "app", "registry": "local", "image": "chart/app:stable"}],
+        },
+    });
+    let rendered = Rendered::of(&Values::json(dir.path(), "serve", &values));
+    let pod = PodRun::of(&rendered);
+    assert_eq!(pod.args[0], "serve");
+    let container = rendered.container();
+    assert_eq!(container["ports"][0]["containerPort"], port);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pullprobe"));
+    command.args(&pod.args).current_dir(dir.path()).stdout(std::process::Stdio::null());
+    command.stderr(std::fs::File::create(dir.path().join("serve.log")).expect("log file"));
+    let mut serve = ServeProcess(command.spawn().expect("starting pullprobe serve"));
+    let address = format!("127.0.0.1:{port}");
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let path = container[probe]["httpGet"]["path"].as_str().expect("probe path");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match common::http_get(&address, path) {
+                Ok(r) if r.status == 200 => break,
+                _ if Instant::now() < deadline => {
+                    assert!(serve.0.try_wait().ok().flatten().is_none(), "serve exited: {}", serve.log(dir.path()));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => panic!("{probe} {path}: {other:?}; log:\n{}", serve.log(dir.path())),
+            }
+        }
+    }
+    let metrics = common::http_get(&address, "/metrics").expect("GET /metrics");
+    assert_eq!(metrics.status, 200);
+}
+
+/// A `pullprobe serve` started by a test, stopped (by its handle) when dropped.
+struct ServeProcess(std::process::Child);
+
+impl ServeProcess {
+    fn log(&self, dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        common::process::stop_child(&mut self.0);
+    }
+}
+
 /// skopeo with its own accept-anything policy and no registries.conf, as in `common::skopeo`.
 fn skopeo(args: &[&str]) -> CommandOutput {
     let scratch = tempfile::Builder::new().prefix("pullprobe-skopeo-").tempdir().expect("temp dir");

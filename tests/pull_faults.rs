@@ -146,7 +146,7 @@ async fn manifest_naming_a_lost_blob_with_and_without_the_descriptor_cache() {
     error_naming(result, &lost);
     assert_layer_failed(layer_entry(result, &lost), "blob_truncated", size, 0);
 
-    let uncached = Registry::start_with(RegistryOptions { blob_descriptor_cache: false });
+    let uncached = Registry::start_with(RegistryOptions { blob_descriptor_cache: false, ..RegistryOptions::default() });
     let (pushed, lost, size) = push_image_with_a_lost_layer(&uncached, 6).await;
     let pull = pull_json(&[&pushed.reference]);
     assert_eq!(pull.code, 1, "{}", pull.dump());

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::process::{free_port, require_binary};
-use common::{http_get, http_request, push_small_image, Registry};
+use common::{Registry, http_get, http_request, push_small_image};
 use pullprobe::digest::Digest;
 
 /// A running `pullprobe serve`, stopped by PID when dropped.
@@ -55,7 +55,11 @@ impl Serve {
             if status == 200 && done(&body) {
                 return body;
             }
-            assert!(Instant::now() < deadline, "{path} never became ready; last answer {status}:\n{body}\nlog:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{path} never became ready; last answer {status}:\n{body}\nlog:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -65,7 +69,8 @@ impl Serve {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().expect("kill");
+        let status =
+            Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().expect("kill");
         assert!(status.success());
     }
 }
@@ -113,17 +118,25 @@ async fn serve_exposes_metrics_that_follow_faults_and_pass_promtool() {
     let serve = Serve::start(&config);
 
     let success = r#"probe="app""#;
-    let first = serve.wait_for("/metrics", |m| sample(m, "pullprobe_probe_success", &[success]) == Some(1.0), Duration::from_secs(20));
-    let first_seen = sample(&first, "pullprobe_probe_last_success_timestamp_seconds", &[success]).expect("last success");
+    let first = serve.wait_for(
+        "/metrics",
+        |m| sample(m, "pullprobe_probe_success", &[success]) == Some(1.0),
+        Duration::from_secs(20),
+    );
+    let first_seen =
+        sample(&first, "pullprobe_probe_last_success_timestamp_seconds", &[success]).expect("last success");
     let second = serve.wait_for(
         "/metrics",
         |m| sample(m, "pullprobe_probe_last_success_timestamp_seconds", &[success]).is_some_and(|t| t > first_seen),
         Duration::from_secs(20),
     );
     assert_eq!(sample(&second, "pullprobe_probe_success", &[r#"probe="base""#]), Some(1.0), "{second}");
-    assert!(second.contains("# HELP pullprobe_probe_success") && second.contains("# TYPE pullprobe_probe_success gauge"));
+    assert!(
+        second.contains("# HELP pullprobe_probe_success") && second.contains("# TYPE pullprobe_probe_success gauge")
+    );
     // Every layer is read every round here: the oldest full read is about one interval old at most.
-    let coverage = sample(&second, "pullprobe_coverage_oldest_layer_read_age_seconds", &[success]).expect("coverage age");
+    let coverage =
+        sample(&second, "pullprobe_coverage_oldest_layer_read_age_seconds", &[success]).expect("coverage age");
     assert!((0.0..5.0).contains(&coverage), "{coverage}");
 
     // promtool reads the real output.
@@ -135,23 +148,42 @@ async fn serve_exposes_metrics_that_follow_faults_and_pass_promtool() {
         .stdin(std::fs::File::open(&file).expect("metrics"))
         .output()
         .expect("promtool");
-    assert!(out.status.success(), "promtool check metrics:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A flipped byte in one layer's storage: the probe goes to 0, the reason is counted.
     let victim: Digest = app.content.layers[1].blob.digest;
     let path = registry.blob_data_path(&victim);
     let original = std::fs::read(&path).expect("blob data");
     registry.flip_byte(&victim, 10);
-    let failing = serve.wait_for("/metrics", |m| sample(m, "pullprobe_probe_success", &[success]) == Some(0.0), Duration::from_secs(20));
+    let failing = serve.wait_for(
+        "/metrics",
+        |m| sample(m, "pullprobe_probe_success", &[success]) == Some(0.0),
+        Duration::from_secs(20),
+    );
     let counted = sample(&failing, "pullprobe_probe_failures_total", &[success, r#"reason="blob_digest_mismatch""#]);
     assert!(counted.is_some_and(|n| n >= 1.0), "{failing}");
-    assert_eq!(sample(&failing, "pullprobe_probe_last_failure_info", &[success, r#"reason="blob_digest_mismatch""#]), Some(1.0));
+    assert_eq!(
+        sample(&failing, "pullprobe_probe_last_failure_info", &[success, r#"reason="blob_digest_mismatch""#]),
+        Some(1.0)
+    );
     let page = serve.get("/").1;
-    assert!(page.contains("blob_digest_mismatch") && page.contains(&victim.to_string()), "status page lacks the failure");
+    assert!(
+        page.contains("blob_digest_mismatch") && page.contains(&victim.to_string()),
+        "status page lacks the failure"
+    );
 
     // Repaired: back to 1.
     std::fs::write(&path, original).expect("restoring the blob");
-    serve.wait_for("/metrics", |m| sample(m, "pullprobe_probe_success", &[success]) == Some(1.0), Duration::from_secs(20));
+    serve.wait_for(
+        "/metrics",
+        |m| sample(m, "pullprobe_probe_success", &[success]) == Some(1.0),
+        Duration::from_secs(20),
+    );
     assert!(serve.log().contains("\"message\":\"probe result\""), "one JSON line per probe result:\n{}", serve.log());
 }
 
@@ -165,10 +197,7 @@ async fn probe_endpoint_honours_the_allow_list_and_the_scrape_timeout() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let silent_addr = silent.local_addr().expect("addr");
     let work = tempfile::tempdir().expect("temp dir");
-    let extra = format!(
-        "serve:\n  allow_targets: [\"{}/other/*\", \"{silent_addr}/*\"]\n",
-        registry.host_port()
-    );
+    let extra = format!("serve:\n  allow_targets: [\"{}/other/*\", \"{silent_addr}/*\"]\n", registry.host_port());
     let config = write_config(work.path(), &config_for(&registry, &extra).replace("interval: 1s", "interval: 1h"));
     let serve = Serve::start(&config);
 
@@ -217,7 +246,11 @@ async fn a_broken_reload_keeps_the_old_config_and_sigterm_stops_promptly() {
     let config = write_config(work.path(), &config_for(&registry, ""));
     let serve = Serve::start(&config);
     let app = r#"probe="app""#;
-    let before = serve.wait_for("/metrics", |m| sample(m, "pullprobe_probe_success", &[app]) == Some(1.0), Duration::from_secs(20));
+    let before = serve.wait_for(
+        "/metrics",
+        |m| sample(m, "pullprobe_probe_success", &[app]) == Some(1.0),
+        Duration::from_secs(20),
+    );
     let seen = sample(&before, "pullprobe_probe_last_success_timestamp_seconds", &[app]).expect("timestamp");
 
     std::fs::write(&config, "defaults:\n  interval: soon\n").expect("broken config");
@@ -236,8 +269,11 @@ async fn a_broken_reload_keeps_the_old_config_and_sigterm_stops_promptly() {
     assert!(serve.log().contains("probes.yaml:2:"), "the reload error names file:line:column:\n{}", serve.log());
 
     // A good config with one probe fewer: its series disappear.
-    std::fs::write(&config, config_for(&registry, "").replace("  - name: base\n    registry: local\n    image: team/base:1\n", ""))
-        .expect("new config");
+    std::fs::write(
+        &config,
+        config_for(&registry, "").replace("  - name: base\n    registry: local\n    image: team/base:1\n", ""),
+    )
+    .expect("new config");
     serve.signal("HUP");
     serve.wait_for("/metrics", |m| !m.contains(r#"probe="base""#) && m.contains(app), Duration::from_secs(20));
 

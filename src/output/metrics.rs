@@ -22,6 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::output::canary_metrics::{self, CanaryCounters};
 use crate::output::history::{History, SeriesKey, parse_rfc3339};
 use crate::result::ProbeResult;
 
@@ -145,7 +146,10 @@ pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFa
 
     // Every family, even without samples: a push must name each family so that
     // the Pushgateway drops series that no longer exist (a streak that ended).
-    vec![success, duration, phases, last_success, consecutive, failing_since, failure_info, tls, consistent, build]
+    let mut families =
+        vec![success, duration, phases, last_success, consecutive, failing_since, failure_info, tls, consistent, build];
+    families.push(canary_metrics::push_duration(results));
+    families
 }
 
 /// Per (probe, registry): false if a result says `frontend_inconsistent`, or if
@@ -191,6 +195,7 @@ pub struct RunCounters {
     retries: Family<Labels, Counter>,
     bytes: Family<Labels, Counter>,
     layer_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    canary: CanaryCounters,
 }
 
 impl Default for RunCounters {
@@ -200,6 +205,7 @@ impl Default for RunCounters {
             retries: Family::default(),
             bytes: Family::default(),
             layer_duration: Family::new_with_constructor(layer_histogram),
+            canary: CanaryCounters::default(),
         }
     }
 }
@@ -207,6 +213,7 @@ impl Default for RunCounters {
 impl RunCounters {
     /// Count the results of one run.
     pub fn observe(&self, results: &[ProbeResult]) {
+        self.canary.observe(results);
         for result in results {
             let labels = series_labels(&SeriesKey::of(result));
             if let Some(reason) = result.reason {
@@ -238,6 +245,7 @@ impl RunCounters {
             "Seconds to fetch and verify one layer",
             self.layer_duration.clone(),
         );
+        self.canary.register(registry);
     }
 }
 

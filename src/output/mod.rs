@@ -4,6 +4,7 @@
 //! also deliver what they render, and `delivery` runs both for one `now` run.
 
 pub mod alertmanager;
+pub mod canary_metrics;
 pub mod delivery;
 pub mod history;
 pub mod http;

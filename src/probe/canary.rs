@@ -111,22 +111,16 @@ pub async fn run(job: &CanaryJob) -> Vec<ProbeResult> {
     let pushed_at = Instant::now();
     let deadline = pushed_at + job.canary.consistency_deadline;
     let reads = job.frontends.iter().map(|frontend| {
-        read_back::read_back(
-            frontend,
-            &job.transport,
-            repository,
-            &image,
-            job.max_manifest_bytes,
-            pushed_at,
-            deadline,
-        )
+        read_back::read_back(frontend, &job.transport, repository, &image, job.max_manifest_bytes, pushed_at, deadline)
     });
     let reads: Vec<(ReadBack, Instant)> =
         futures_util::future::join_all(reads.map(|read| async { (read.await, Instant::now()) })).await;
 
-    let cleaned =
-        tokio::time::timeout(CLEANUP_TIMEOUT, cleanup::remove_old_canaries(&client, &job.push_url, repository, &job.location))
-            .await;
+    let cleaned = tokio::time::timeout(
+        CLEANUP_TIMEOUT,
+        cleanup::remove_old_canaries(&client, &job.push_url, repository, &job.location),
+    )
+    .await;
     match cleaned {
         Ok(notes) => warnings.extend(notes),
         Err(_) => warnings.push(format!("canary cleanup: did not finish within {CLEANUP_TIMEOUT:?}")),

@@ -146,7 +146,11 @@ struct CachedToken {
 
 impl fmt::Debug for CachedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CachedToken {{ [redacted], expires in {:?} }}", self.expires.saturating_duration_since(Instant::now()))
+        write!(
+            f,
+            "CachedToken {{ [redacted], expires in {:?} }}",
+            self.expires.saturating_duration_since(Instant::now())
+        )
     }
 }
 
@@ -298,7 +302,8 @@ impl Method {
         let bearer = challenges.iter().filter(|c| c.scheme == "bearer").find_map(|c| {
             let realm = Url::parse(c.param("realm")?).ok().filter(|u| matches!(u.scheme(), "http" | "https"))?;
             let service = c.param("service").unwrap_or_default().to_string();
-            let scope = c.param("scope").map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+            let scope =
+                c.param("scope").map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
             Some(Method::Bearer { realm, service, scope })
         });
         bearer.or_else(|| {
@@ -526,9 +531,7 @@ impl Authenticator {
                 for s in &scopes {
                     form.append_pair("scope", s);
                 }
-                http.post(realm.clone())
-                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(form.finish())
+                http.post(realm.clone()).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(form.finish())
             }
             other => {
                 let mut url = realm.clone();
@@ -613,7 +616,8 @@ fn is_loopback(url: &Url) -> bool {
 
 /// A token body, at most `max_bytes`.
 async fn read_body(mut response: Response, max_bytes: u64, what: &str) -> Result<BytesMut, ProbeError> {
-    let too_large = || ProbeError::new(Reason::TooLarge, format!("{what}: body is over the limit of {max_bytes} bytes"));
+    let too_large =
+        || ProbeError::new(Reason::TooLarge, format!("{what}: body is over the limit of {max_bytes} bytes"));
     if response.content_length().is_some_and(|len| len > max_bytes) {
         return Err(too_large());
     }
@@ -712,7 +716,17 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        for text in ["", ",,,", "=", "\"", "Bearer", "Bearer realm", "Bearer realm=", "Bearer realm=\"unterminated", "a=b=c, ,= \""] {
+        for text in [
+            "",
+            ",,,",
+            "=",
+            "\"",
+            "Bearer",
+            "Bearer realm",
+            "Bearer realm=",
+            "Bearer realm=\"unterminated",
+            "a=b=c, ,= \"",
+        ] {
             let _ = parse_challenges(text);
         }
         assert!(Method::from_challenges(&parse_challenges("Bearer service=x")).is_none(), "a realm is required");

@@ -137,8 +137,7 @@ impl RegistryClient {
     pub async fn blob(&self, repository: &str, digest: &Digest) -> Result<BlobResponse, ProbeError> {
         let url = self.url(repository, &format!("blobs/{digest}"))?;
         let what = format!("blob {}", digest.short());
-        let response =
-            self.transport.send(|http| http.get(url.clone()), &self.pull_scope(repository), &what).await?;
+        let response = self.transport.send(|http| http.get(url.clone()), &self.pull_scope(repository), &what).await?;
         let source = blob_source(&response);
         let response = check_status(response, RequestKind::Blob, &what).await?;
         Ok(BlobResponse { response, source })

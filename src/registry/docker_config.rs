@@ -158,9 +158,13 @@ fn entry_credentials(entry: &AuthEntry, path: &Path, host: &str) -> Result<Optio
 async fn run_helper(name: &str, server: &str) -> Result<Option<Credentials>, ProbeError> {
     let program = format!("docker-credential-{name}");
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(ProbeError::new(Reason::AuthFailed, format!("credential helper name {name:?} is not a plain name")));
+        return Err(ProbeError::new(
+            Reason::AuthFailed,
+            format!("credential helper name {name:?} is not a plain name"),
+        ));
     }
-    let failed = |problem: String| ProbeError::new(Reason::AuthFailed, format!("credential helper {program}: {problem}"));
+    let failed =
+        |problem: String| ProbeError::new(Reason::AuthFailed, format!("credential helper {program}: {problem}"));
     let mut child = tokio::process::Command::new(&program)
         .arg("get")
         .stdin(Stdio::piped())

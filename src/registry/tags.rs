@@ -47,9 +47,8 @@ pub async fn list_tags(client: &Client, base: &Url, repo: &str) -> Result<Vec<St
         let response = check(response, RequestKind::Other, &label).await?;
         let next = next_page(&url, response.headers());
         let body = read_capped(response, &label).await?;
-        let page: TagList = serde_json::from_slice(&body).map_err(|e| {
-            ProbeError::new(Reason::HttpStatus, format!("{label}: the answer is not a tag list: {e}"))
-        })?;
+        let page: TagList = serde_json::from_slice(&body)
+            .map_err(|e| ProbeError::new(Reason::HttpStatus, format!("{label}: the answer is not a tag list: {e}")))?;
         tags.extend(page.tags.unwrap_or_default());
         match next {
             Some(next) => url = next,
@@ -79,12 +78,8 @@ pub async fn manifest_digest(client: &Client, base: &Url, repo: &str, tag: &str)
         return Ok(Some(digest));
     }
     let label = format!("GET manifest {repo}:{tag}");
-    let response = client
-        .get(url)
-        .header(ACCEPT, MANIFEST_ACCEPT)
-        .send()
-        .await
-        .map_err(|e| classify_transport(&e, &label))?;
+    let response =
+        client.get(url).header(ACCEPT, MANIFEST_ACCEPT).send().await.map_err(|e| classify_transport(&e, &label))?;
     if response.status() == StatusCode::NOT_FOUND {
         return Ok(None);
     }
@@ -157,10 +152,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert_eq!(next_page(&request, &headers), None);
         headers.insert(LINK, r#"</v2/a/tags/list?last=b&n=2>; rel="next""#.parse().unwrap());
-        assert_eq!(
-            next_page(&request, &headers).unwrap().as_str(),
-            "http://127.0.0.1:5000/v2/a/tags/list?last=b&n=2"
-        );
+        assert_eq!(next_page(&request, &headers).unwrap().as_str(), "http://127.0.0.1:5000/v2/a/tags/list?last=b&n=2");
     }
 
     #[test]

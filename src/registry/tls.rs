@@ -110,7 +110,11 @@ fn load_identity(provider: &CryptoProvider, cert: &Path, key: &Path) -> Result<A
     })?;
     let certified = CertifiedKey::new(chain, signing_key);
     certified.keys_match().map_err(|_| {
-        tls_setup_error(format!("tls client_cert {} and client_key {} do not belong together", cert.display(), key.display()))
+        tls_setup_error(format!(
+            "tls client_cert {} and client_key {} do not belong together",
+            cert.display(),
+            key.display()
+        ))
     })?;
     Ok(Arc::new(certified))
 }
@@ -265,7 +269,9 @@ mod tests {
 
     #[test]
     fn verifier_reasons_are_named() {
-        assert!(describe(&rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)).starts_with("unknown CA"));
+        assert!(
+            describe(&rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)).starts_with("unknown CA")
+        );
         let expired = CertificateError::ExpiredContext {
             time: UnixTime::since_unix_epoch(std::time::Duration::from_secs(2_000_000_000)),
             not_after: UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_700_000_000)),
@@ -284,8 +290,12 @@ mod tests {
 
     #[test]
     fn half_an_identity_is_refused() {
-        let settings =
-            TlsSettings { insecure: false, ca_file: None, client_cert: Some(Path::new("/nonexistent")), client_key: None };
+        let settings = TlsSettings {
+            insecure: false,
+            ca_file: None,
+            client_cert: Some(Path::new("/nonexistent")),
+            client_key: None,
+        };
         let err = client_config(&settings).err().expect("refused");
         assert_eq!(err.reason, Reason::TlsError);
         assert!(err.message.contains("together"), "{}", err.message);

@@ -374,30 +374,44 @@ fn chain_has<T: StdError + 'static>(err: &(dyn StdError + 'static)) -> bool {
     find_in_chain::<T>(err).is_some()
 }
 
+/// The next cause: an `io::Error` wrapping another error leads to that error
+/// itself (its `source()` would skip it: hyper-rustls wraps a rustls error in
+/// two `io::Error`s).
+fn next_cause<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    if let Some(io) = err.downcast_ref::<std::io::Error>()
+        && let Some(inner) = io.get_ref()
+    {
+        return Some(inner as &(dyn StdError + 'static));
+    }
+    err.source()
+}
+
 fn find_in_chain<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = current {
+    let mut depth = 0;
+    while let Some(e) = current
+        && depth < 32
+    {
         if let Some(found) = e.downcast_ref::<T>() {
             return Some(found);
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(found) = inner.downcast_ref::<T>()
-        {
-            return Some(found);
-        }
-        current = e.source();
+        current = next_cause(e);
+        depth += 1;
     }
     None
 }
 
 fn io_kind_in_chain(err: &(dyn StdError + 'static), kind: std::io::ErrorKind) -> bool {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = current {
+    let mut depth = 0;
+    while let Some(e) = current
+        && depth < 32
+    {
         if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == kind) {
             return true;
         }
-        current = e.source();
+        current = next_cause(e);
+        depth += 1;
     }
     false
 }

@@ -48,7 +48,8 @@ pub fn router(state: Arc<ServeState>, alerts: Arc<AlertSender>) -> Router {
 fn encode(headers: &HeaderMap, families: &[GaugeFamily], counters: Option<&metrics::RunCounters>) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("application/openmetrics-text") {
-        ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], metrics::encode_openmetrics(families, counters)).into_response()
+        ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], metrics::encode_openmetrics(families, counters))
+            .into_response()
     } else {
         ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], metrics::encode_text(families, counters)).into_response()
     }

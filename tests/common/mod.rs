@@ -11,10 +11,12 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod balancer;
 pub mod cli;
 pub mod images;
 pub mod monitoring;
 pub mod nginx;
+pub mod pki;
 pub mod process;
 pub mod registry;
 pub mod skopeo;

@@ -31,12 +31,38 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct RegistryOptions {
     /// `storage.cache.blobdescriptor: inmemory` (the packaged default).
     pub blob_descriptor_cache: bool,
+    /// Serve HTTPS with this certificate and key (`http.tls`).
+    pub tls: Option<super::pki::PemPair>,
+    /// The registry's `auth:` section.
+    pub auth: Option<RegistryAuth>,
+    /// `http.secret`: instances behind one load balancer must share it.
+    pub secret: String,
+    /// `storage.filesystem.rootdirectory` shared with other instances (default: its own).
+    pub shared_storage: Option<PathBuf>,
+    /// `storage.delete.enabled` (manifest `DELETE` answers 405 `UNSUPPORTED` without it).
+    pub delete_enabled: bool,
 }
 
 impl Default for RegistryOptions {
     fn default() -> Self {
-        RegistryOptions { blob_descriptor_cache: true }
+        RegistryOptions {
+            blob_descriptor_cache: true,
+            tls: None,
+            auth: None,
+            secret: "pullprobe-test-secret".into(),
+            shared_storage: None,
+            delete_enabled: true,
+        }
     }
+}
+
+/// distribution's `auth:` modes.
+#[derive(Debug, Clone)]
+pub enum RegistryAuth {
+    /// `htpasswd` with this file of bcrypt entries (realm `pullprobe-test`).
+    Htpasswd(PathBuf),
+    /// `token`: tokens from `realm`, signed by a key whose certificate is in `rootcertbundle`.
+    Token { realm: String, service: String, issuer: String, rootcertbundle: PathBuf },
 }
 
 /// A running registry; stopped (by PID) when dropped.
@@ -88,6 +114,7 @@ impl Registry {
         let config = self.dir.path().join("config.yml");
         fs::write(&config, self.config()).expect("writing the registry config");
         let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("opening the registry log");
+        let log_start = log.metadata().map(|m| m.len() as usize).unwrap_or(0);
         let mut child = Command::new(BINARY)
             .arg("serve")
             .arg(&config)
@@ -96,7 +123,12 @@ impl Registry {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {BINARY}: {e}"));
-        match wait_until_ready(&mut child, &self.host_port(), "/v2/", &self.instance, READY_TIMEOUT) {
+        let ready = if self.options.tls.is_some() {
+            wait_until_listening(&mut child, &self.log_path(), log_start, self.port)
+        } else {
+            wait_until_ready(&mut child, &self.host_port(), "/v2/", &self.instance, READY_TIMEOUT)
+        };
+        match ready {
             Readiness::Ready => {
                 self.child = Some(child);
                 true
@@ -114,19 +146,44 @@ impl Registry {
         format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n{cache}\
+             storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: {delete}\n{cache}\
              \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: pullprobe-test-secret\n\
-             \x20 headers:\n    {INSTANCE_HEADER}: [\"{instance}\"]\n",
+             http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n\
+             \x20 headers:\n    {INSTANCE_HEADER}: [\"{instance}\"]\n{tls}{auth}",
             root = self.root().display(),
+            delete = self.options.delete_enabled,
+            secret = self.options.secret,
             port = self.port,
             instance = self.instance,
+            tls = match &self.options.tls {
+                Some(pair) =>
+                    format!("  tls:\n    certificate: {}\n    key: {}\n", pair.cert.display(), pair.key.display()),
+                None => String::new(),
+            },
+            auth = match &self.options.auth {
+                None => String::new(),
+                Some(RegistryAuth::Htpasswd(path)) => {
+                    format!("auth:\n  htpasswd:\n    realm: pullprobe-test\n    path: {}\n", path.display())
+                }
+                Some(RegistryAuth::Token { realm, service, issuer, rootcertbundle }) => format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    \
+                     rootcertbundle: {}\n",
+                    rootcertbundle.display()
+                ),
+            },
         )
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// Stop, take new options (TLS, auth), and start again on the same port with the same storage.
+    pub fn restart_with(&mut self, options: RegistryOptions) {
+        self.options = options;
+        self.restart();
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` with TLS)
     pub fn url(&self) -> Url {
-        Url::parse(&format!("http://{}", self.host_port())).expect("registry URL")
+        let scheme = if self.options.tls.is_some() { "https" } else { "http" };
+        Url::parse(&format!("{scheme}://{}", self.host_port())).expect("registry URL")
     }
 
     /// `127.0.0.1:PORT`
@@ -146,7 +203,7 @@ impl Registry {
 
     /// The storage root (`rootdirectory`): `<root>/docker/registry/v2/…`.
     pub fn root(&self) -> PathBuf {
-        self.dir.path().join("storage")
+        self.options.shared_storage.clone().unwrap_or_else(|| self.dir.path().join("storage"))
     }
 
     /// A directory for images built by the test, removed with the registry.
@@ -206,6 +263,28 @@ impl Registry {
         let path = self.blob_data_path(digest);
         assert!(path.is_file(), "blob {digest} is not in the registry's storage ({})", path.display());
         path
+    }
+}
+
+/// Wait until a registry serving TLS logs that it listens on `port` (a plain
+/// HTTP readiness request cannot reach it); our own log proves it is ours.
+fn wait_until_listening(child: &mut Child, log: &Path, log_start: usize, port: u16) -> Readiness {
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let wanted = format!("listening on 127.0.0.1:{port}, tls");
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Readiness::Exited(status);
+        }
+        if fs::read(log)
+            .is_ok_and(|l| String::from_utf8_lossy(l.get(log_start..).unwrap_or_default()).contains(&wanted))
+            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        {
+            return Readiness::Ready;
+        }
+        if std::time::Instant::now() > deadline {
+            return Readiness::TimedOut;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -145,7 +145,9 @@ fn missing_at_deadline(reader: &Reader<'_>, pieces: &[(Piece<'_>, State)], waite
             State::Served(_) => None,
         })
         .collect();
-    let absent = |err: Option<&ProbeError>| err.is_none_or(|e| matches!(e.reason, Reason::ManifestUnknown | Reason::BlobUnknown));
+    let absent = |err: Option<&ProbeError>| {
+        err.is_none_or(|e| matches!(e.reason, Reason::ManifestUnknown | Reason::BlobUnknown))
+    };
     if let Some((piece, Some(err))) = missing.iter().find(|(_, err)| !absent(*err)) {
         let mut err = (*err).clone();
         err.message = format!(

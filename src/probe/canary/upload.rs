@@ -53,7 +53,11 @@ pub struct PushPlan<'a> {
 
 /// Push the image. `warnings` collects what is worth knowing but not a failure
 /// (an upload the registry sent to another host).
-pub async fn push_image(plan: &PushPlan<'_>, image: &CanaryImage, warnings: &mut Vec<String>) -> Result<(), ProbeError> {
+pub async fn push_image(
+    plan: &PushPlan<'_>,
+    image: &CanaryImage,
+    warnings: &mut Vec<String>,
+) -> Result<(), ProbeError> {
     let total = plan.sessions + 1;
     let mut uploads: Vec<(&CanaryBlob, Form)> = (0..plan.sessions)
         .map(|_| (&image.layer, Form::Chunked { chunk_size: plan.chunk_size.clamp(1, image.layer.size().max(1)) }))
@@ -95,7 +99,9 @@ fn upload_label(number: usize, total: usize, blob: &CanaryBlob, form: Form) -> S
             blob.size(),
             blob.size().div_ceil(chunk_size)
         ),
-        Form::Monolithic => format!("upload {number} of {total} ({}, {} bytes, monolithic)", blob.describe(), blob.size()),
+        Form::Monolithic => {
+            format!("upload {number} of {total} ({}, {} bytes, monolithic)", blob.describe(), blob.size())
+        }
     }
 }
 
@@ -217,7 +223,8 @@ mod tests {
     fn one_error_names_every_failed_upload() {
         let first = ProbeError::new(Reason::UploadFailed, "upload 1 of 4 (layer): PATCH chunk 1 of 2: HTTP status 404")
             .with_registry_error(Some("BLOB_UPLOAD_UNKNOWN".into()));
-        let second = ProbeError::new(Reason::UploadFailed, "upload 3 of 4 (layer): PATCH chunk 1 of 2: HTTP status 404");
+        let second =
+            ProbeError::new(Reason::UploadFailed, "upload 3 of 4 (layer): PATCH chunk 1 of 2: HTTP status 404");
         let err = combine(vec![(1, first), (3, second)], 4);
         assert_eq!(err.reason, Reason::UploadFailed);
         assert_eq!(err.registry_error.as_deref(), Some("BLOB_UPLOAD_UNKNOWN"));

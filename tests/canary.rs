@@ -1,0 +1,417 @@
+//! The write-path canary against real registries: a push through nginx read
+//! back through every frontend, with old canaries cleaned up; the outage it was
+//! built for — registry instances with separate storage behind one
+//! round-robin load balancer, where a chunked upload's session lives on the
+//! other instance (`BLOB_UPLOAD_UNKNOWN`) — reproduced; a frontend with its own
+//! storage found `not_replicated`; shared storage passing; a registry that
+//! refuses deletes reported as a warning; and hostile upload answers from a
+//! small in-test server (202 without `Location`, a `Location` on another host,
+//! a 500 in the middle of an upload).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::Response;
+use serde_json::Value;
+
+use common::balancer::Balancer;
+use common::process::http_request;
+use common::{Nginx, Registry, RegistryOptions, ResultJson, json_results, push, result_for, run_pullprobe_with};
+use pullprobe::image_builder::{Format, ImageBuilder, LayerBuilder, LayerCompression};
+
+const REPO: &str = "pullprobe/canary";
+const LOCATION: &str = "test";
+const RUN_LIMIT: Duration = Duration::from_secs(90);
+
+/// A probes.yaml with one canary probe on registry `reg` at `url`, read back
+/// through `frontends` (name, URL); `more` is appended to `probes:`.
+fn config(url: &str, frontends: &[(&str, String)], more: &str) -> (tempfile::TempDir, String) {
+    let listed: Vec<String> = frontends.iter().map(|(name, url)| format!("{{name: {name}, url: {url}}}")).collect();
+    let yaml = format!(
+        "defaults:\n  location: {LOCATION}\n  timeout: 30s\n\
+         registries:\n  - name: reg\n    url: {url}\n    frontends: [{}]\n\
+         probes:\n  - name: write-path\n    registry: reg\n    \
+         canary: {{repository: {REPO}, consistency_deadline: 2s, size: 64KiB, chunk_size: 16KiB, sessions: 2}}\n{more}",
+        listed.join(", ")
+    );
+    let dir = tempfile::Builder::new().prefix("pullprobe-canary-").tempdir().expect("temp dir");
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(&path, yaml).expect("writing probes.yaml");
+    let path = path.to_str().expect("UTF-8 path").to_string();
+    (dir, path)
+}
+
+/// `pullprobe now -c CONFIG -o json ARGS…`: exit code, results, stderr.
+fn run_now(config: &str, args: &[&str]) -> (i32, Vec<Value>, String) {
+    let mut all = vec!["now", "-c", config, "-o", "json"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = run_pullprobe_with(&all, &[], None, RUN_LIMIT);
+    let results = if stdout.trim().is_empty() { Vec::new() } else { json_results(&stdout) };
+    (code, results, stderr)
+}
+
+/// The tags of the canary repository, sorted, straight from the registry.
+fn tags(host_port: &str) -> Vec<String> {
+    let response = http_request("GET", host_port, &format!("/v2/{REPO}/tags/list"), &[]).expect("GET tags/list");
+    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    let list: Value = serde_json::from_slice(&response.body).expect("tag list JSON");
+    let mut tags: Vec<String> =
+        list["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(String::from)).collect();
+    tags.sort();
+    tags
+}
+
+fn manifest_status(host_port: &str, reference: &str) -> u16 {
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    http_request("HEAD", host_port, &format!("/v2/{REPO}/manifests/{reference}"), &accept).expect("HEAD manifest").status
+}
+
+/// Push a distinct small image under each tag (distinct, so deleting one manifest deletes one tag).
+async fn seed(registry: &Registry, tags: &[&str]) -> Vec<String> {
+    let mut digests = Vec::new();
+    for tag in tags {
+        let dir = registry.scratch().join(tag);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let layer = LayerBuilder::new().file("srv/seed", *tag).write(&dir, LayerCompression::Gzip).expect("layer");
+        let image = ImageBuilder::new(Format::Oci).layer(layer).build(&dir).expect("image");
+        digests.push(push(registry, REPO, tag, image).await.digest.to_string());
+    }
+    digests
+}
+
+fn assert_passed(result: &Value) {
+    assert!(result.is_ok(), "{result}");
+    assert_eq!(result.str_field("kind"), Some("canary"));
+    let phases = &result["phases"];
+    assert!(phases["push"].as_f64().is_some_and(|s| s > 0.0), "{result}");
+    assert!(phases["visible"].as_f64().is_some(), "time-to-visible recorded: {result}");
+    let layers = result.layers();
+    assert_eq!(layers.len(), 2, "config and layer read back: {result}");
+    for layer in layers {
+        assert!(layer.is_ok(), "{layer}");
+        assert_eq!(layer.str_field("check"), Some("digest_only"));
+        assert_eq!(layer.u64_field("bytes"), layer.u64_field("size"), "{layer}");
+    }
+}
+
+fn canary_tag(results: &[Value]) -> String {
+    // The run's tag is named in no result field; the registry has it: the newest of our location.
+    let digest = results[0].str_field("manifest_digest").expect("manifest digest").to_string();
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_through_nginx_is_seen_by_every_frontend_and_old_canaries_go() {
+    let registry = Registry::start();
+    let proxy = Nginx::start_proxy(&registry.host_port());
+    let old = ["pullprobe-canary-test-1000", "pullprobe-canary-test-1001", "pullprobe-canary-test-1002"];
+    let kept = ["latest", "pullprobe-canary-elsewhere-1", "pullprobe-canary-test-1003"];
+    let old_digests = seed(&registry, &old).await;
+    seed(&registry, &kept).await;
+    let before = tags(&registry.host_port());
+    assert_eq!(before.len(), 6, "{before:?}");
+
+    let frontends = [("registry", registry.url().to_string()), ("nginx", proxy.url().to_string())];
+    let image_probe = format!("  - name: seeded\n    image: {}/{REPO}:latest\n", registry.host_port());
+    let (_dir, path) = config(proxy.url().as_str(), &frontends, &image_probe);
+    let (code, results, stderr) = run_now(&path, &["--probe", "write-path"]);
+    assert_eq!(code, 0, "{results:?}\n{stderr}");
+    assert_eq!(results.len(), 2, "one result per frontend: {results:?}");
+    for name in ["registry", "nginx"] {
+        let result = result_for(&results, name);
+        assert_passed(result);
+        assert_eq!(result.str_field("image"), Some(format!("{}/{REPO}", registry.host_port()).as_str()));
+        assert_eq!(result.str_field("location"), Some(LOCATION));
+        assert!(result.get("warnings").is_none(), "a clean run has no warnings: {result}");
+    }
+    let digest = canary_tag(&results);
+    assert_eq!(manifest_status(&registry.host_port(), &digest), 200, "the canary manifest is in the registry");
+
+    // Cleanup: this location keeps its newest 3 canaries (this run's included); nothing else is touched.
+    let after = tags(&registry.host_port());
+    let ours: Vec<&String> = after.iter().filter(|t| t.starts_with("pullprobe-canary-test-")).collect();
+    assert_eq!(ours.len(), 3, "{after:?}");
+    for tag in kept {
+        assert!(after.iter().any(|t| t == tag), "{tag} kept: {after:?}");
+    }
+    for (tag, digest) in old.iter().zip(&old_digests) {
+        if *tag == "pullprobe-canary-test-1002" {
+            assert!(after.iter().any(|t| t == tag), "the newest old ones stay: {after:?}");
+            continue;
+        }
+        assert!(!after.iter().any(|t| t == tag), "{tag} deleted: {after:?}");
+        assert_eq!(manifest_status(&registry.host_port(), digest), 404, "{tag}'s manifest deleted by digest");
+    }
+
+    // A second run: it pushes again (new random blobs) and still keeps three.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (code, results, stderr) = run_now(&path, &["--probe", "write-path"]);
+    assert_eq!(code, 0, "{results:?}\n{stderr}");
+    assert_ne!(canary_tag(&results), digest, "every run pushes a new image");
+    let again = tags(&registry.host_port());
+    assert_eq!(again.iter().filter(|t| t.starts_with("pullprobe-canary-test-")).count(), 3, "{again:?}");
+    assert!(!again.iter().any(|t| t == "pullprobe-canary-test-1002"), "{again:?}");
+
+    // --no-push: a read-only run skips the canary and pushes nothing.
+    let (code, results, stderr) = run_now(&path, &["--no-push"]);
+    assert_eq!(code, 0, "{results:?}\n{stderr}");
+    assert!(!results.is_empty() && results.iter().all(|r| r.str_field("kind") == Some("pull")), "{results:?}");
+    assert_eq!(tags(&registry.host_port()), again, "nothing pushed or deleted");
+    let (code, _, stderr) = run_now(&path, &["--no-push", "--probe", "write-path"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--no-push skipped 1 canary probe"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_refuses_deletes_is_a_warning() {
+    let registry = Registry::start_with(RegistryOptions { delete_enabled: false, ..RegistryOptions::default() });
+    seed(&registry, &["pullprobe-canary-test-1", "pullprobe-canary-test-2", "pullprobe-canary-test-3"]).await;
+    let (_dir, path) = config(registry.url().as_str(), &[("registry", registry.url().to_string())], "");
+    let (code, results, stderr) = run_now(&path, &[]);
+    assert_eq!(code, 0, "a refused cleanup does not fail the probe: {results:?}\n{stderr}");
+    let result = result_for(&results, "registry");
+    assert_passed(result);
+    let warnings = result["warnings"].to_string();
+    assert!(warnings.contains("refuses to delete manifests") && warnings.contains("UNSUPPORTED"), "{warnings}");
+    assert_eq!(tags(&registry.host_port()).len(), 4, "nothing deleted");
+}
+
+/// Two instances behind one round-robin balancer, each with its own storage.
+fn split_pair(secret_a: &str, secret_b: &str) -> (Registry, Registry, Balancer) {
+    let options = |secret: &str| RegistryOptions { secret: secret.to_string(), ..RegistryOptions::default() };
+    let a = Registry::start_with(options(secret_a));
+    let b = Registry::start_with(options(secret_b));
+    let balancer = Balancer::start(&[a.host_port(), b.host_port()]);
+    (a, b, balancer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn separate_storage_behind_a_round_robin_fails_uploads_with_blob_upload_unknown() {
+    let (a, b, balancer) = split_pair("shared-secret", "shared-secret");
+    let frontends = [("site-a", a.url().to_string()), ("site-b", b.url().to_string())];
+    let (_dir, path) = config(balancer.url().as_str(), &frontends, "");
+    let (code, results, stderr) = run_now(&path, &[]);
+    assert_eq!(code, 1, "{results:?}\n{stderr}");
+    assert_eq!(results.len(), 2, "{results:?}");
+    for result in &results {
+        assert_eq!(result.reason(), Some("upload_failed"), "{result}");
+        assert_eq!(result.registry_error(), Some("BLOB_UPLOAD_UNKNOWN"), "{result}");
+        assert_eq!(result.str_field("phase"), Some("upload"));
+        assert_eq!(result.str_field("kind"), Some("canary"));
+        let error = result.error_message().unwrap_or_default();
+        assert!(error.starts_with("upload 1 of 3 (layer sha256:"), "the session is named: {error}");
+        assert!(error.contains("chunked") && error.contains("PATCH chunk 1 of 4"), "the request is named: {error}");
+        assert!(error.contains("uploads 1, 2, 3 of 3 failed"), "every session tried: {error}");
+        assert!(error.contains("no manifest was pushed"), "{error}");
+    }
+    // The balancer really split the sessions: POST and PATCH went to different instances.
+    let log = balancer.access_log();
+    assert!(log.contains(&format!("upstream={}", a.host_port())) && log.contains(&format!("upstream={}", b.host_port())));
+
+    // Different secrets: the other instance cannot even read the session state.
+    let (a, b, balancer) = split_pair("secret-a", "secret-b");
+    let frontends = [("site-a", a.url().to_string()), ("site-b", b.url().to_string())];
+    let (_dir, path) = config(balancer.url().as_str(), &frontends, "");
+    let (code, results, _) = run_now(&path, &[]);
+    assert_eq!(code, 1);
+    for result in &results {
+        assert_eq!(result.reason(), Some("upload_failed"), "{result}");
+        assert_eq!(result.registry_error(), Some("BLOB_UPLOAD_INVALID"), "{result}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frontend_with_its_own_storage_is_not_replicated() {
+    let site_a = Registry::start();
+    let site_b = Registry::start();
+    let frontends = [("site-a", site_a.url().to_string()), ("site-b", site_b.url().to_string())];
+    let (_dir, path) = config(site_a.url().as_str(), &frontends, "");
+    let (code, results, stderr) = run_now(&path, &[]);
+    assert_eq!(code, 1, "{results:?}\n{stderr}");
+    assert_passed(result_for(&results, "site-a"));
+
+    let lagging = result_for(&results, "site-b");
+    assert_eq!(lagging.reason(), Some("not_replicated"), "{lagging}");
+    assert_eq!(lagging.str_field("phase"), Some("consistency"));
+    assert_eq!(lagging.registry_error(), Some("MANIFEST_UNKNOWN"), "{lagging}");
+    let error = lagging.error_message().unwrap_or_default();
+    assert!(error.starts_with("frontend site-b still does not serve manifest pullprobe/canary:pullprobe-canary-test-"));
+    let digest = lagging.str_field("manifest_digest").expect("the pushed digest");
+    assert!(error.contains(&digest[..19]), "{error}");
+    for layer in lagging.layers() {
+        assert_eq!(layer.reason(), Some("not_replicated"), "{layer}");
+        let blob = layer.str_field("digest").unwrap_or_default();
+        assert!(error.contains(&blob[..19]), "every missing blob is named: {error}");
+    }
+    assert!(lagging["phases"].get("visible").is_none(), "{lagging}");
+    let waited = lagging["duration_seconds"].as_f64().unwrap_or_default();
+    assert!(waited >= 2.0, "polled until the deadline: {waited}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_storage_behind_a_round_robin_passes() {
+    let storage = tempfile::Builder::new().prefix("pullprobe-shared-storage-").tempdir().expect("temp dir");
+    let options = || RegistryOptions { shared_storage: Some(storage.path().to_path_buf()), ..RegistryOptions::default() };
+    let a = Registry::start_with(options());
+    let b = Registry::start_with(options());
+    let balancer = Balancer::start(&[a.host_port(), b.host_port()]);
+    let frontends = [("site-a", a.url().to_string()), ("site-b", b.url().to_string())];
+    let (_dir, path) = config(balancer.url().as_str(), &frontends, "");
+    let (code, results, stderr) = run_now(&path, &[]);
+    assert_eq!(code, 0, "{results:?}\n{stderr}");
+    for name in ["site-a", "site-b"] {
+        assert_passed(result_for(&results, name));
+    }
+    let log = balancer.access_log();
+    assert!(log.contains(&format!("upstream={}", b.host_port())), "both instances took requests:\n{log}");
+}
+
+// ---------------------------------------------------------------------------
+// Hostile upload answers from a small in-test server.
+
+/// How the test server answers one request: method, path, and how many requests came before.
+type Answer = Box<dyn Fn(&Method, &str, usize) -> Response + Send + Sync>;
+
+struct FakeState {
+    answer: Answer,
+    seen: Mutex<Vec<(Method, String)>>,
+}
+
+struct FakeRegistry {
+    addr: SocketAddr,
+    state: Arc<FakeState>,
+}
+
+impl FakeRegistry {
+    async fn start(answer: impl Fn(&Method, &str, usize) -> Response + Send + Sync + 'static) -> Self {
+        let state = Arc::new(FakeState { answer: Box::new(answer), seen: Mutex::new(Vec::new()) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let app = Router::new().fallback(fake_handle).with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeRegistry { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<(Method, String)> {
+        self.state.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Run the canary against it (the registry is its only frontend); its one result.
+    fn run(&self) -> Value {
+        let (_dir, path) = config(&self.url(), &[("fake", self.url())], "");
+        let (code, results, stderr) = run_now(&path, &[]);
+        assert_eq!(code, 1, "{results:?}\n{stderr}");
+        assert_eq!(results.len(), 1, "{results:?}");
+        results[0].clone()
+    }
+}
+
+async fn fake_handle(State(state): State<Arc<FakeState>>, request: Request) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let before = {
+        let mut seen = state.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.push((method.clone(), path.clone()));
+        seen.len() - 1
+    };
+    // Read the body so the client is not cut off mid-send.
+    let _ = axum::body::to_bytes(request.into_body(), 16 << 20).await;
+    (state.answer)(&method, &path, before)
+}
+
+fn answer(status: StatusCode, headers: &[(&str, String)], body: &str) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    for (name, value) in headers {
+        let name = header::HeaderName::from_bytes(name.as_bytes()).expect("header name");
+        response.headers_mut().insert(name, value.parse().expect("header value"));
+    }
+    response
+}
+
+/// An upload session that works: 202 with a Location for POST and PATCH, 201 for PUT, 204 for DELETE.
+fn well_behaved(method: &Method, path: &str) -> Response {
+    let location = format!("/v2/{REPO}/blobs/uploads/session-1?_state=opaque");
+    match *method {
+        Method::POST | Method::PATCH => answer(StatusCode::ACCEPTED, &[("location", location)], ""),
+        Method::PUT => answer(StatusCode::CREATED, &[], ""),
+        Method::DELETE => answer(StatusCode::NO_CONTENT, &[], ""),
+        _ => answer(StatusCode::NOT_FOUND, &[], &format!("no {path}")),
+    }
+}
+
+fn count(seen: &[(Method, String)], method: Method) -> usize {
+    seen.iter().filter(|(m, _)| *m == method).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_accepted_without_a_location_fails_clearly() {
+    let fake = FakeRegistry::start(|method, path, _| match *method {
+        Method::POST => answer(StatusCode::ACCEPTED, &[], ""),
+        _ => well_behaved(method, path),
+    })
+    .await;
+    let result = fake.run();
+    assert_eq!(result.reason(), Some("upload_failed"), "{result}");
+    assert_eq!(result.str_field("phase"), Some("upload"));
+    let error = result.error_message().unwrap_or_default();
+    assert!(error.contains("POST (starting the upload): the registry sent no Location header"), "{error}");
+    assert!(error.contains("uploads 1, 2, 3 of 3 failed") && error.contains("no manifest was pushed"), "{error}");
+    assert_eq!(count(&fake.seen(), Method::PATCH), 0, "nothing sent without a Location");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_sent_to_another_host_fails_clearly() {
+    let closed = common::process::free_port();
+    let elsewhere = format!("http://127.0.0.2:{closed}/v2/{REPO}/blobs/uploads/session-1?_state=secret-state");
+    let fake = FakeRegistry::start(move |method, path, _| match *method {
+        Method::POST => answer(StatusCode::ACCEPTED, &[("location", elsewhere.clone())], ""),
+        _ => well_behaved(method, path),
+    })
+    .await;
+    let result = fake.run();
+    assert_eq!(result.reason(), Some("upload_failed"), "the registry's answer broke the upload: {result}");
+    let error = result.error_message().unwrap_or_default();
+    assert!(error.contains("PATCH chunk 1 of 4"), "{error}");
+    assert!(error.contains(&format!("sent the upload to http://127.0.0.2:{closed}, not to the registry URL")), "{error}");
+    assert!(error.contains("could not be cancelled"), "the open session is reported: {error}");
+    assert!(!error.contains("secret-state"), "no upload state in messages: {error}");
+    let warnings = result["warnings"].to_string();
+    assert!(warnings.contains("another host than the registry URL"), "{warnings}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_500_in_the_middle_of_an_upload_fails_clearly_and_the_session_is_cancelled() {
+    let fake = FakeRegistry::start(|method, path, before| {
+        // Requests: POST, PATCH 1, PATCH 2 → 500.
+        if *method == Method::PATCH && before == 2 {
+            return answer(StatusCode::INTERNAL_SERVER_ERROR, &[], "storage backend unavailable");
+        }
+        well_behaved(method, path)
+    })
+    .await;
+    let result = fake.run();
+    assert_eq!(result.reason(), Some("upload_failed"), "{result}");
+    assert_eq!(result.registry_error(), None);
+    let error = result.error_message().unwrap_or_default();
+    assert!(error.starts_with("upload 1 of 3 (layer sha256:"), "{error}");
+    assert!(error.contains("PATCH chunk 2 of 4: HTTP status 500"), "{error}");
+    assert!(error.contains("the upload session was cancelled"), "{error}");
+    assert!(error.contains("upload 1 of 3 failed") && error.contains("no manifest was pushed"), "{error}");
+    let seen = fake.seen();
+    assert_eq!(seen[3].0, Method::DELETE, "the failed session is cancelled at once: {seen:?}");
+    assert!(!seen.iter().any(|(m, p)| *m == Method::PUT && p.contains("/manifests/")), "no manifest: {seen:?}");
+}
