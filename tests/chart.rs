@@ -7,7 +7,9 @@
 //! - The rendered CronJob run the way a kubelet runs it (its volumes from the
 //!   rendered ConfigMap, its command, args and env) against a real registry:
 //!   it passes, and fails once a layer is corrupted — with direct alerting,
-//!   the failure pages Alertmanager and the Job succeeds (`--no-fail`).
+//!   the failure pages Alertmanager and the Job succeeds (`--no-fail`). The
+//!   rendered Deployment's `serve` answers where its liveness and readiness
+//!   probes ask.
 //! - Bad values fail `helm template` with the schema's message.
 //! - The engine-less image (`scripts/build-image`) pushed to a real registry
 //!   and verified by `pullprobe now`, then unpacked by `umoci` and run in a
@@ -44,30 +46,46 @@ fn chart_dir() -> PathBuf {
     repo_path("charts/pullprobe")
 }
 
-/// A tool on PATH or in the cache directory `scripts/install-deps` installs into.
+/// A tool from the cache directory `scripts/install-deps` installs into (the
+/// versions it pins), else from PATH.
 fn tool(name: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|dir| dir.join(name)).collect::<Vec<_>>())
-        .unwrap_or_default();
     let cache = std::env::var_os("PULLPROBE_TOOLS").map(PathBuf::from).unwrap_or_else(|| {
         let base = std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
         base.join("pullprobe-tools")
     });
-    on_path.into_iter().chain([cache.join("bin").join(name)]).find(|p| p.is_file()).unwrap_or_else(|| {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|dir| dir.join(name)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    [cache.join("bin").join(name)].into_iter().chain(on_path).find(|p| p.is_file()).unwrap_or_else(|| {
         panic!(
-            "{name} is not installed (looked on PATH and in {}): run scripts/install-deps, \
+            "{name} is not installed (looked in {} and on PATH): run scripts/install-deps, \
              which installs helm and kubernetes-validate there",
             cache.join("bin").display()
         )
     })
 }
 
+/// helm 3: the schema messages the tests expect are helm 3's.
+fn helm_binary() -> PathBuf {
+    let helm = tool("helm");
+    let out = run_with_timeout(Command::new(&helm).args(["version", "--short"]), HELM_TIMEOUT);
+    assert!(
+        out.stdout.starts_with("v3."),
+        "{} is not helm 3 ({}{}): run scripts/install-deps for the pinned helm 3",
+        helm.display(),
+        out.stdout.trim(),
+        out.stderr.trim()
+    );
+    helm
+}
+
 /// `helm ARGS…` with its own empty config, cache and data directories.
 fn helm(args: &[&str]) -> CommandOutput {
     let home = tempfile::Builder::new().prefix("pullprobe-helm-").tempdir().expect("temp dir");
-    let mut command = Command::new(tool("helm"));
+    static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let mut command = Command::new(HELM.get_or_init(helm_binary));
     command
         .args(args)
         .env("HELM_CACHE_HOME", home.path().join("cache"))
