@@ -243,14 +243,14 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// serve logs at info (one line per probe result), as JSON lines for a log pipeline.
 fn init_serve_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PULLPROBE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls_platform_verifier=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::redact::RedactedStderr);
     let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PULLPROBE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::redact::RedactedStderr).try_init();
 }
 
@@ -581,6 +581,10 @@ pub(crate) fn unsupported_features(config: &Config) -> Option<String> {
             other => {
                 problems.push(format!("probe {name:?}: `{}:` probes are not supported by this version", other.key()))
             }
+        }
+        let registry = probe.registry.as_deref().and_then(|r| config.registry(r));
+        if matches!(probe.kind, ProbeKind::Canary(_)) && registry.is_some_and(|r| r.auth.is_some()) {
+            problems.push(format!("probe {name:?}: `canary:` pushes with `auth:` are not supported by this version"));
         }
     }
     problems.into_iter().next()

@@ -59,7 +59,9 @@ fn redact_words(text: &str) -> String {
             continue;
         }
         let lower = word.to_ascii_lowercase();
-        if lower == "bearer" || lower == "basic" {
+        // `"Bearer`, `(Basic`: quoted or bracketed in Debug output all the same.
+        let bare = lower.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+        if bare == "bearer" || bare == "basic" {
             hide_next = true;
             out.push(word.to_string());
             continue;
@@ -140,5 +142,8 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("https://r.example.org/v2/x"));
+        let debug = r#"headers: {"authorization": "Bearer eyJhbGc.payload.sig", "x": (Basic dXNlcjpwdw==)}"#;
+        let shown = redact_text(debug);
+        assert!(!shown.contains("eyJhbGc") && !shown.contains("dXNlcjpwdw"), "{shown}");
     }
 }

@@ -100,10 +100,7 @@ fn pullprobe(args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// The password, its Basic form, and the forms a leak would take.
 fn password_secrets() -> Vec<String> {
-    vec![
-        PASSWORD.to_string(),
-        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}")),
-    ]
+    vec![PASSWORD.to_string(), base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))]
 }
 
 /// Run the probes of `config` three ways — JSON, the table, JSON with debug logs — and
@@ -230,7 +227,7 @@ async fn htpasswd_wrong_or_missing_password_is_auth_failed() {
     // No credentials configured at all: the challenge says what is missing.
     let config = registry_config(pki.dir.path(), registry.url().as_str(), &ca_yaml(&pki.ca.cert));
     let run = pullprobe(&["now", "-o", "json", "-c", config.to_str().unwrap()], &[]);
-    run.assert_failed("auth_failed", "auth", &["HTTP Basic", "realm \"pullprobe-test\"", "none are configured"]);
+    run.assert_failed("auth_failed", "auth", &["basic-auth", "realm \"pullprobe-test\"", "none are configured"]);
     // The variable is not set.
     let config = registry_config(pki.dir.path(), registry.url().as_str(), &extra);
     let run = pullprobe(&["now", "-o", "json", "-c", config.to_str().unwrap()], &[]);
@@ -266,11 +263,7 @@ async fn name_mismatch_and_expired_certificates_are_tls_errors() {
     // The registry's name is not in the certificate: reach it as registry.pullprobe.test,
     // pinned to its address (Host and SNI stay the name).
     let url = format!("https://registry.pullprobe.test:{}", registry.port());
-    let extra = format!(
-        "    frontends: [127.0.0.1]\n{}{}",
-        basic_auth_yaml(),
-        ca_yaml(&pki.ca.cert)
-    );
+    let extra = format!("    frontends: [127.0.0.1]\n{}{}", basic_auth_yaml(), ca_yaml(&pki.ca.cert));
     let config = registry_config(pki.dir.path(), &url, &extra);
     let run = pullprobe(&["now", "-o", "json", "-c", config.to_str().unwrap()], &env);
     run.assert_failed("tls_error", "connect", &["name mismatch", "registry.pullprobe.test"]);
@@ -395,7 +388,8 @@ async fn token_endpoint(State(state): State<Arc<TokenServerState>>, request: Req
             .into_response();
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    let (nbf, exp) = if state.next_expired.swap(false, Ordering::Relaxed) { (now - 900, now - 300) } else { (now - 10, now + 600) };
+    let (nbf, exp) =
+        if state.next_expired.swap(false, Ordering::Relaxed) { (now - 900, now - 300) } else { (now - 10, now + 600) };
     let access: Vec<Value> = scopes
         .iter()
         .filter_map(|s| {
@@ -534,8 +528,11 @@ async fn cred_helper_and_mounted_dockerconfigjson_supply_credentials() {
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     fs::write(&mounted, json!({"auths": {format!("http://{}", registry.host_port()): {"auth": auth}}}).to_string())
         .unwrap();
-    let config =
-        registry_config(dir.path(), registry.url().as_str(), &format!("    auth: {{docker_config: {}}}\n", mounted.display()));
+    let config = registry_config(
+        dir.path(),
+        registry.url().as_str(),
+        &format!("    auth: {{docker_config: {}}}\n", mounted.display()),
+    );
     let run = probe_everywhere(&config, &[], &[], &password_secrets());
     run.assert_ok();
 
@@ -764,7 +761,14 @@ async fn https_proxy_and_no_proxy_are_honoured_and_pinning_through_a_proxy_is_re
         assert!(run.stderr.contains(needle), "{needle:?}: {}", run.context());
     }
     let run = pullprobe(
-        &["now", "-o", "json", "--frontend", "127.0.0.1", &format!("registry.pullprobe.test:{}/small:latest", registry.port())],
+        &[
+            "now",
+            "-o",
+            "json",
+            "--frontend",
+            "127.0.0.1",
+            &format!("registry.pullprobe.test:{}/small:latest", registry.port()),
+        ],
         &[("HTTPS_PROXY", &proxy_url), ("NO_PROXY", "")],
     );
     assert_eq!(run.code, 2, "{}", run.context());

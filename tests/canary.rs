@@ -4,9 +4,10 @@
 //! round-robin load balancer, where a chunked upload's session lives on the
 //! other instance (`BLOB_UPLOAD_UNKNOWN`) — reproduced; a frontend with its own
 //! storage found `not_replicated`; shared storage passing; a registry that
-//! refuses deletes reported as a warning; and hostile upload answers from a
-//! small in-test server (202 without `Location`, a `Location` on another host,
-//! a 500 in the middle of an upload).
+//! refuses deletes reported as a warning; `serve` running canaries on their
+//! interval with their metrics; and hostile upload answers from a small
+//! in-test server (202 without `Location`, a `Location` on another host, a 500
+//! in the middle of an upload).
 
 mod common;
 
@@ -70,7 +71,9 @@ fn tags(host_port: &str) -> Vec<String> {
 
 fn manifest_status(host_port: &str, reference: &str) -> u16 {
     let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
-    http_request("HEAD", host_port, &format!("/v2/{REPO}/manifests/{reference}"), &accept).expect("HEAD manifest").status
+    http_request("HEAD", host_port, &format!("/v2/{REPO}/manifests/{reference}"), &accept)
+        .expect("HEAD manifest")
+        .status
 }
 
 /// Push a distinct small image under each tag (distinct, so deleting one manifest deletes one tag).
@@ -101,10 +104,9 @@ fn assert_passed(result: &Value) {
     }
 }
 
-fn canary_tag(results: &[Value]) -> String {
-    // The run's tag is named in no result field; the registry has it: the newest of our location.
-    let digest = results[0].str_field("manifest_digest").expect("manifest digest").to_string();
-    digest
+/// The digest of the run's canary manifest (the same on every frontend's result).
+fn pushed_digest(results: &[Value]) -> String {
+    results[0].str_field("manifest_digest").expect("manifest digest").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,11 +129,11 @@ async fn a_canary_through_nginx_is_seen_by_every_frontend_and_old_canaries_go() 
     for name in ["registry", "nginx"] {
         let result = result_for(&results, name);
         assert_passed(result);
-        assert_eq!(result.str_field("image"), Some(format!("{}/{REPO}", registry.host_port()).as_str()));
+        assert_eq!(result.str_field("image"), Some(format!("{}/{REPO}", proxy.host_port()).as_str()));
         assert_eq!(result.str_field("location"), Some(LOCATION));
         assert!(result.get("warnings").is_none(), "a clean run has no warnings: {result}");
     }
-    let digest = canary_tag(&results);
+    let digest = pushed_digest(&results);
     assert_eq!(manifest_status(&registry.host_port(), &digest), 200, "the canary manifest is in the registry");
 
     // Cleanup: this location keeps its newest 3 canaries (this run's included); nothing else is touched.
@@ -154,7 +156,7 @@ async fn a_canary_through_nginx_is_seen_by_every_frontend_and_old_canaries_go() 
     std::thread::sleep(Duration::from_millis(1100));
     let (code, results, stderr) = run_now(&path, &["--probe", "write-path"]);
     assert_eq!(code, 0, "{results:?}\n{stderr}");
-    assert_ne!(canary_tag(&results), digest, "every run pushes a new image");
+    assert_ne!(pushed_digest(&results), digest, "every run pushes a new image");
     let again = tags(&registry.host_port());
     assert_eq!(again.iter().filter(|t| t.starts_with("pullprobe-canary-test-")).count(), 3, "{again:?}");
     assert!(!again.iter().any(|t| t == "pullprobe-canary-test-1002"), "{again:?}");
@@ -213,7 +215,9 @@ async fn separate_storage_behind_a_round_robin_fails_uploads_with_blob_upload_un
     }
     // The balancer really split the sessions: POST and PATCH went to different instances.
     let log = balancer.access_log();
-    assert!(log.contains(&format!("upstream={}", a.host_port())) && log.contains(&format!("upstream={}", b.host_port())));
+    assert!(
+        log.contains(&format!("upstream={}", a.host_port())) && log.contains(&format!("upstream={}", b.host_port()))
+    );
 
     // Different secrets: the other instance cannot even read the session state.
     let (a, b, balancer) = split_pair("secret-a", "secret-b");
@@ -258,7 +262,8 @@ async fn a_frontend_with_its_own_storage_is_not_replicated() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shared_storage_behind_a_round_robin_passes() {
     let storage = tempfile::Builder::new().prefix("pullprobe-shared-storage-").tempdir().expect("temp dir");
-    let options = || RegistryOptions { shared_storage: Some(storage.path().to_path_buf()), ..RegistryOptions::default() };
+    let options =
+        || RegistryOptions { shared_storage: Some(storage.path().to_path_buf()), ..RegistryOptions::default() };
     let a = Registry::start_with(options());
     let b = Registry::start_with(options());
     let balancer = Balancer::start(&[a.host_port(), b.host_port()]);
@@ -271,6 +276,87 @@ async fn shared_storage_behind_a_round_robin_passes() {
     }
     let log = balancer.access_log();
     assert!(log.contains(&format!("upstream={}", b.host_port())), "both instances took requests:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_runs_canaries_on_their_interval_with_their_metrics() {
+    let registry = Registry::start();
+    let proxy = Nginx::start_proxy(&registry.host_port());
+    let frontends = [("registry", registry.url().to_string()), ("nginx", proxy.url().to_string())];
+    let (dir, path) = config(registry.url().as_str(), &frontends, "");
+    let yaml =
+        std::fs::read_to_string(&path).expect("config").replace("sessions: 2}", "sessions: 2}\n    interval: 1s");
+    std::fs::write(&path, yaml).expect("config");
+    let listen = format!("127.0.0.1:{}", common::process::free_port());
+    let log = dir.path().join("serve.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args(["serve", "-c", &path, "--listen", &listen])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("starting pullprobe serve");
+    let wanted = [
+        r#"pullprobe_canary_visible_seconds_count{probe="write-path",registry="reg",frontend="nginx"} "#,
+        r#"pullprobe_canary_visible_seconds_count{probe="write-path",registry="reg",frontend="registry"} "#,
+        r#"pullprobe_canary_push_duration_seconds{probe="write-path",registry="reg"} "#,
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let body = http_request("GET", &listen, "/metrics", &[])
+            .map(|r| String::from_utf8_lossy(&r.body).to_string())
+            .unwrap_or_default();
+        let runs = body
+            .lines()
+            .find(|l| l.starts_with(wanted[0]))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        // Two runs at least: serve schedules canaries again on their interval.
+        if runs >= 2 && wanted.iter().all(|w| body.contains(w)) {
+            break body;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "no canary metrics from serve:\n{body}\nlog:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        metrics.contains(r#"pullprobe_probe_success{probe="write-path",image="#),
+        "canary results are probe series like any other:\n{metrics}"
+    );
+    let promtool = common::process::require_binary("/usr/bin/promtool", "prometheus");
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, &metrics).expect("metrics file");
+    let out = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).expect("metrics"))
+        .output()
+        .expect("promtool");
+    assert!(out.status.success(), "promtool check metrics:\n{}", String::from_utf8_lossy(&out.stderr));
+    let ours = tags(&registry.host_port()).into_iter().filter(|t| t.starts_with("pullprobe-canary-test-")).count();
+    assert!((1..=3).contains(&ours), "serve cleans up too: {ours} canary tags");
+}
+
+#[test]
+fn canaries_validate_but_pushes_with_credentials_are_refused() {
+    let (_dir, path) = config("http://127.0.0.1:1", &[("r", "http://127.0.0.1:1".into())], "");
+    let (code, stdout, stderr) = common::run_pullprobe(&["validate", "-c", &path]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let yaml = std::fs::read_to_string(&path).expect("config");
+    let with_auth = yaml
+        .replace("    frontends:", "    auth: {username: u, password_env: PULLPROBE_TEST_PASSWORD}\n    frontends:");
+    std::fs::write(&path, with_auth).expect("config");
+    let (code, _, stderr) = common::run_pullprobe(&["validate", "-c", &path]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(r#"probe "write-path": `canary:` pushes with `auth:` are not supported"#), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------
@@ -386,7 +472,10 @@ async fn an_upload_sent_to_another_host_fails_clearly() {
     assert_eq!(result.reason(), Some("upload_failed"), "the registry's answer broke the upload: {result}");
     let error = result.error_message().unwrap_or_default();
     assert!(error.contains("PATCH chunk 1 of 4"), "{error}");
-    assert!(error.contains(&format!("sent the upload to http://127.0.0.2:{closed}, not to the registry URL")), "{error}");
+    assert!(
+        error.contains(&format!("sent the upload to http://127.0.0.2:{closed}/ instead of the registry URL")),
+        "{error}"
+    );
     assert!(error.contains("could not be cancelled"), "the open session is reported: {error}");
     assert!(!error.contains("secret-state"), "no upload state in messages: {error}");
     let warnings = result["warnings"].to_string();

@@ -7,8 +7,8 @@
 //! credentials or a cached token up front, so one token serves every layer.
 //!
 //! Tokens are cached per (realm, service, scope, account) until `expires_in`
-//! (default 60 s); a cached token that is answered with `401` is refreshed
-//! once. Credentials come from probes.yaml (`username` + `password_file` or
+//! (default 60 s); a token that a request is refused with (`401`: expired,
+//! or stale on arrival) is fetched anew once for that request. Credentials come from probes.yaml (`username` + `password_file` or
 //! `password_env`) or a Docker config ([`super::docker_config`]) and are read
 //! only when a challenge asks for them.
 //!
@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -122,10 +121,12 @@ impl Scope {
     }
 }
 
-/// Tokens shared by every client of one job (all its frontends, platforms and retries).
+/// What every client of one job shares (all its frontends, platforms and retries):
+/// the credentials, read once, and the tokens.
 #[derive(Debug, Default)]
 pub struct TokenCache {
     slots: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<Option<CachedToken>>>>>,
+    credentials: tokio::sync::OnceCell<Option<Credentials>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -316,7 +317,8 @@ impl Method {
 
     fn describe(&self, scope: &Scope) -> String {
         match self {
-            Method::Basic { realm } => format!("HTTP Basic (realm {realm:?})"),
+            // Not the word "Basic" alone: redaction hides the word after it.
+            Method::Basic { realm } => format!("basic-auth realm {realm:?}"),
             Method::Bearer { realm, service, .. } => format!(
                 "token realm {} (service {service:?}, scope {:?})",
                 redact_url(realm),
@@ -353,19 +355,13 @@ struct TokenResponse {
 #[derive(Debug)]
 pub struct Authenticator {
     options: AuthOptions,
-    credentials: tokio::sync::OnceCell<Option<Credentials>>,
     method: Mutex<Option<Method>>,
     spent: Mutex<Duration>,
 }
 
 impl Authenticator {
     pub fn new(options: AuthOptions) -> Self {
-        Authenticator {
-            options,
-            credentials: tokio::sync::OnceCell::new(),
-            method: Mutex::new(None),
-            spent: Mutex::new(Duration::ZERO),
-        }
+        Authenticator { options, method: Mutex::new(None), spent: Mutex::new(Duration::ZERO) }
     }
 
     /// Time spent getting tokens (the `auth` phase); `None` if none was asked for.
@@ -380,7 +376,7 @@ impl Authenticator {
 
     /// The credentials, read on first use (a file, an environment variable, a Docker config or helper).
     pub async fn credentials(&self) -> Result<Option<&Credentials>, ProbeError> {
-        let resolved = self.credentials.get_or_try_init(|| resolve_credentials(&self.options)).await?;
+        let resolved = self.options.tokens.credentials.get_or_try_init(|| resolve_credentials(&self.options)).await?;
         Ok(resolved.as_ref())
     }
 
@@ -448,7 +444,7 @@ impl Authenticator {
                 None => Err(ProbeError::new(
                     Reason::AuthFailed,
                     format!(
-                        "the registry asks for HTTP Basic credentials (realm {realm:?}) and {}",
+                        "the registry asks for basic-auth credentials (realm {realm:?}) and {}",
                         match credentials {
                             Some(_) => "a Docker identity token cannot be sent as Basic credentials".to_string(),
                             None => self.no_credentials_hint(),
@@ -652,7 +648,7 @@ fn read_password(source: &PasswordSource) -> Result<String, ProbeError> {
     match source {
         PasswordSource::File(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                ProbeError::new(Reason::AuthFailed, format!("auth password_file {}: {e}", path_text(path)))
+                ProbeError::new(Reason::AuthFailed, format!("auth password_file {}: {e}", path.display()))
             })?;
             let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
             Ok(text.to_string())
@@ -661,10 +657,6 @@ fn read_password(source: &PasswordSource) -> Result<String, ProbeError> {
             ProbeError::new(Reason::AuthFailed, format!("auth password_env {name}: the variable is not set"))
         }),
     }
-}
-
-fn path_text(path: &PathBuf) -> String {
-    path.display().to_string()
 }
 
 #[cfg(test)]

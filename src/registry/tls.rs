@@ -296,7 +296,7 @@ mod tests {
             client_cert: Some(Path::new("/nonexistent")),
             client_key: None,
         };
-        let err = client_config(&settings).err().expect("refused");
+        let err = client_config(&settings).expect_err("refused");
         assert_eq!(err.reason, Reason::TlsError);
         assert!(err.message.contains("together"), "{}", err.message);
     }

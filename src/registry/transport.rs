@@ -160,23 +160,39 @@ impl Transport {
         what: &str,
     ) -> Result<Response, ProbeError> {
         let deadline = self.response_timeout;
-        let up_front = self.auth.preemptive(&self.http, scope, deadline).await.map_err(|e| e.context(what))?;
-        let response = self.send_once(build(&self.http), up_front.as_ref(), what).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Ok(response);
-        }
-        let answer = self.auth.answer(response.headers(), &self.http, scope, up_front.as_ref(), deadline).await;
-        let Some(header) = answer.map_err(|e| e.context(what))? else {
-            return Ok(response); // no challenge we can answer: the status speaks for itself
-        };
-        drop(response);
-        let retried = self.send_once(build(&self.http), Some(&header), what).await?;
-        match retried.status() {
-            status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
-                let body = small_body(retried).await;
-                Err(self.auth.refused(status, &body, scope).await.context(what))
+        let mut used = self.auth.preemptive(&self.http, scope, deadline).await.map_err(|e| e.context(what))?;
+        // A refused token is fetched anew once per request (it expired, or came stale).
+        let mut refresh_left = true;
+        loop {
+            let response = self.send_once(build(&self.http), used.as_ref(), what).await?;
+            let status = response.status();
+            let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+            let Some(sent) = used.as_ref() else {
+                if status != StatusCode::UNAUTHORIZED {
+                    return Ok(response);
+                }
+                let answer = self.auth.answer(response.headers(), &self.http, scope, None, deadline).await;
+                match answer.map_err(|e| e.context(what))? {
+                    Some(header) => used = Some(header),
+                    None => return Ok(response), // no challenge we can answer: the status speaks for itself
+                }
+                continue;
+            };
+            if !refused {
+                return Ok(response);
             }
-            _ => Ok(retried),
+            let is_token = sent.as_bytes().starts_with(b"Bearer ");
+            if status == StatusCode::UNAUTHORIZED && is_token && refresh_left {
+                refresh_left = false;
+                let answer = self.auth.answer(response.headers(), &self.http, scope, Some(sent), deadline).await;
+                if let Some(header) = answer.map_err(|e| e.context(what))? {
+                    tracing::debug!(request = what, "registry token refused; fetching a fresh one");
+                    used = Some(header);
+                    continue;
+                }
+            }
+            let body = small_body(response).await;
+            return Err(self.auth.refused(status, &body, scope).await.context(what));
         }
     }
 

@@ -94,7 +94,7 @@ pub async fn push_image(
 fn upload_label(number: usize, total: usize, blob: &CanaryBlob, form: Form) -> String {
     match form {
         Form::Chunked { chunk_size } => format!(
-            "upload {number} of {total} ({}, {} bytes, chunked in {} PATCH of up to {chunk_size} bytes)",
+            "upload {number} of {total} ({}, {} bytes, chunked: {} PATCH requests of up to {chunk_size} bytes)",
             blob.describe(),
             blob.size(),
             blob.size().div_ceil(chunk_size)
@@ -158,7 +158,7 @@ async fn abandon(plan: &PushPlan<'_>, location: &Url, mut err: ProbeError, label
             err.reason = Reason::UploadFailed;
         }
         err.message.push_str(&format!(
-            " (the registry's Location sent the upload to {}, not to the registry URL {})",
+            " (the registry's Location sent the upload to {} instead of the registry URL {})",
             origin(location),
             origin(plan.base)
         ));
@@ -197,7 +197,7 @@ fn note_foreign(base: &Url, location: &Url, warnings: &mut Vec<String>) {
         return;
     }
     let note = format!(
-        "the registry sends uploads to {}, another host than the registry URL {}",
+        "the registry sends uploads to {} (another host than the registry URL {})",
         origin(location),
         origin(base)
     );

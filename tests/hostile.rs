@@ -1,0 +1,757 @@
+//! Hostile and broken endpoints beyond `bad_input.rs`: what authentication,
+//! headers and decompression add. Each test starts small in-process servers on
+//! 127.0.0.1:0 (axum, or raw TCP where HTTP itself must be broken), runs the
+//! real `pullprobe now -o json`, and asserts the reason, the phase and the
+//! error text; the heavy cases also bound the pullprobe process's peak RSS
+//! (`/usr/bin/time -v`) and its run time.
+//!
+//! - a 10 GB zero-filled gzip "bomb" through the real pull path → `too_large`
+//!   (absolute and ratio caps), quickly, in flat memory;
+//! - slowloris response headers → `timeout` at the first-byte deadline;
+//! - a 1 MiB header, and 20 000 headers → `too_large`;
+//! - headers that are not UTF-8 (digest, content type, cache status, a challenge);
+//! - a blob redirect to another host: `Authorization` stays behind;
+//! - 429 with `RateLimit-Remaining`, and the header on a passing pull;
+//! - token endpoints that send endless bodies, stall, send garbage, or are
+//!   named in a challenge full of quoted commas; a cached token refused later.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use common::{ResultJson, json_results, run_pullprobe_measured, run_pullprobe_with};
+use pullprobe::media_types;
+
+const REPO: &str = "repo";
+const USER: &str = "alice";
+const PASSWORD: &str = "h0stile-Secret-never-printed";
+const PASSWORD_ENV: &str = "PULLPROBE_TEST_HOSTILE_PASSWORD";
+/// Peak RSS allowed for a pullprobe run against a hostile server.
+const RSS_LIMIT_KIB: u64 = 200 * 1024;
+
+// ---------------------------------------------------------------------------
+// A small image and a fake registry.
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).expect("gzip");
+    encoder.finish().expect("gzip end")
+}
+
+fn tar_with_file(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut head = tar::Header::new_ustar();
+    head.set_size(data.len() as u64);
+    head.set_mode(0o644);
+    head.set_mtime(0);
+    builder.append_data(&mut head, name, data).expect("tar entry");
+    builder.into_inner().expect("tar end")
+}
+
+/// An OCI image of one layer: its manifest, config and blobs.
+#[derive(Clone)]
+struct TestImage {
+    manifest: Bytes,
+    blobs: HashMap<String, Bytes>,
+    layer_digest: String,
+}
+
+impl TestImage {
+    fn small() -> TestImage {
+        let tar = tar_with_file("hello.txt", b"hello from a hostile test\n");
+        let layer = Bytes::from(gzip(&tar));
+        TestImage::with_layer(layer.clone(), layer.len() as u64, &sha256(&layer), &sha256(&tar))
+    }
+
+    /// An image whose one layer is described as `size` bytes with `digest` (its bytes may be served by a hook).
+    fn with_layer(layer: Bytes, size: u64, digest: &str, diff_id: &str) -> TestImage {
+        let config = Bytes::from(
+            json!({"architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z", "config": {},
+                   "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
+            .to_string(),
+        );
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": media_types::OCI_MANIFEST,
+            "config": {"mediaType": media_types::OCI_CONFIG, "digest": sha256(&config), "size": config.len()},
+            "layers": [{"mediaType": media_types::OCI_LAYER_GZIP, "digest": digest, "size": size}],
+        });
+        let mut blobs = HashMap::new();
+        blobs.insert(sha256(&config), config);
+        blobs.insert(digest.to_string(), layer);
+        TestImage { manifest: Bytes::from(manifest.to_string()), blobs, layer_digest: digest.to_string() }
+    }
+}
+
+/// One request as a fake server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    query: String,
+    authorization: Option<String>,
+}
+
+type Hook = Box<dyn Fn(&Seen, usize) -> Option<Response> + Send + Sync>;
+
+struct FakeState {
+    image: TestImage,
+    hook: Hook,
+    seen: Mutex<Vec<Seen>>,
+}
+
+struct Fake {
+    addr: SocketAddr,
+    state: Arc<FakeState>,
+}
+
+impl Fake {
+    /// Serve `image` like a registry; `hook` (the request, its number among requests to that path) answers first.
+    async fn start(image: TestImage, hook: impl Fn(&Seen, usize) -> Option<Response> + Send + Sync + 'static) -> Fake {
+        let state = Arc::new(FakeState { image, hook: Box::new(hook), seen: Mutex::default() });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let app = Router::new().fallback(fake_handler).with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Fake { addr, state }
+    }
+
+    fn reference(&self) -> String {
+        format!("{}/{REPO}:v1", self.addr)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    fn requests_to(&self, prefix: &str) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.path.starts_with(prefix)).collect()
+    }
+}
+
+async fn fake_handler(State(state): State<Arc<FakeState>>, request: Request) -> Response {
+    let seen = Seen {
+        path: request.uri().path().to_string(),
+        query: request.uri().query().unwrap_or_default().to_string(),
+        authorization: request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string),
+    };
+    let nth = {
+        let mut all = state.seen.lock().unwrap();
+        all.push(seen.clone());
+        all.iter().filter(|s| s.path == seen.path).count()
+    };
+    if let Some(response) = (state.hook)(&seen, nth) {
+        return response;
+    }
+    let image = &state.image;
+    if seen.path.starts_with(&format!("/v2/{REPO}/manifests/")) {
+        return respond(
+            StatusCode::OK,
+            &[("content-type", media_types::OCI_MANIFEST), ("docker-content-digest", &sha256(&image.manifest))],
+            image.manifest.clone(),
+        );
+    }
+    if let Some(digest) = seen.path.strip_prefix(&format!("/v2/{REPO}/blobs/"))
+        && let Some(blob) = image.blobs.get(digest)
+    {
+        return respond(StatusCode::OK, &[("content-type", "application/octet-stream")], blob.clone());
+    }
+    respond(StatusCode::NOT_FOUND, &[("content-type", "application/json")], r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#)
+}
+
+fn respond(status: StatusCode, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response {
+    respond_body(status, headers, Body::from(body.into()))
+}
+
+fn respond_body(status: StatusCode, headers: &[(&str, &str)], body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    for (name, value) in headers {
+        response.headers_mut().append(
+            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    response
+}
+
+fn is_manifest(path: &str) -> bool {
+    path.starts_with(&format!("/v2/{REPO}/manifests/"))
+}
+
+fn is_v2_repo(path: &str) -> bool {
+    path.starts_with(&format!("/v2/{REPO}/"))
+}
+
+// ---------------------------------------------------------------------------
+// Running pullprobe.
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+    peak_rss_kib: Option<u64>,
+}
+
+impl Run {
+    fn context(&self) -> String {
+        format!(
+            "exit {} after {:?} (peak RSS {:?} KiB)\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.elapsed, self.peak_rss_kib, self.stdout, self.stderr
+        )
+    }
+
+    fn result(&self) -> Value {
+        let results = json_results(&self.stdout);
+        assert_eq!(results.len(), 1, "one result expected: {}", self.context());
+        results[0].clone()
+    }
+
+    fn assert_failed(&self, reason: &str, phase: &str, error_has: &[&str]) -> Value {
+        let result = self.result();
+        assert_eq!(self.code, 1, "{}", self.context());
+        assert_eq!(result.reason(), Some(reason), "{}", self.context());
+        assert_eq!(result.str_field("phase"), Some(phase), "{}", self.context());
+        let error = result.error_message().unwrap_or_default();
+        for needle in error_has {
+            assert!(error.contains(needle), "the error should name {needle:?}: {}", self.context());
+        }
+        result
+    }
+
+    fn assert_ok(&self) -> Value {
+        let result = self.result();
+        assert_eq!(self.code, 0, "{}", self.context());
+        assert!(result.is_ok(), "{}", self.context());
+        result
+    }
+
+    fn assert_within(&self, limit: Duration) {
+        assert!(self.elapsed < limit, "took {:?}, more than {limit:?}: {}", self.elapsed, self.context());
+    }
+
+    fn assert_rss_bounded(&self) {
+        let peak = self.peak_rss_kib.expect("a measured run");
+        assert!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB over {RSS_LIMIT_KIB} KiB: {}", self.context());
+    }
+
+    fn assert_no_secret(&self, secrets: &[&str]) {
+        for secret in secrets {
+            assert!(
+                !self.stdout.contains(secret) && !self.stderr.contains(secret),
+                "{secret:?} leaked: {}",
+                self.context()
+            );
+        }
+    }
+}
+
+/// `pullprobe now -o json ARGS…` (blocking, on a blocking thread so the in-test servers keep running).
+async fn pullprobe(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut full: Vec<String> = ["now", "-o", "json"].iter().map(|s| s.to_string()).collect();
+    full.extend(args.iter().map(|s| s.to_string()));
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let started = Instant::now();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = full.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_pullprobe_with(&args, &env, None, Duration::from_secs(120))
+    })
+    .await
+    .expect("running pullprobe");
+    assert!(!stderr.contains("panicked at"), "pullprobe panicked:\n{stderr}");
+    Run { code, stdout, stderr, elapsed: started.elapsed(), peak_rss_kib: None }
+}
+
+/// Like [`pullprobe`], under `/usr/bin/time -v` for the peak RSS (no extra environment).
+async fn pullprobe_measured(args: &[&str]) -> Run {
+    let mut full: Vec<String> = ["now", "-o", "json"].iter().map(|s| s.to_string()).collect();
+    full.extend(args.iter().map(|s| s.to_string()));
+    let started = Instant::now();
+    let run = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = full.iter().map(String::as_str).collect();
+        run_pullprobe_measured(&args, Duration::from_secs(120))
+    })
+    .await
+    .expect("running pullprobe");
+    assert!(!run.stderr.contains("panicked at"), "pullprobe panicked:\n{}", run.stderr);
+    Run {
+        code: run.code,
+        stdout: run.stdout,
+        stderr: run.stderr,
+        elapsed: started.elapsed(),
+        peak_rss_kib: Some(run.peak_rss_kib),
+    }
+}
+
+/// A probes.yaml in a temporary directory.
+fn config_file(yaml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new().prefix("pullprobe-hostile-").tempdir().expect("temp dir");
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(&path, yaml).expect("writing probes.yaml");
+    let path = path.to_str().expect("UTF-8 path").to_string();
+    (dir, path)
+}
+
+/// A config probing `fake`'s image as registry `fake` with `registry_extra` (auth…) and `top` (limits…).
+fn fake_config(fake: &Fake, top: &str, registry_extra: &str) -> (tempfile::TempDir, String) {
+    config_file(&format!(
+        "{top}registries:\n  - name: fake\n    url: {url}\n{registry_extra}\
+         probes:\n  - name: hostile\n    registry: fake\n    image: {REPO}:v1\n",
+        url = fake.url()
+    ))
+}
+
+fn basic_auth_yaml() -> String {
+    format!("    auth: {{username: {USER}, password_env: {PASSWORD_ENV}}}\n")
+}
+
+fn basic_header() -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}")))
+}
+
+// ---------------------------------------------------------------------------
+// 1. A gzip bomb through the real pull path.
+
+/// A gzip stream of `total` zero bytes, made of one deflate chunk (1 MiB of zeros,
+/// fully flushed so it stands alone) repeated: (header, chunk, count, trailer).
+fn gzip_bomb(total: u64) -> (Bytes, Bytes, u64, Bytes) {
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK as usize];
+    let mut deflate = flate2::Compress::new(flate2::Compression::best(), false);
+    let mut chunk = Vec::with_capacity(16 * 1024);
+    deflate.compress_vec(&zeros, &mut chunk, flate2::FlushCompress::Full).expect("deflate");
+    assert_eq!(deflate.total_in(), CHUNK, "the chunk holds all its input");
+    let count = total / CHUNK;
+    let mut one = flate2::Crc::new();
+    one.update(&zeros);
+    // CRC-32 of `count` chunks, combined without hashing 10 GB.
+    let mut crc = flate2::Crc::new();
+    for _ in 0..count {
+        crc.combine(&one);
+    }
+    let header = Bytes::from_static(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    let mut trailer = vec![0x03, 0x00]; // a final, empty fixed-Huffman block
+    trailer.extend_from_slice(&crc.sum().to_le_bytes());
+    trailer.extend_from_slice(&((count * CHUNK) as u32).to_le_bytes());
+    (header, Bytes::from(chunk), count, Bytes::from(trailer))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_gigabyte_gzip_bomb_is_too_large_quickly_in_flat_memory() {
+    let (head, chunk, count, trailer) = gzip_bomb(10 << 30);
+    let mut hasher = Sha256::new();
+    hasher.update(&head);
+    for _ in 0..count {
+        hasher.update(&chunk);
+    }
+    hasher.update(&trailer);
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    let size = head.len() as u64 + chunk.len() as u64 * count + trailer.len() as u64;
+    assert!(size < 20 << 20, "the bomb is small compressed: {size} bytes");
+    let image = TestImage::with_layer(Bytes::new(), size, &digest, &sha256(b"never reached"));
+    let path = format!("/v2/{REPO}/blobs/{digest}");
+    let fake = Fake::start(image, move |seen, _| {
+        (seen.path == path).then(|| {
+            let parts = stream::iter([head.clone()])
+                .chain(stream::iter(std::iter::repeat_n(chunk.clone(), count as usize)))
+                .chain(stream::iter([trailer.clone()]))
+                .map(Ok::<Bytes, io::Error>);
+            let length = size.to_string();
+            respond_body(StatusCode::OK, &[("content-length", &length)], Body::from_stream(parts))
+        })
+    })
+    .await;
+
+    let (_dir, config) = fake_config(&fake, "limits:\n  max_uncompressed_bytes: 256MiB\n", "");
+    let run = pullprobe_measured(&["-c", &config]).await;
+    let result = run.assert_failed("too_large", "blob", &["layer 1", "max_uncompressed_bytes"]);
+    assert_eq!(result.layers()[0].reason(), Some("too_large"), "{}", run.context());
+    assert_eq!(result.u64_field("retries"), Some(0), "{}", run.context());
+    run.assert_within(Duration::from_secs(30));
+    run.assert_rss_bounded();
+
+    let (_dir, config) = fake_config(&fake, "limits:\n  max_uncompressed_ratio: 10\n", "");
+    let run = pullprobe_measured(&["-c", &config]).await;
+    run.assert_failed("too_large", "blob", &["layer 1", "max_uncompressed_ratio 10"]);
+    run.assert_within(Duration::from_secs(30));
+    run.assert_rss_bounded();
+}
+
+// ---------------------------------------------------------------------------
+// 2. Slowloris response headers.
+
+/// A raw TCP server that answers every request with a status line and then one header byte every 200 ms.
+async fn slowloris_server() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 65536 {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if socket.write_all(b"HTTP/1.1 200 OK\r\nx-slow: ").await.is_err() {
+                    return;
+                }
+                // Bounded: a minute at most, or until the client goes away.
+                for _ in 0..300 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if socket.write_all(b"a").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_headers_time_out_at_the_first_byte_deadline() {
+    let addr = slowloris_server().await;
+    // A 9 s timeout gives each request 3 s for its headers: the first attempt and its retry both end there.
+    let (_dir, config) = config_file("defaults:\n  timeout: 9s\n");
+    let run = pullprobe_measured(&["-c", &config, &format!("{addr}/{REPO}:v1")]).await;
+    let result = run.assert_failed("timeout", "manifest", &["no response headers within 3s"]);
+    assert_eq!(result.u64_field("retries"), Some(1), "a timeout is retried once: {}", run.context());
+    run.assert_within(Duration::from_secs(9));
+    run.assert_rss_bounded();
+}
+
+// ---------------------------------------------------------------------------
+// 3. Huge and countless headers.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_mebibyte_header_and_twenty_thousand_headers_are_too_large() {
+    let huge = "a".repeat(1 << 20);
+    let fake = Fake::start(TestImage::small(), move |seen, _| {
+        is_manifest(&seen.path).then(|| respond(StatusCode::OK, &[("x-huge", &huge)], "{}"))
+    })
+    .await;
+    let run = pullprobe_measured(&[&fake.reference()]).await;
+    run.assert_failed("too_large", "manifest", &["response headers over the size or count limit"]);
+    run.assert_within(Duration::from_secs(20));
+    run.assert_rss_bounded();
+
+    let fake = Fake::start(TestImage::small(), |seen, _| {
+        is_manifest(&seen.path).then(|| {
+            let mut response = respond(StatusCode::OK, &[], "{}");
+            for i in 0..20_000 {
+                let name = HeaderName::from_bytes(format!("x-h-{i}").as_bytes()).unwrap();
+                response.headers_mut().insert(name, HeaderValue::from_static("v"));
+            }
+            response
+        })
+    })
+    .await;
+    let run = pullprobe_measured(&[&fake.reference()]).await;
+    run.assert_failed("too_large", "manifest", &["response headers over the size or count limit"]);
+    run.assert_within(Duration::from_secs(20));
+    run.assert_rss_bounded();
+}
+
+// ---------------------------------------------------------------------------
+// 4. Headers that are not UTF-8.
+
+fn raw_header(response: &mut Response, name: &str, value: &[u8]) {
+    response
+        .headers_mut()
+        .insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_bytes(value).expect("obs-text"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_that_are_not_utf8_are_survived() {
+    let image = TestImage::small();
+    let manifest = image.manifest.clone();
+    let layer_path = format!("/v2/{REPO}/blobs/{}", image.layer_digest);
+    let layer = image.blobs[&image.layer_digest].clone();
+    let fake = Fake::start(image, move |seen, _| {
+        if is_manifest(&seen.path) {
+            let mut response = respond(StatusCode::OK, &[], manifest.clone());
+            raw_header(&mut response, "content-type", b"application/vnd.oci.image.manifest.v1+json\xff");
+            raw_header(&mut response, "docker-content-digest", b"sha256:\xfe\xff\xc3\x28");
+            return Some(response);
+        }
+        (seen.path == layer_path).then(|| {
+            let mut response = respond(StatusCode::OK, &[], layer.clone());
+            raw_header(&mut response, "x-cache-status", b"HIT\xff\xfe");
+            raw_header(&mut response, "x-cache", b"\x80\x81");
+            response
+        })
+    })
+    .await;
+    let run = pullprobe(&[&fake.reference()], &[]).await;
+    let result = run.assert_ok();
+    let warnings = result.get("warnings").map(Value::to_string).unwrap_or_default();
+    assert!(warnings.contains("Docker-Content-Digest"), "the unreadable digest header is noted: {}", run.context());
+
+    // A challenge that is not UTF-8 cannot be answered: the 401 stands.
+    let fake = Fake::start(TestImage::small(), |seen, _| {
+        is_v2_repo(&seen.path).then(|| {
+            let mut response = respond(StatusCode::UNAUTHORIZED, &[], "");
+            raw_header(&mut response, "www-authenticate", b"Bearer realm=\"http://127.0.0.1:1/\xff\",service=\"\xfe\"");
+            response
+        })
+    })
+    .await;
+    let run = pullprobe(&[&fake.reference()], &[]).await;
+    run.assert_failed("auth_failed", "auth", &["HTTP status 401"]);
+}
+
+// ---------------------------------------------------------------------------
+// 5. A blob redirect to another host, with credentials.
+
+/// A registry demanding HTTP basic auth for `/v2/<repo>/…`.
+fn demand_basic(seen: &Seen) -> Option<Response> {
+    (is_v2_repo(&seen.path) && seen.authorization.as_deref() != Some(basic_header().as_str()))
+        .then(|| respond(StatusCode::UNAUTHORIZED, &[("www-authenticate", "Basic realm=\"fake\"")], ""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_never_follows_a_redirect_to_another_host() {
+    let image = TestImage::small();
+    let layer = image.blobs[&image.layer_digest].clone();
+    let store = Fake::start(image.clone(), move |seen, _| {
+        seen.path.starts_with("/objects/").then(|| respond(StatusCode::OK, &[], layer.clone()))
+    })
+    .await;
+    // `localhost`: another host name for the same loopback, as an object store would be.
+    let target = format!("http://localhost:{}/objects/blob?X-Amz-Signature=sig-secret-value", store.addr.port());
+    let layer_path = format!("/v2/{REPO}/blobs/{}", image.layer_digest);
+    let fake = Fake::start(image, move |seen, _| {
+        demand_basic(seen).or_else(|| {
+            (seen.path == layer_path).then(|| respond(StatusCode::TEMPORARY_REDIRECT, &[("location", &target)], ""))
+        })
+    })
+    .await;
+    let (_dir, config) = fake_config(&fake, "", &basic_auth_yaml());
+    let env = [(PASSWORD_ENV, PASSWORD), ("PULLPROBE_LOG", "debug")];
+    let run = pullprobe(&["-c", &config], &env).await;
+    let result = run.assert_ok();
+    assert_eq!(result.layers()[0].str_field("served_by"), Some(format!("localhost:{}", store.addr.port()).as_str()));
+    let blob_requests = fake.requests_to(&format!("/v2/{REPO}/blobs/"));
+    assert!(
+        blob_requests.iter().any(|s| s.authorization.as_deref() == Some(basic_header().as_str())),
+        "the registry got the credentials: {blob_requests:?}"
+    );
+    let fetched = store.requests_to("/objects/");
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
+    assert_eq!(fetched[0].authorization, None, "no Authorization to another host");
+    let basic = basic_header();
+    run.assert_no_secret(&[PASSWORD, basic.trim_start_matches("Basic "), "sig-secret-value"]);
+}
+
+// ---------------------------------------------------------------------------
+// 6. Rate limits with RateLimit-Remaining.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_report_ratelimit_remaining() {
+    let fake = Fake::start(TestImage::small(), |seen, _| {
+        is_manifest(&seen.path).then(|| {
+            respond(
+                StatusCode::TOO_MANY_REQUESTS,
+                &[
+                    ("retry-after", "3600"),
+                    ("ratelimit-limit", "100;w=21600"),
+                    ("ratelimit-remaining", "0;w=21600"),
+                    ("content-type", "application/json"),
+                ],
+                r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit"}]}"#,
+            )
+        })
+    })
+    .await;
+    let run = pullprobe(&[&fake.reference()], &[]).await;
+    let result = run.assert_failed("rate_limited", "manifest", &["429", "Retry-After 3600"]);
+    assert_eq!(result.u64_field("ratelimit_remaining"), Some(0), "{}", run.context());
+    assert_eq!(result.u64_field("retries"), Some(0), "Retry-After is past the deadline: {}", run.context());
+
+    let image = TestImage::small();
+    let manifest = image.manifest.clone();
+    let fake = Fake::start(image, move |seen, _| {
+        is_manifest(&seen.path).then(|| {
+            respond(
+                StatusCode::OK,
+                &[("content-type", media_types::OCI_MANIFEST), ("ratelimit-remaining", "76;w=21600")],
+                manifest.clone(),
+            )
+        })
+    })
+    .await;
+    let run = pullprobe(&[&fake.reference()], &[]).await;
+    let result = run.assert_ok();
+    assert_eq!(result.u64_field("ratelimit_remaining"), Some(76), "{}", run.context());
+}
+
+// ---------------------------------------------------------------------------
+// 7. Token endpoints.
+
+/// A registry that sends a Bearer challenge naming its own `/token` (with `challenge_extra`
+/// appended), accepts any token the hook for `/token` handed out, and lets `token` answer `/token`.
+async fn bearer_fake(
+    token: impl Fn(&Seen, usize) -> Option<Response> + Send + Sync + 'static,
+    accepts: impl Fn(&str) -> bool + Send + Sync + 'static,
+) -> Fake {
+    let port_cell: Arc<Mutex<u16>> = Arc::default();
+    let port_for_hook = port_cell.clone();
+    let fake = Fake::start(TestImage::small(), move |seen, nth| {
+        if seen.path == "/token" {
+            return token(seen, nth);
+        }
+        if !is_v2_repo(&seen.path) {
+            return None;
+        }
+        let ok = seen.authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")).is_some_and(&accepts);
+        (!ok).then(|| {
+            let port = *port_for_hook.lock().unwrap();
+            let challenge = format!(
+                "Basic realm=\"fake, with a comma\", Bearer realm=\"http://127.0.0.1:{port}/token?tenant=a,b\",\
+                 service=\"fake,svc\",scope=\"repository:{REPO}:pull\""
+            );
+            respond(StatusCode::UNAUTHORIZED, &[("www-authenticate", &challenge)], "")
+        })
+    })
+    .await;
+    *port_cell.lock().unwrap() = fake.addr.port();
+    fake
+}
+
+fn token_body(token: &str) -> Response {
+    respond(
+        StatusCode::OK,
+        &[("content-type", "application/json")],
+        json!({"token": token, "expires_in": 300}).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_with_quoted_commas_and_several_schemes_is_answered() {
+    let fake = bearer_fake(|_, n| Some(token_body(&format!("tok-{n}"))), |t| t == "tok-1").await;
+    let run = pullprobe(&[&fake.reference()], &[]).await;
+    run.assert_ok();
+    let asked = fake.requests_to("/token");
+    assert_eq!(asked.len(), 1, "one token for the whole pull: {asked:?}");
+    let query: Vec<(String, String)> = url::form_urlencoded::parse(asked[0].query.as_bytes()).into_owned().collect();
+    assert!(query.contains(&("tenant".into(), "a,b".into())), "the realm's own query is kept: {query:?}");
+    assert!(query.contains(&("service".into(), "fake,svc".into())), "{query:?}");
+    assert!(query.contains(&("scope".into(), format!("repository:{REPO}:pull"))), "{query:?}");
+    assert_eq!(asked[0].authorization, None, "anonymous without credentials");
+    run.assert_no_secret(&["tok-1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_refused_later_is_fetched_anew_once() {
+    // tok-1 is good for two requests (it "expires"), tok-2 for the rest of the pull.
+    let uses = Arc::new(AtomicUsize::new(0));
+    let fake = bearer_fake(
+        |_, n| Some(token_body(&format!("tok-{n}"))),
+        move |t| match t {
+            "tok-1" => uses.fetch_add(1, Ordering::Relaxed) < 2,
+            "tok-2" => true,
+            _ => false,
+        },
+    )
+    .await;
+    let run = pullprobe(&[&fake.reference()], &[]).await;
+    run.assert_ok();
+    assert_eq!(run.result().u64_field("retries"), Some(0), "{}", run.context());
+    assert_eq!(fake.requests_to("/token").len(), 2, "{:?}", fake.seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_token_endpoints_are_bounded() {
+    // An endless token body: capped by limits.max_manifest_bytes.
+    let fake = bearer_fake(
+        |_, _| {
+            let endless = stream::repeat_with(|| Ok::<Bytes, io::Error>(Bytes::from_static(&[b' '; 8192])));
+            Some(respond_body(StatusCode::OK, &[("content-type", "application/json")], Body::from_stream(endless)))
+        },
+        |_| false,
+    )
+    .await;
+    let (_dir, config) = fake_config(&fake, "limits:\n  max_manifest_bytes: 64KiB\n", "");
+    let run = pullprobe_measured(&["-c", &config]).await;
+    run.assert_failed("too_large", "manifest", &["token endpoint", "over the limit of 65536 bytes"]);
+    run.assert_within(Duration::from_secs(20));
+    run.assert_rss_bounded();
+
+    // A token endpoint that never sends its headers: the first-byte deadline.
+    let fake = bearer_fake(
+        |_, _| {
+            Some(respond_body(StatusCode::OK, &[], Body::from_stream(stream::pending::<Result<Bytes, io::Error>>())))
+        },
+        |_| false,
+    )
+    .await;
+    // Headers do come here (axum sends them before the body): the body stalls instead, until the pull's timeout.
+    let (_dir, config) = fake_config(&fake, "defaults:\n  timeout: 6s\n", "");
+    let run = pullprobe(&["-c", &config], &[]).await;
+    run.assert_failed("timeout", "manifest", &["6s"]);
+    run.assert_within(Duration::from_secs(12));
+
+    // Garbage where the token should be.
+    let fake = bearer_fake(|_, _| Some(respond(StatusCode::OK, &[], "<html>login</html>")), |_| false).await;
+    let run = pullprobe(&[&fake.reference()], &[]).await;
+    run.assert_failed("auth_failed", "auth", &["token realm", "service \"fake,svc\"", "not a token"]);
+
+    // A token endpoint that rate-limits.
+    let fake =
+        bearer_fake(|_, _| Some(respond(StatusCode::TOO_MANY_REQUESTS, &[("retry-after", "3600")], "")), |_| false)
+            .await;
+    let run = pullprobe(&[&fake.reference()], &[]).await;
+    run.assert_failed("rate_limited", "manifest", &["token realm", "HTTP status 429", "Retry-After 3600"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_travel_to_a_plain_http_token_endpoint_elsewhere() {
+    // The challenge names a non-loopback plain-HTTP realm: credentials stay home (and nothing is sent there).
+    let fake = Fake::start(TestImage::small(), |seen, _| {
+        is_v2_repo(&seen.path).then(|| {
+            respond(
+                StatusCode::UNAUTHORIZED,
+                &[("www-authenticate", "Bearer realm=\"http://auth.pullprobe.invalid/token\",service=\"s\"")],
+                "",
+            )
+        })
+    })
+    .await;
+    let (_dir, config) = fake_config(&fake, "", &basic_auth_yaml());
+    let run = pullprobe(&["-c", &config], &[(PASSWORD_ENV, PASSWORD)]).await;
+    run.assert_failed("auth_failed", "auth", &["refusing to send credentials", "plain HTTP"]);
+    run.assert_no_secret(&[PASSWORD]);
+}
