@@ -260,6 +260,7 @@ impl Run {
 
     fn assert_rss_bounded(&self) {
         let peak = self.peak_rss_kib.expect("a measured run");
+        eprintln!("pullprobe peak RSS {peak} KiB, {:?}", self.elapsed);
         assert!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB over {RSS_LIMIT_KIB} KiB: {}", self.context());
     }
 
