@@ -45,6 +45,7 @@ pub const LAST_FAILURE_INFO: &str = "probe_last_failure_info";
 pub const TLS_NOT_AFTER: &str = "tls_cert_not_after_timestamp_seconds";
 pub const FRONTEND_CONSISTENT: &str = "frontend_consistent";
 pub const BUILD_INFO: &str = "build_info";
+pub const RATELIMIT_REMAINING: &str = "ratelimit_remaining";
 
 /// `pullprobe_<name>`.
 pub fn full_name(name: &str) -> String {
@@ -106,6 +107,9 @@ pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFa
     let mut consistent =
         GaugeFamily::new(FRONTEND_CONSISTENT, "1 if every frontend of a registry served the same manifests, else 0");
     let mut build = GaugeFamily::new(BUILD_INFO, "The running pullprobe version; always 1");
+    let mut ratelimit =
+        GaugeFamily::new(RATELIMIT_REMAINING, "Pulls the registry says are left (RateLimit-Remaining), lowest seen");
+    let mut ratelimit_by_registry: BTreeMap<String, f64> = BTreeMap::new();
 
     let mut tls_seen = BTreeSet::new();
     for result in results {
@@ -129,6 +133,10 @@ pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFa
             (true, Some(reason)) => failure_info.push(with(labels.clone(), "reason", reason.as_str()), 0.0),
             (_, None) => {}
         }
+        if let Some(left) = result.ratelimit_remaining {
+            let lowest = ratelimit_by_registry.entry(result.registry.clone()).or_insert(left as f64);
+            *lowest = lowest.min(left as f64);
+        }
         if let Some(not_after) = result.tls_not_after.as_deref().and_then(parse_rfc3339)
             && tls_seen.insert((result.registry.clone(), result.frontend.clone()))
         {
@@ -143,11 +151,14 @@ pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFa
         consistent.push(vec![("probe".into(), probe), ("registry".into(), registry)], if ok { 1.0 } else { 0.0 });
     }
     build.push(vec![("version".into(), env!("CARGO_PKG_VERSION").into())], 1.0);
+    for (registry, left) in ratelimit_by_registry {
+        ratelimit.push(vec![("registry".into(), registry)], left);
+    }
 
     // Every family, even without samples: a push must name each family so that
     // the Pushgateway drops series that no longer exist (a streak that ended).
     let mut families =
-        vec![success, duration, phases, last_success, consecutive, failing_since, failure_info, tls, consistent, build];
+        vec![success, duration, phases, last_success, consecutive, failing_since, failure_info, tls, consistent, ratelimit, build];
     families.push(canary_metrics::push_duration(results));
     families
 }
@@ -309,9 +320,11 @@ mod tests {
 
     #[test]
     fn gauges_follow_results_and_history() {
-        let ok = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
+        let mut ok = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
+        ok.ratelimit_remaining = Some(90);
         let mut bad = result("10.0.0.2", Some(Reason::BlobDigestMismatch), "2026-11-23T06:00:00Z");
         bad.tls_not_after = Some("2027-01-01T00:00:00Z".into());
+        bad.ratelimit_remaining = Some(7);
         let results = [ok, bad];
         let history = advance(&History::new(), &results);
         let families = gauge_families(&results, &history);
@@ -322,6 +335,11 @@ mod tests {
         let info = sample(&families, LAST_FAILURE_INFO, "10.0.0.2").unwrap();
         assert!(info.labels.contains(&("reason".into(), "blob_digest_mismatch".into())));
         assert_eq!(sample(&families, TLS_NOT_AFTER, "10.0.0.2").unwrap().value, 1798761600.0);
+        // One series per registry, labelled by registry only, with the lowest value seen.
+        let ratelimit = families.iter().find(|f| f.name == RATELIMIT_REMAINING).expect("family");
+        assert_eq!(ratelimit.samples.len(), 1);
+        assert!(ratelimit.samples[0].labels.iter().all(|(k, _)| k == "registry"));
+        assert_eq!(ratelimit.samples[0].value, 7.0);
         for family in &families {
             for s in &family.samples {
                 for (_, v) in &s.labels {
