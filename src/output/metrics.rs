@@ -157,8 +157,19 @@ pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFa
 
     // Every family, even without samples: a push must name each family so that
     // the Pushgateway drops series that no longer exist (a streak that ended).
-    let mut families =
-        vec![success, duration, phases, last_success, consecutive, failing_since, failure_info, tls, consistent, ratelimit, build];
+    let mut families = vec![
+        success,
+        duration,
+        phases,
+        last_success,
+        consecutive,
+        failing_since,
+        failure_info,
+        tls,
+        consistent,
+        ratelimit,
+        build,
+    ];
     families.push(canary_metrics::push_duration(results));
     families
 }
