@@ -105,9 +105,20 @@ pub async fn configured_frontends(
             Ok(vec![Frontend { label: registry.host(), url, pin: None, repository_prefix: None, ns: None }])
         }
         FrontendSet::Dns => {
-            let addrs = tokio::net::lookup_host((host.as_str(), default_port)).await.map_err(|e| {
-                format!("registry {:?}: cannot resolve {host} for `frontends: dns`: {e}", registry.name)
-            })?;
+            // A name that does not resolve is a registry outage, not a config error: probe
+            // it once through the name, so the pull fails with `dns_error` and pages.
+            let by_name = || {
+                vec![Frontend {
+                    label: registry.host(),
+                    url: url.clone(),
+                    pin: None,
+                    repository_prefix: None,
+                    ns: None,
+                }]
+            };
+            let Ok(addrs) = tokio::net::lookup_host((host.as_str(), default_port)).await else {
+                return Ok(by_name());
+            };
             let mut frontends: Vec<Frontend> = Vec::new();
             for addr in addrs.filter(|a| registry.ip_family.allows(a.ip())) {
                 if frontends.iter().all(|f| f.pin != Some(addr)) {

@@ -86,6 +86,11 @@ async fn probe_loop(
             }
         };
         round += 1;
+        if results.is_empty() {
+            // Nothing was probed (the probe could not be planned; logged above): keep the
+            // last series rather than wiping them, so staleness alerts see the gap.
+            continue;
+        }
         for r in &results {
             tracing::info!(
                 probe = %r.probe,
