@@ -11,16 +11,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{AlertingConfig, Config, Expectations, ProbeKind};
-use crate::frontend::{self, Frontend};
+use crate::config::{AlertingConfig, Config, ProbeKind};
 use crate::output;
 use crate::platform::PlatformSelection;
 use crate::probe::canary::CanaryJob;
-use crate::probe::pull::{PullLimits, PullTarget};
+use crate::probe::plan;
 use crate::probe::run::{PullJob, RoundOptions, run_round};
-use crate::probe::{expect, plan};
-use crate::reference::ImageReference;
-use crate::registry::transport::TransportOptions;
 use crate::result::ProbeResult;
 
 /// Exit codes of `now` (DESIGN.md, "Commands").
@@ -429,42 +425,26 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
         Some(p) => Some(PlatformSelection::parse(p).map_err(|e| UsageError(format!("--platform {p:?}: {e}")))?),
         None => None,
     };
-    let defaults = config.as_ref().map(|c| c.defaults.clone()).unwrap_or_default();
-    let limits = config.as_ref().map(pull_limits).unwrap_or_default();
-    let location = defaults.location.clone();
-    let base_transport = TransportOptions {
-        insecure: args.insecure,
-        max_redirects: config.as_ref().map(|c| c.limits.max_redirects as usize).unwrap_or(5),
-        connect_timeout: Some(Duration::from_secs(10)),
-        read_timeout: Some(Duration::from_secs(30)),
-        ..TransportOptions::default()
-    };
     if args.insecure {
         tracing::warn!("--insecure: TLS certificates are not verified");
     }
-
-    let ad_hoc_expect = expect::with_paths(&Expectations::default(), &args.expect_paths).map_err(UsageError)?;
+    // Ad-hoc images use the config's defaults and limits (or the built-in ones)
+    // and the settings of a configured registry with the same host.
+    let base = config.clone().unwrap_or_default();
+    let defaults = base.defaults.clone();
+    let overrides = plan::Overrides {
+        plain_http: args.plain_http,
+        insecure: args.insecure,
+        platforms: platform_override,
+        frontends: args.frontends.clone(),
+        timeout: None,
+        expect_paths: args.expect_paths.clone(),
+    };
     let mut jobs = Vec::new();
     let mut canaries = Vec::new();
     let mut skipped_canaries = 0;
     for raw in &args.images {
-        let image = ImageReference::parse(raw).map_err(|e| UsageError(format!("image {raw:?}: {e}")))?;
-        let target = PullTarget {
-            probe: raw.clone(),
-            registry: image.registry.clone(),
-            image: image.clone(),
-            location: location.clone(),
-            platforms: platform_override.clone().unwrap_or_else(|| defaults.platforms.clone()),
-            timeout: defaults.timeout,
-            limits,
-            layer_concurrency: layer_concurrency(),
-            expect: ad_hoc_expect.clone(),
-        };
-        let frontends = frontends_for(&args.frontends, &image, args.plain_http)?;
-        plan::check_pinned_without_proxy(&frontends).map_err(UsageError)?;
-        let registry = config.as_ref().and_then(|c| c.registry_for(&image));
-        let transport = plan::for_registry(&base_transport, limits.max_manifest_bytes, registry, &image);
-        jobs.push(PullJob { target, frontends, transport });
+        jobs.push(plan::job_for_image(&base, raw, &overrides).await.map_err(UsageError)?);
     }
 
     if let Some(config) = &config {
@@ -486,37 +466,11 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
                     if args.no_push {
                         skipped_canaries += 1;
                     } else {
-                        let overrides = plan::Overrides {
-                            plain_http: args.plain_http,
-                            insecure: args.insecure,
-                            frontends: args.frontends.clone(),
-                            ..plan::Overrides::default()
-                        };
                         canaries.push(plan::canary_job_for_probe(config, probe, &overrides).await.map_err(UsageError)?);
                     }
                     continue;
                 }
-                let (image, registry) = config.resolve_image(probe).map_err(|e| UsageError(e.to_string()))?;
-                let plain_http = args.plain_http;
-                let target = PullTarget {
-                    probe: probe.name.clone(),
-                    registry: registry.map(|r| r.name.clone()).unwrap_or_else(|| image.registry.clone()),
-                    image: image.clone(),
-                    location: location.clone(),
-                    platforms: platform_override.clone().unwrap_or_else(|| config.platforms_for(probe)),
-                    timeout: config.timeout_for(probe),
-                    limits,
-                    layer_concurrency: layer_concurrency(),
-                    expect: expect::with_paths(&probe.expect, &args.expect_paths).map_err(UsageError)?,
-                };
-                let transport = plan::for_registry(&base_transport, limits.max_manifest_bytes, registry, &image);
-                let frontends = if args.frontends.is_empty() {
-                    frontend::configured_frontends(registry, &image, plain_http).await.map_err(UsageError)?
-                } else {
-                    frontends_for(&args.frontends, &image, plain_http)?
-                };
-                plan::check_pinned_without_proxy(&frontends).map_err(UsageError)?;
-                jobs.push(PullJob { target, frontends, transport });
+                jobs.push(plan::job_for_probe(config, probe, &overrides).await.map_err(UsageError)?);
             }
         }
     }
@@ -543,28 +497,6 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
 
 fn load_config(path: &Path) -> Result<Config, UsageError> {
     Config::load(path).map_err(|e| UsageError(e.to_string()))
-}
-
-fn pull_limits(config: &Config) -> PullLimits {
-    PullLimits {
-        max_manifest_bytes: config.limits.max_manifest_bytes,
-        max_pull_bytes: config.limits.max_pull_bytes,
-        max_uncompressed_bytes: config.limits.max_uncompressed_bytes,
-        max_uncompressed_ratio: config.limits.max_uncompressed_ratio,
-    }
-}
-
-/// Layers verified at once per pull: one per core keeps inflate busy without
-/// oversubscribing a small pod; at least two so the network overlaps the CPU.
-fn layer_concurrency() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8)
-}
-
-fn frontends_for(args: &[String], image: &ImageReference, plain_http: bool) -> Result<Vec<Frontend>, UsageError> {
-    if args.is_empty() {
-        return frontend::default_frontend(image, plain_http).map(|f| vec![f]).map_err(UsageError);
-    }
-    args.iter().map(|a| frontend::parse_frontend_arg(a, image, plain_http).map_err(UsageError)).collect()
 }
 
 /// Parts of probes.yaml that parse but that this version does not run yet: an

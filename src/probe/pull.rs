@@ -1008,8 +1008,10 @@ fn failed_check(layer: &BlobRef, err: &ProbeError, source: Option<&BlobSource>) 
     }
 }
 
-/// Now, as RFC 3339 UTC with second precision.
+/// Now, as RFC 3339 UTC with millisecond precision.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    // Millisecond precision: run times derived from it (last success) must order runs a second apart.
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_millisecond(now.millisecond()).unwrap_or(now);
     now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
