@@ -77,24 +77,11 @@ struct NowArgs {
     /// Only these probes of the config (repeatable).
     #[arg(long = "probe")]
     probes: Vec<String>,
-    /// Probe exactly these frontends, each separately: an address (10.0.0.1, 10.0.0.2:8443) or a URL.
-    #[arg(long = "frontend")]
-    frontends: Vec<String>,
-    /// `all`, or OS/ARCH[/VARIANT].
-    #[arg(long)]
-    platform: Option<String>,
+    #[command(flatten)]
+    pull: PullOptions,
     /// Output format (`table` for humans, `json` for programs).
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: OutputFormat,
-    /// Use plain HTTP (default only for loopback registries).
-    #[arg(long)]
-    plain_http: bool,
-    /// Skip TLS certificate verification.
-    #[arg(long)]
-    insecure: bool,
-    /// A path that must exist in the image's final filesystem (repeatable; added to every probe's `expect:`).
-    #[arg(long = "expect-path", value_name = "PATH")]
-    expect_paths: Vec<String>,
     /// Exit 0 rather than 1 for a failed probe when Alertmanager has the failure
     /// (for a CronJob whose failures already page).
     #[arg(long)]
@@ -151,7 +138,14 @@ struct CheckArgs {
     /// Seconds the whole check may take (also caps each pull's timeout).
     #[arg(short = 't', long = "timeout", value_name = "SECONDS", default_value = "60", value_parser = parse_seconds)]
     timeout: f64,
-    /// Probe exactly these frontends, each separately: an address or a URL.
+    #[command(flatten)]
+    pull: PullOptions,
+}
+
+/// How to pull, shared by `now` and `check`.
+#[derive(Debug, Default, Clone, clap::Args)]
+struct PullOptions {
+    /// Probe exactly these frontends, each separately: an address (10.0.0.1, 10.0.0.2:8443) or a URL.
     #[arg(long = "frontend")]
     frontends: Vec<String>,
     /// `all`, or OS/ARCH[/VARIANT].
@@ -163,7 +157,7 @@ struct CheckArgs {
     /// Skip TLS certificate verification.
     #[arg(long)]
     insecure: bool,
-    /// A path that must exist in the image's final filesystem (repeatable).
+    /// A path that must exist in the image's final filesystem (repeatable; added to every probe's `expect:`).
     #[arg(long = "expect-path", value_name = "PATH")]
     expect_paths: Vec<String>,
 }
@@ -290,12 +284,8 @@ fn check(args: CheckArgs) -> ExitCode {
         images: args.image.into_iter().collect(),
         config: args.config,
         probes: args.probe.into_iter().collect(),
-        frontends: args.frontends,
-        platform: args.platform,
+        pull: args.pull,
         output: OutputFormat::Json,
-        plain_http: args.plain_http,
-        insecure: args.insecure,
-        expect_paths: args.expect_paths,
         ..NowArgs::default()
     };
     let outcome = runtime.block_on(async {
@@ -390,7 +380,7 @@ fn delivery_context(
     canaries: &[CanaryJob],
 ) -> (AlertingConfig, output::delivery::RunContext) {
     let Some(config) = config else { return Default::default() };
-    let narrowed = !args.frontends.is_empty() || args.platform.is_some();
+    let narrowed = !args.pull.frontends.is_empty() || args.pull.platform.is_some();
     let probes = jobs.iter().map(|j| j.target.probe.clone()).chain(canaries.iter().map(|c| c.probe.clone()));
     let context = output::delivery::RunContext {
         severities: config.probes.iter().map(|p| (p.name.clone(), p.severity)).collect(),
@@ -421,11 +411,11 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
         Some(path) => Some(load_config(path)?),
         None => None,
     };
-    let platform_override = match &args.platform {
+    let platform_override = match &args.pull.platform {
         Some(p) => Some(PlatformSelection::parse(p).map_err(|e| UsageError(format!("--platform {p:?}: {e}")))?),
         None => None,
     };
-    if args.insecure {
+    if args.pull.insecure {
         tracing::warn!("--insecure: TLS certificates are not verified");
     }
     // Ad-hoc images use the config's defaults and limits (or the built-in ones)
@@ -433,12 +423,12 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
     let base = config.clone().unwrap_or_default();
     let defaults = base.defaults.clone();
     let overrides = plan::Overrides {
-        plain_http: args.plain_http,
-        insecure: args.insecure,
+        plain_http: args.pull.plain_http,
+        insecure: args.pull.insecure,
         platforms: platform_override,
-        frontends: args.frontends.clone(),
+        frontends: args.pull.frontends.clone(),
         timeout: None,
-        expect_paths: args.expect_paths.clone(),
+        expect_paths: args.pull.expect_paths.clone(),
     };
     let mut jobs = Vec::new();
     let mut canaries = Vec::new();
