@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod canary;
 pub mod consistency;
+pub mod discover;
 pub mod expect;
 pub mod ledger;
 pub mod plan;

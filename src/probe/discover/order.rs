@@ -1,0 +1,1 @@
+//! The order of discovered tags: which ones are "the newest".
