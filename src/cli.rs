@@ -15,8 +15,8 @@ use crate::config::{AlertingConfig, Config, ProbeKind};
 use crate::output;
 use crate::platform::PlatformSelection;
 use crate::probe::canary::CanaryJob;
-use crate::probe::plan;
 use crate::probe::run::{PullJob, RoundOptions, run_round};
+use crate::probe::{discover, plan};
 use crate::result::ProbeResult;
 
 /// Exit codes of `now` (DESIGN.md, "Commands").
@@ -299,12 +299,17 @@ fn check(args: CheckArgs) -> ExitCode {
         let round = RoundOptions {
             concurrency: plan.concurrency,
             max_round_bytes: Some(plan.max_round_bytes),
-            round: clock_round(plan.interval),
+            round: plan::clock_slot(plan.interval),
             progress: None,
             permits: None,
         };
+        let mut results = plan.failed;
         match tokio::time::timeout(limit, run_round(plan.jobs, plan.canaries, round)).await {
-            Ok(results) => icinga::render(&results, thresholds),
+            Ok(pulled) => {
+                results.extend(pulled);
+                discover::attach_warnings(&mut results, &plan.discovered);
+                icinga::render(&results, thresholds)
+            }
             Err(_) => icinga::timed_out(args.timeout, thresholds),
         }
     });
@@ -328,11 +333,13 @@ async fn now(args: NowArgs) -> ExitCode {
     let round = RoundOptions {
         concurrency,
         max_round_bytes: Some(jobs.max_round_bytes),
-        round: args.round.unwrap_or_else(|| clock_round(jobs.interval)),
+        round: args.round.unwrap_or_else(|| plan::clock_slot(jobs.interval)),
         progress: progress.as_ref().map(|p| p.counter.clone()),
         permits: None,
     };
-    let results = run_round(jobs.jobs, jobs.canaries, round).await;
+    let mut results = jobs.failed;
+    results.extend(run_round(jobs.jobs, jobs.canaries, round).await);
+    discover::attach_warnings(&mut results, &jobs.discovered);
     if let Some(p) = progress {
         p.finish();
     }
@@ -348,13 +355,6 @@ async fn now(args: NowArgs) -> ExitCode {
     )
     .await;
     ExitCode::from(exit_code(&results, &report, args.no_fail))
-}
-
-/// The round number of a scheduled run: consecutive runs one interval apart
-/// get consecutive numbers, so a CronJob rotates without keeping state.
-fn clock_round(interval: Duration) -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    now.as_secs() / interval.as_secs().max(1)
 }
 
 /// 1 if a probe failed (unless `--no-fail` and Alertmanager has every failure),
@@ -376,15 +376,14 @@ fn exit_code(results: &[ProbeResult], report: &output::delivery::DeliveryReport,
 fn delivery_context(
     args: &NowArgs,
     config: Option<&Config>,
-    jobs: &[PullJob],
-    canaries: &[CanaryJob],
+    probes: impl Iterator<Item = String>,
 ) -> (AlertingConfig, output::delivery::RunContext) {
     let Some(config) = config else { return Default::default() };
     let narrowed = !args.pull.frontends.is_empty() || args.pull.platform.is_some();
-    let probes = jobs.iter().map(|j| j.target.probe.clone()).chain(canaries.iter().map(|c| c.probe.clone()));
     let context = output::delivery::RunContext {
         severities: config.probes.iter().map(|p| (p.name.clone(), p.severity)).collect(),
         owned_probes: if narrowed { Default::default() } else { probes.collect() },
+        carried: Default::default(),
     };
     (config.alerting.clone(), context)
 }
@@ -393,6 +392,10 @@ struct NowPlan {
     jobs: Vec<PullJob>,
     /// `canary:` probes (none with `--no-push`).
     canaries: Vec<CanaryJob>,
+    /// Results of probes that failed before pulling (a discovery that failed).
+    failed: Vec<ProbeResult>,
+    /// What each discovery rule found, by probe name.
+    discovered: Vec<(String, discover::Found)>,
     alerting: AlertingConfig,
     run_context: output::delivery::RunContext,
     concurrency: usize,
@@ -433,6 +436,8 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
     let mut jobs = Vec::new();
     let mut canaries = Vec::new();
     let mut skipped_canaries = 0;
+    let mut failed = Vec::new();
+    let mut discovered = Vec::new();
     for raw in &args.images {
         jobs.push(plan::job_for_image(&base, raw, &overrides).await.map_err(UsageError)?);
     }
@@ -460,11 +465,17 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
                     }
                     continue;
                 }
-                jobs.push(plan::job_for_probe(config, probe, &overrides).await.map_err(UsageError)?);
+                let slot = args.round.unwrap_or_else(|| plan::clock_slot(config.interval_for(probe)));
+                let planned = plan::plan_probe(config, probe, &overrides, slot).await.map_err(UsageError)?;
+                jobs.extend(planned.jobs);
+                failed.extend(planned.failed);
+                if let Some(found) = planned.discovery {
+                    discovered.push((probe.name.clone(), found));
+                }
             }
         }
     }
-    if jobs.is_empty() && canaries.is_empty() {
+    if jobs.is_empty() && canaries.is_empty() && failed.is_empty() {
         let why = if skipped_canaries > 0 {
             format!(" (--no-push skipped {skipped_canaries} canary probe(s))")
         } else {
@@ -473,10 +484,20 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
         return Err(UsageError(format!("nothing to probe: give an IMAGE or a config with probes{why}")));
     }
     let limits_config = config.as_ref().map(|c| c.limits).unwrap_or_default();
-    let (alerting, run_context) = delivery_context(args, config.as_ref(), &jobs, &canaries);
+    let probed = jobs
+        .iter()
+        .map(|j| j.target.probe.clone())
+        .chain(canaries.iter().map(|c| c.probe.clone()))
+        .chain(failed.iter().map(|r| r.probe.clone()));
+    let (alerting, mut run_context) = delivery_context(args, config.as_ref(), probed);
+    for (probe, found) in &discovered {
+        run_context.carried.extend(found.candidates.iter().map(|image| (probe.clone(), image.clone())));
+    }
     Ok(NowPlan {
         jobs,
         canaries,
+        failed,
+        discovered,
         alerting,
         run_context,
         concurrency: defaults.concurrency.max(1),
@@ -491,25 +512,9 @@ fn load_config(path: &Path) -> Result<Config, UsageError> {
 
 /// Parts of probes.yaml that parse but that this version does not run yet: an
 /// explicit error beats a probe silently not running or a page silently not sent.
-pub(crate) fn unsupported_features(config: &Config) -> Option<String> {
-    let mut problems = Vec::new();
-    for probe in &config.probes {
-        let name = &probe.name;
-        match &probe.kind {
-            ProbeKind::Image { tags: Some(_), .. } => {
-                problems.push(format!("probe {name:?}: `tags:` selection is not supported by this version"))
-            }
-            ProbeKind::Image { .. } | ProbeKind::Canary(_) => {}
-            other => {
-                problems.push(format!("probe {name:?}: `{}:` probes are not supported by this version", other.key()))
-            }
-        }
-        let registry = probe.registry.as_deref().and_then(|r| config.registry(r));
-        if matches!(probe.kind, ProbeKind::Canary(_)) && registry.is_some_and(|r| r.auth.is_some()) {
-            problems.push(format!("probe {name:?}: `canary:` pushes with `auth:` are not supported by this version"));
-        }
-    }
-    problems.into_iter().next()
+pub(crate) fn unsupported_features(_config: &Config) -> Option<String> {
+    // Every part of probes.yaml runs in this version; canaries push with `auth:` too.
+    None
 }
 
 /// A live byte counter on stderr, only on a terminal.

@@ -304,6 +304,9 @@ struct TokenServerState {
     next_expired: AtomicBool,
     /// Demand these credentials (else anonymous tokens are refused).
     require: Option<(String, String)>,
+    /// Accounts that may pull and nothing else: their tokens grant only `pull`, whatever
+    /// the scope asked for (as docker_auth, Harbor or GitLab grant the allowed subset).
+    pull_only: Mutex<Vec<(String, String)>>,
     served: AtomicUsize,
 }
 
@@ -322,6 +325,7 @@ impl TokenServer {
             issued: Mutex::default(),
             next_expired: AtomicBool::new(false),
             require: require.map(|(u, p)| (u.to_string(), p.to_string())),
+            pull_only: Mutex::default(),
             served: AtomicUsize::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -344,6 +348,11 @@ impl TokenServer {
             issuer: ISSUER.to_string(),
             rootcertbundle: self.state.signer.bundle.clone(),
         }
+    }
+
+    /// Let `user` in with `password`, for pulls only.
+    fn allow_pull_only(&self, user: &str, password: &str) {
+        self.state.pull_only.lock().unwrap().push((user.to_string(), password.to_string()));
     }
 
     fn requests(&self) -> Vec<TokenRequest> {
@@ -372,11 +381,13 @@ async fn token_endpoint(State(state): State<Arc<TokenServerState>>, request: Req
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
-    let password_ok = match (&state.require, &basic) {
-        (Some(wanted), Some(given)) => wanted == given,
-        (Some(_), None) => false,
-        (None, _) => true,
-    };
+    let pull_only = basic.as_ref().is_some_and(|given| state.pull_only.lock().unwrap().contains(given));
+    let password_ok = pull_only
+        || match (&state.require, &basic) {
+            (Some(wanted), Some(given)) => wanted == given,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
     state.requests.lock().unwrap().push(TokenRequest {
         user: basic.as_ref().map(|(u, _)| u.clone()),
         password_ok,
@@ -395,7 +406,8 @@ async fn token_endpoint(State(state): State<Arc<TokenServerState>>, request: Req
         .filter_map(|s| {
             let mut parts = s.splitn(3, ':');
             let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
-            Some(json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+            let actions: Vec<&str> = actions.split(',').filter(|a| !pull_only || *a == "pull").collect();
+            Some(json!({"type": kind, "name": name, "actions": actions}))
         })
         .collect();
     let claims = json!({
@@ -545,6 +557,157 @@ async fn cred_helper_and_mounted_dockerconfigjson_supply_credentials() {
     credential_helper(&bin, "pullprobe-test", "some.other.registry", USER, PASSWORD);
     let run = pullprobe(&["now", "-o", "json", &image], &env);
     run.assert_failed("auth_failed", "auth", &["HTTP status 401", "no credentials (anonymous)"]);
+}
+
+// ---------------------------------------------------------------------------
+// Write-path canaries in token mode: pushes ask the token endpoint for
+// `pull,push` with the credentials; credentials that may only pull are refused.
+
+const CANARY_REPO: &str = "pullprobe/canary";
+const READER: &str = "bob";
+const READER_PASSWORD: &str = "Re4d-only-pa55word-never-printed";
+const READER_PASSWORD_ENV: &str = "PULLPROBE_TEST_READER_PASSWORD";
+
+/// One canary probe `write-path` on registry `secure` at `url`, pushing as `user`.
+fn canary_config(dir: &Path, url: &str, user: &str, password_env: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "defaults:\n  location: test\n  timeout: 60s\n\
+             registries:\n  - name: secure\n    url: {url}\n    auth: {{username: {user}, password_env: {password_env}}}\n\
+             probes:\n  - name: write-path\n    registry: secure\n    \
+             canary: {{repository: {CANARY_REPO}, consistency_deadline: 5s, size: 64KiB, chunk_size: 16KiB, sessions: 2}}\n"
+        ),
+    )
+}
+
+/// The canary repository's tags, from the registry's storage (the registry itself wants a token).
+fn canary_tags(registry: &Registry) -> Vec<String> {
+    let dir = registry.root().join("docker/registry/v2/repositories").join(CANARY_REPO).join("_manifests/tags");
+    let mut tags: Vec<String> = fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    tags.sort();
+    tags
+}
+
+/// Push a distinct small image under each tag, so that deleting one manifest deletes one tag.
+async fn seed_canary_tags(registry: &Registry, tags: &[&str]) {
+    use pullprobe::image_builder::{Format, ImageBuilder, LayerBuilder, LayerCompression};
+    for tag in tags {
+        let dir = registry.scratch().join(tag);
+        fs::create_dir_all(&dir).expect("scratch dir");
+        let layer = LayerBuilder::new().file("srv/seed", *tag).write(&dir, LayerCompression::Gzip).expect("layer");
+        let image = ImageBuilder::new(Format::Oci).layer(layer).build(&dir).expect("image");
+        common::push(registry, CANARY_REPO, tag, image).await;
+    }
+}
+
+fn push_scope() -> String {
+    format!("repository:{CANARY_REPO}:pull,push")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_mode_canary_pushes_with_push_scope_reads_back_and_cleans_up() {
+    let tokens = TokenServer::start(Some((USER, PASSWORD))).await;
+    let mut registry = Registry::start();
+    let old = ["pullprobe-canary-test-1000", "pullprobe-canary-test-1001"];
+    let kept = ["latest", "pullprobe-canary-elsewhere-1", "pullprobe-canary-test-1002", "pullprobe-canary-test-1003"];
+    seed_canary_tags(&registry, &old).await;
+    seed_canary_tags(&registry, &kept).await;
+    registry.restart_with(RegistryOptions { auth: Some(tokens.registry_auth()), ..RegistryOptions::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let config = canary_config(dir.path(), registry.url().as_str(), USER, PASSWORD_ENV);
+    let env = [(PASSWORD_ENV, PASSWORD)];
+
+    let run = pullprobe(&["now", "-o", "json", "-c", config.to_str().unwrap()], &env);
+    let result = run.assert_ok();
+    assert_eq!(result.str_field("kind"), Some("canary"), "{}", run.context());
+    assert!(result["phases"]["push"].as_f64().is_some_and(|s| s > 0.0), "{}", run.context());
+    assert!(result["phases"]["visible"].as_f64().is_some(), "read back: {}", run.context());
+    assert_eq!(result.layers().len(), 2, "config and layer read back: {}", run.context());
+    assert!(result.layers().iter().all(|l| l.is_ok()), "{}", run.context());
+    assert!(result.get("warnings").is_none(), "the cleanup deleted without trouble: {}", run.context());
+
+    // Tokens: the push asked for pull,push with the credentials; the read-back for pull.
+    let requests = tokens.requests();
+    assert!(requests.iter().all(|r| r.user.as_deref() == Some(USER) && r.password_ok), "{requests:?}");
+    assert!(requests.iter().any(|r| r.scopes.contains(&push_scope())), "a push token: {requests:?}");
+    let pull = format!("repository:{CANARY_REPO}:pull");
+    assert!(requests.iter().any(|r| r.scopes == [pull.clone()]), "a pull token for the read-back: {requests:?}");
+
+    // Cleanup through the token-protected API: this location's oldest go, everything else stays.
+    let tags = canary_tags(&registry);
+    for tag in old {
+        assert!(!tags.iter().any(|t| t == tag), "{tag} deleted: {tags:?}");
+    }
+    for tag in kept {
+        assert!(tags.iter().any(|t| t == tag), "{tag} kept: {tags:?}");
+    }
+    assert_eq!(tags.iter().filter(|t| t.starts_with("pullprobe-canary-test-")).count(), 3, "{tags:?}");
+
+    // No output — JSON, the table, debug logs — holds the password or a token.
+    let mut secrets = password_secrets();
+    secrets.extend(tokens.secrets());
+    run.assert_no_secret(&secrets);
+    let run = probe_everywhere(&config, &env, &[], &secrets);
+    run.assert_ok();
+    run.assert_no_secret(&tokens.secrets());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_mode_canary_with_pull_only_credentials_is_auth_failed_naming_the_push_scope() {
+    let tokens = TokenServer::start(Some((USER, PASSWORD))).await;
+    tokens.allow_pull_only(READER, READER_PASSWORD);
+    let registry = token_registry(&tokens).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [(READER_PASSWORD_ENV, READER_PASSWORD)];
+    let mut secrets = vec![
+        READER_PASSWORD.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(format!("{READER}:{READER_PASSWORD}")),
+    ];
+
+    // The credentials work: they pull.
+    let pull_auth = format!("    auth: {{username: {READER}, password_env: {READER_PASSWORD_ENV}}}\n");
+    let config = registry_config(dir.path(), registry.url().as_str(), &pull_auth);
+    pullprobe(&["now", "-o", "json", "-c", config.to_str().unwrap()], &env).assert_ok();
+
+    // They cannot push: the canary fails on its first request, naming the scope it asked for.
+    let config = canary_config(dir.path(), registry.url().as_str(), READER, READER_PASSWORD_ENV);
+    let run = pullprobe(&["now", "-o", "json", "-c", config.to_str().unwrap()], &env);
+    let scope = format!("scope \"{}\"", push_scope());
+    let result = run.assert_failed(
+        "auth_failed",
+        "auth",
+        &[
+            "upload 1 of 3",
+            "POST (starting the upload)",
+            "HTTP status 401",
+            &scope,
+            &format!("user \"{READER}\""),
+            &format!("token realm {}", tokens.realm()),
+            &format!("allowed to push to {CANARY_REPO}"),
+        ],
+    );
+    assert_eq!(result.registry_error(), Some("UNAUTHORIZED"), "the registry's code is kept: {}", run.context());
+    assert_eq!(result.str_field("kind"), Some("canary"), "{}", run.context());
+    let error = result.error_message().unwrap_or_default();
+    assert!(error.contains("upload 1 of 3 failed"), "refused credentials stop the push at once: {error}");
+    let push_requests: Vec<TokenRequest> =
+        tokens.requests().into_iter().filter(|r| r.scopes.contains(&push_scope())).collect();
+    assert!(!push_requests.is_empty(), "a push token was asked for: {:?}", tokens.requests());
+    assert!(
+        push_requests.iter().all(|r| r.user.as_deref() == Some(READER) && r.password_ok),
+        "with the credentials: {push_requests:?}"
+    );
+    assert!(canary_tags(&registry).is_empty(), "nothing pushed");
+
+    // No output holds the password or a token, debug logs included.
+    secrets.extend(tokens.secrets());
+    run.assert_no_secret(&secrets);
+    let run = probe_everywhere(&config, &env, &[], &secrets);
+    run.assert_failed("auth_failed", "auth", &[&scope]);
+    run.assert_no_secret(&tokens.secrets());
 }
 
 // ---------------------------------------------------------------------------

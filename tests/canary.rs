@@ -346,7 +346,7 @@ async fn serve_runs_canaries_on_their_interval_with_their_metrics() {
 }
 
 #[test]
-fn canaries_validate_but_pushes_with_credentials_are_refused() {
+fn canaries_validate_with_and_without_credentials() {
     let (_dir, path) = config("http://127.0.0.1:1", &[("r", "http://127.0.0.1:1".into())], "");
     let (code, stdout, stderr) = common::run_pullprobe(&["validate", "-c", &path]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -354,9 +354,8 @@ fn canaries_validate_but_pushes_with_credentials_are_refused() {
     let with_auth = yaml
         .replace("    frontends:", "    auth: {username: u, password_env: PULLPROBE_TEST_PASSWORD}\n    frontends:");
     std::fs::write(&path, with_auth).expect("config");
-    let (code, _, stderr) = common::run_pullprobe(&["validate", "-c", &path]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains(r#"probe "write-path": `canary:` pushes with `auth:` are not supported"#), "{stderr}");
+    let (code, stdout, stderr) = common::run_pullprobe(&["validate", "-c", &path]);
+    assert_eq!(code, 0, "a canary pushes with the registry's credentials: {stdout}{stderr}");
 }
 
 // ---------------------------------------------------------------------------
@@ -503,4 +502,140 @@ async fn a_500_in_the_middle_of_an_upload_fails_clearly_and_the_session_is_cance
     let seen = fake.seen();
     assert_eq!(seen[3].0, Method::DELETE, "the failed session is cancelled at once: {seen:?}");
     assert!(!seen.iter().any(|(m, p)| *m == Method::PUT && p.contains("/manifests/")), "no manifest: {seen:?}");
+}
+
+// ---------------------------------------------------------------------------
+// A token-auth registry that hands uploads to storage on another host: the
+// registry's token goes to the registry only.
+
+const STORAGE_PASSWORD: &str = "st0rage-test-password-never-printed";
+const REGISTRY_TOKEN: &str = "registry-token-that-must-stay-on-the-registry";
+
+/// One request as a test server saw it: method, path, and its `Authorization` header.
+type Seen = (Method, String, Option<String>);
+
+#[derive(Default)]
+struct HandOffState {
+    /// `http://127.0.0.1:<port>` of the storage host, set once it listens.
+    storage: Mutex<String>,
+    realm: Mutex<String>,
+    registry_seen: Mutex<Vec<Seen>>,
+    storage_seen: Mutex<Vec<Seen>>,
+}
+
+async fn serve_on(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+fn record(log: &Mutex<Vec<Seen>>, request: &Request) {
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    log.lock().unwrap_or_else(|p| p.into_inner()).push((
+        request.method().clone(),
+        request.uri().path().to_string(),
+        authorization,
+    ));
+}
+
+/// The registry: Bearer token auth for everything under `/v2/`, uploads handed to the storage host.
+async fn hand_off_registry(State(state): State<Arc<HandOffState>>, request: Request) -> Response {
+    record(&state.registry_seen, &request);
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
+    let _ = axum::body::to_bytes(request.into_body(), 16 << 20).await;
+    if path == "/token" {
+        return answer(
+            StatusCode::OK,
+            &[("content-type", "application/json".into())],
+            &format!(r#"{{"token":"{REGISTRY_TOKEN}"}}"#),
+        );
+    }
+    if authorization.as_deref() != Some(&format!("Bearer {REGISTRY_TOKEN}")) {
+        let realm = state.realm.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let challenge = format!(r#"Bearer realm="{realm}",service="hand-off",scope="repository:{REPO}:pull,push""#);
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            &[("www-authenticate", challenge), ("content-type", "application/json".into())],
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        );
+    }
+    match method {
+        Method::POST if path == format!("/v2/{REPO}/blobs/uploads/") => {
+            let storage = state.storage.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            answer(StatusCode::ACCEPTED, &[("location", format!("{storage}/upload/session-1?_state=opaque"))], "")
+        }
+        Method::PUT if path.starts_with(&format!("/v2/{REPO}/manifests/")) => answer(StatusCode::CREATED, &[], ""),
+        Method::GET if path.ends_with("/tags/list") => answer(StatusCode::OK, &[], r#"{"tags":[]}"#),
+        _ => answer(StatusCode::NOT_FOUND, &[], r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#),
+    }
+}
+
+/// The storage host: takes the upload without asking who sends it (its URL is the credential).
+async fn hand_off_storage(State(state): State<Arc<HandOffState>>, request: Request) -> Response {
+    record(&state.storage_seen, &request);
+    let method = request.method().clone();
+    let _ = axum::body::to_bytes(request.into_body(), 16 << 20).await;
+    match method {
+        Method::PATCH => answer(StatusCode::ACCEPTED, &[("location", "/upload/session-1?_state=next".into())], ""),
+        Method::PUT => answer(StatusCode::CREATED, &[], ""),
+        _ => answer(StatusCode::NO_CONTENT, &[], ""),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_handed_to_another_host_gets_no_authorization() {
+    let state = Arc::new(HandOffState::default());
+    let registry = serve_on(Router::new().fallback(hand_off_registry).with_state(state.clone())).await;
+    let storage = serve_on(Router::new().fallback(hand_off_storage).with_state(state.clone())).await;
+    *state.storage.lock().unwrap() = format!("http://{storage}");
+    *state.realm.lock().unwrap() = format!("http://{registry}/token");
+
+    let url = format!("http://{registry}");
+    let (_dir, path) = config(&url, &[("registry", url.clone())], "");
+    let yaml = std::fs::read_to_string(&path).expect("config").replace(
+        "    frontends:",
+        "    auth: {username: pusher, password_env: PULLPROBE_TEST_PASSWORD}\n    frontends:",
+    );
+    std::fs::write(&path, yaml).expect("config");
+    let args = ["now", "-c", &path, "-o", "json"];
+    let env = [("PULLPROBE_TEST_PASSWORD", STORAGE_PASSWORD), ("PULLPROBE_LOG", "debug")];
+    let (code, stdout, stderr) = run_pullprobe_with(&args, &env, None, RUN_LIMIT);
+    let results = json_results(&stdout);
+    assert_eq!(results.len(), 1, "{stdout}\n{stderr}");
+    let result = &results[0];
+
+    // The push went through: the fake registry serves nothing back, so the read-back is what fails.
+    assert_eq!(code, 1, "{result}\n{stderr}");
+    assert_eq!(result.reason(), Some("not_replicated"), "{result}");
+    assert!(result["warnings"].to_string().contains("another host than the registry URL"), "{result}");
+
+    let registry_seen = state.registry_seen.lock().unwrap().clone();
+    let storage_seen = state.storage_seen.lock().unwrap().clone();
+    let bearer = format!("Bearer {REGISTRY_TOKEN}");
+    let token_request = registry_seen.iter().find(|(_, p, _)| p == "/token").expect("a token was asked for");
+    assert!(token_request.2.as_deref().is_some_and(|a| a.starts_with("Basic ")), "with credentials: {registry_seen:?}");
+    let authorized = |method: Method, prefix: &str| {
+        registry_seen.iter().any(|(m, p, a)| *m == method && p.starts_with(prefix) && a.as_deref() == Some(&bearer))
+    };
+    assert!(authorized(Method::POST, &format!("/v2/{REPO}/blobs/uploads/")), "{registry_seen:?}");
+    assert!(authorized(Method::PUT, &format!("/v2/{REPO}/manifests/pullprobe-canary-test-")), "{registry_seen:?}");
+    // Two chunked sessions of 4 PATCHes and a PUT each, then the monolithic config PUT: none authorized.
+    assert_eq!(count_seen(&storage_seen, Method::PATCH), 8, "{storage_seen:?}");
+    assert_eq!(count_seen(&storage_seen, Method::PUT), 3, "{storage_seen:?}");
+    assert!(
+        storage_seen.iter().all(|(_, _, a)| a.is_none()),
+        "Authorization sent to the storage host: {storage_seen:?}"
+    );
+    for secret in [STORAGE_PASSWORD, REGISTRY_TOKEN] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} printed:\n{stdout}\n{stderr}");
+    }
+}
+
+fn count_seen(seen: &[Seen], method: Method) -> usize {
+    seen.iter().filter(|(m, _, _)| *m == method).count()
 }

@@ -1,10 +1,12 @@
 //! Probes as configured: what to pull (or push), how loudly to page, what to expect.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
+use url::Url;
 
 use super::error::Position;
 use crate::digest::Digest;
@@ -103,11 +105,45 @@ pub struct CatalogDiscovery {
     pub tag: String,
 }
 
-/// `kubernetes: {namespaces: [...]}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `kubernetes: {namespaces, label_selector, api_server, token_file, ca_file, pull_secrets, max_images}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubernetesDiscovery {
     /// Empty: every namespace.
     pub namespaces: Vec<String>,
+    /// A Kubernetes label selector (`app=web,tier!=cache`), passed to the API server as
+    /// `labelSelector`: it selects Pods, and the Deployments, StatefulSets, DaemonSets,
+    /// Jobs and CronJobs by their own labels.
+    pub label_selector: Option<String>,
+    /// The API server; `None`: the in-cluster one (`https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`).
+    /// Plain `http://` only on loopback (`kubectl proxy`).
+    pub api_server: Option<Url>,
+    /// A bearer token, read anew each run (projected tokens rotate). `None`: the service
+    /// account token when `api_server` is the in-cluster default, else no token.
+    pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for the API server besides the system roots. `None`:
+    /// the service account's `ca.crt` when `api_server` is the in-cluster default.
+    pub ca_file: Option<PathBuf>,
+    /// Read each workload's `imagePullSecrets` and pull with them (default true).
+    pub pull_secrets: bool,
+    /// Distinct images probed per run at most (default 100); the rest are named in a warning.
+    pub max_images: usize,
+    /// With `registry:` on the probe: that registry's `host[:port]`; only its images are probed.
+    pub registry_host: Option<String>,
+}
+
+impl Default for KubernetesDiscovery {
+    fn default() -> Self {
+        KubernetesDiscovery {
+            namespaces: Vec::new(),
+            label_selector: None,
+            api_server: None,
+            token_file: None,
+            ca_file: None,
+            pull_secrets: true,
+            max_images: 100,
+            registry_host: None,
+        }
+    }
 }
 
 /// `canary: {repository, consistency_deadline, size, chunk_size, sessions}`.

@@ -130,6 +130,12 @@ pub(super) struct RawCatalog {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawKubernetes {
     pub namespaces: Option<Vec<Text>>,
+    pub label_selector: Option<Text>,
+    pub api_server: Option<Text>,
+    pub token_file: Option<Text>,
+    pub ca_file: Option<Text>,
+    pub pull_secrets: Option<bool>,
+    pub max_images: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

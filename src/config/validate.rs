@@ -477,7 +477,11 @@ impl Validator<'_> {
                 needs_registry("catalog", "list", &catalog.referenced)?;
                 ProbeKind::Catalog(self.catalog(&catalog.value)?)
             }
-            (_, _, Some(kubernetes), _) => ProbeKind::Kubernetes(self.kubernetes(&kubernetes.value)?),
+            (_, _, Some(kubernetes), _) => {
+                let mut rule = self.kubernetes(&kubernetes.value)?;
+                rule.registry_host = raw.registry.as_ref().and_then(|r| config.registry(&r.value)).map(|r| r.host());
+                ProbeKind::Kubernetes(rule)
+            }
             (_, _, _, Some(canary)) => {
                 needs_registry("canary", "push to", &canary.referenced)?;
                 ProbeKind::Canary(self.canary(&canary.value)?)
@@ -548,7 +552,7 @@ impl Validator<'_> {
     }
 
     fn kubernetes(&self, raw: &RawKubernetes) -> Result<KubernetesDiscovery> {
-        let mut namespaces = Vec::new();
+        let mut rule = KubernetesDiscovery::default();
         for ns in raw.namespaces.iter().flatten() {
             let s = &ns.value;
             let valid = !s.is_empty()
@@ -562,9 +566,90 @@ impl Validator<'_> {
                     format!("`namespaces`: {s:?} is not a Kubernetes namespace name (lowercase letters, digits, `-`)"),
                 ));
             }
-            namespaces.push(s.clone());
+            if !rule.namespaces.contains(s) {
+                rule.namespaces.push(s.clone());
+            }
         }
-        Ok(KubernetesDiscovery { namespaces })
+        if let Some(selector) = &raw.label_selector {
+            rule.label_selector = Some(self.label_selector(selector)?);
+        }
+        if let Some(text) = &raw.api_server {
+            let url = self.url("api_server", text, false)?;
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(self.error(
+                    &text.referenced,
+                    format!(
+                        "`api_server`: expected the API server's base URL, without query or fragment, got {:?}",
+                        text.value
+                    ),
+                ));
+            }
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if url.scheme() == "http" && !loopback {
+                return Err(self.error(
+                    &text.referenced,
+                    format!(
+                        "`api_server`: plain http:// only to a loopback address (kubectl proxy); use https:// for {:?}",
+                        url.host_str().unwrap_or_default()
+                    ),
+                ));
+            }
+            rule.api_server = Some(url);
+        }
+        rule.token_file = raw.token_file.as_ref().map(|t| self.path("token_file", t)).transpose()?;
+        rule.ca_file = raw.ca_file.as_ref().map(|t| self.path("ca_file", t)).transpose()?;
+        if let Some(pull_secrets) = raw.pull_secrets {
+            rule.pull_secrets = pull_secrets;
+        }
+        if let Some(n) = &raw.max_images {
+            rule.max_images = self.count("max_images", n, 1, 10_000)? as usize;
+        }
+        Ok(rule)
+    }
+
+    /// A label selector as the API server parses it: requirements separated by commas,
+    /// each `key`, `!key`, `key=value`, `key==value`, `key!=value`, `key in (a,b)`,
+    /// `key notin (a,b)`, `key>N` or `key<N`.
+    fn label_selector(&self, text: &Text) -> Result<String> {
+        let selector = text.value.trim();
+        let fail = |why: String| {
+            self.error(&text.referenced, format!("`label_selector`: {why} (e.g. `app=web,tier in (frontend,api)`)"))
+        };
+        if selector.is_empty() || selector.len() > 4096 || selector.chars().any(char::is_control) {
+            return Err(fail(format!("expected a Kubernetes label selector, got {:?}", text.value)));
+        }
+        const KEY: &str = r"(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?";
+        const VALUE: &str = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?";
+        let requirement = Regex::new(&format!(
+            r"^(?:!?\s*{KEY}|{KEY}\s*(?:==?|!=)\s*{VALUE}|{KEY}\s*[<>]\s*[0-9]+|{KEY}\s+(?:in|notin)\s*\(\s*{VALUE}(?:\s*,\s*{VALUE})*\s*\))$"
+        ))
+        .map_err(|e| fail(format!("internal pattern: {e}")))?;
+        let mut depth = 0usize;
+        let mut start = 0;
+        let mut parts = Vec::new();
+        for (i, c) in selector.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                ',' if depth == 0 => {
+                    parts.push(&selector[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&selector[start..]);
+        for part in parts {
+            if !requirement.is_match(part.trim()) {
+                return Err(fail(format!("{:?} is not a label requirement", part.trim())));
+            }
+        }
+        Ok(selector.to_string())
     }
 
     fn canary(&self, raw: &RawCanary) -> Result<CanaryConfig> {

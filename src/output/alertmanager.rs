@@ -90,6 +90,10 @@ pub struct AlertSettings {
     /// series is not among the results (a frontend that left DNS) is resolved.
     /// Empty when the command line narrowed frontends or platforms.
     pub owned_probes: BTreeSet<String>,
+    /// (probe, image) of series a discovery rule still stands for but did not
+    /// probe this run (the catalog probes a rotating sample): their firing alerts
+    /// are kept firing, as the replica holds them, until a run probes them again.
+    pub carried: BTreeSet<(String, String)>,
 }
 
 impl AlertSettings {
@@ -100,6 +104,7 @@ impl AlertSettings {
             after,
             severities: BTreeMap::new(),
             owned_probes: BTreeSet::new(),
+            carried: BTreeSet::new(),
         }
     }
 }
@@ -268,11 +273,21 @@ pub fn batch(
         }
     }
     // Series of this run's probes that the replica still has firing but that no
-    // result covers any more (a `dns` frontend that left DNS): resolve them.
+    // result covers any more (a `dns` frontend that left DNS): resolve them, unless
+    // a discovery rule still stands for them and only did not sample them this run.
     let location = results.first().map(|r| r.location.as_str());
     for (identity, alert) in &held_by_replica {
         let ours = Some(identity.1.as_str()) == location && settings.owned_probes.contains(&identity.2.probe);
-        if ours && !seen.contains(identity) {
+        if !ours || seen.contains(identity) {
+            continue;
+        }
+        if settings.carried.contains(&(identity.2.probe.clone(), identity.2.image.clone())) {
+            // Not probed this run, still a candidate: its last verdict stands.
+            let mut kept = (*alert).clone();
+            kept.ends_at = Some(rfc3339(firing_ends_at));
+            out.alerts.push(kept);
+            out.fired.insert(identity.2.clone());
+        } else {
             let mut gone = (*alert).clone();
             gone.starts_at = None;
             gone.ends_at = Some(rfc3339(now));
@@ -408,6 +423,7 @@ mod tests {
             after: AlertAfter { default: after, integrity: after },
             severities: BTreeMap::from([("golden-base".to_string(), Severity::Warning)]),
             owned_probes: BTreeSet::from(["golden-base".to_string()]),
+            carried: BTreeSet::new(),
         }
     }
 
@@ -490,5 +506,22 @@ mod tests {
         narrowed.owned_probes.clear();
         let b = batch(&[ok], None, Some(&[active]), &narrowed, 2e9, 1.9e9);
         assert_eq!(b.alerts.len(), 1, "a narrowed run resolves only what it probed");
+    }
+
+    #[test]
+    fn unsampled_candidate_keeps_firing_until_probed_again() {
+        let ok = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
+        let mut unsampled = failed(Reason::BlobUnknown);
+        unsampled.image = "registry.example.org/releng/other:latest".into();
+        let active = firing_alert(&unsampled, &settings(1), 1.5e9, 1.95e9);
+        let mut carrying = settings(1);
+        carrying.carried.insert((unsampled.probe.clone(), unsampled.image.clone()));
+        let b = batch(std::slice::from_ref(&ok), None, Some(std::slice::from_ref(&active)), &carrying, 2e9, 1.9e9);
+        let kept = b.alerts.iter().find(|a| a.labels["image"] == unsampled.image).expect("the carried alert");
+        assert_eq!(kept.ends_at.as_deref(), Some(rfc3339(2e9).as_str()), "re-asserted until the next probe");
+        assert_eq!(kept.annotations["reason"], "blob_unknown");
+        // No longer a candidate (the repository was deleted): resolved.
+        let b = batch(&[ok], None, Some(&[active]), &settings(1), 2e9, 1.9e9);
+        assert!(b.alerts.iter().all(|a| a.ends_at.as_deref() == Some(rfc3339(1.9e9).as_str())));
     }
 }

@@ -22,6 +22,9 @@ pub struct RunContext {
     pub severities: BTreeMap<String, Severity>,
     /// Probes whose vanished series may be resolved (see [`AlertSettings::owned_probes`]).
     pub owned_probes: BTreeSet<String>,
+    /// (probe, image) series a discovery rule still stands for but did not probe
+    /// this run (see [`AlertSettings::carried`]).
+    pub carried: BTreeSet<(String, String)>,
 }
 
 /// How delivery went.
@@ -100,6 +103,7 @@ pub async fn deliver_now(
         let mut settings = AlertSettings::from_config(config, alerting.after);
         settings.severities = context.severities.clone();
         settings.owned_probes = context.owned_probes.clone();
+        settings.carried = context.carried.clone();
         let ends_at = now + config.resolve_timeout.as_secs_f64();
         Ok::<_, DeliveryError>(
             alertmanager::deliver(&replicas, results, history.as_ref(), &settings, ends_at, now).await,

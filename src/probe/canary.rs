@@ -8,7 +8,8 @@
 //!
 //! One [`ProbeResult`] per frontend, `kind: "canary"`. A failed push fails
 //! every frontend's result (`upload_failed`, phase `upload`: nothing could be
-//! read back); a frontend that does not serve the image in time is
+//! read back; credentials refused for the push scope are `auth_failed`, phase
+//! `auth`); a frontend that does not serve the image in time is
 //! `not_replicated` (phase `consistency`). `phases` carries `push` (seconds
 //! the whole push took) and, per frontend, `visible` (seconds from the end of
 //! the push until that frontend served everything).
@@ -80,15 +81,15 @@ pub async fn run(job: &CanaryJob) -> Vec<ProbeResult> {
             return run.push_failed(err, None, Vec::new());
         }
     };
-    let client = match Transport::new(&job.transport) {
-        Ok(transport) => transport.http,
+    let transport = match Transport::new(&job.transport) {
+        Ok(transport) => transport,
         Err(err) => return run.push_failed(err, None, Vec::new()),
     };
     let repository = job.repository.repository.as_str();
     let mut warnings = Vec::new();
     let step = Step::default();
     let plan = PushPlan {
-        client: &client,
+        transport: &transport,
         base: &job.push_url,
         repository,
         sessions: job.canary.sessions.max(1),
@@ -118,7 +119,7 @@ pub async fn run(job: &CanaryJob) -> Vec<ProbeResult> {
 
     let cleaned = tokio::time::timeout(
         CLEANUP_TIMEOUT,
-        cleanup::remove_old_canaries(&client, &job.push_url, repository, &job.location),
+        cleanup::remove_old_canaries(&transport, &job.push_url, repository, &job.location),
     )
     .await;
     match cleaned {
@@ -173,7 +174,8 @@ impl Run<'_> {
             .iter()
             .map(|frontend| {
                 let mut result = self.result(frontend, &warnings);
-                fail(&mut result, &err, Phase::Upload);
+                let phase = if err.reason == Reason::AuthFailed { Phase::Auth } else { Phase::Upload };
+                fail(&mut result, &err, phase);
                 if let Some(push) = push {
                     result.phases.insert("push".into(), push.as_secs_f64());
                 }

@@ -8,12 +8,14 @@ use crate::config::{Auth, Config, Expectations, ProbeConfig, ProbeKind, Registry
 use crate::frontend::{self, Frontend};
 use crate::platform::PlatformSelection;
 use crate::probe::canary::CanaryJob;
+use crate::probe::discover;
 use crate::probe::expect;
 use crate::probe::pull::{PullLimits, PullTarget};
 use crate::probe::run::PullJob;
 use crate::reference::ImageReference;
 use crate::registry::auth::AuthOptions;
 use crate::registry::transport::{TransportOptions, proxy_for};
+use crate::result::ProbeResult;
 
 /// What the command line (or a `/probe` request) overrides.
 #[derive(Debug, Clone, Default)]
@@ -127,13 +129,27 @@ async fn frontends(
     Ok(frontends)
 }
 
-/// The job of a configured `image:` probe. Frontends are resolved now (`dns`
-/// frontends are re-resolved every time a job is planned).
+/// The job of a configured `image:` probe without `tags:`. Frontends are resolved
+/// now (`dns` frontends are re-resolved every time a job is planned).
 pub async fn job_for_probe(config: &Config, probe: &ProbeConfig, overrides: &Overrides) -> Result<PullJob, String> {
-    if !matches!(probe.kind, ProbeKind::Image { .. }) {
-        return Err(format!("probe {:?}: `{}:` probes are not pulls", probe.name, probe.kind.key()));
+    if !matches!(probe.kind, ProbeKind::Image { tags: None, .. }) {
+        return Err(format!("probe {:?}: only an `image:` probe without `tags:` is one pull", probe.name));
     }
     let (image, registry) = config.resolve_image(probe).map_err(|e| e.to_string())?;
+    pull_job(config, probe, image, registry, None, overrides).await
+}
+
+/// One pull of `image` for `probe` (a listed or a discovered image), with the
+/// registry's TLS settings and frontends, and its credentials unless `credentials`
+/// (a workload's pull secret) says otherwise.
+async fn pull_job(
+    config: &Config,
+    probe: &ProbeConfig,
+    image: ImageReference,
+    registry: Option<&RegistryConfig>,
+    credentials: Option<AuthOptions>,
+    overrides: &Overrides,
+) -> Result<PullJob, String> {
     let target = PullTarget {
         probe: probe.name.clone(),
         registry: registry.map(|r| r.name.clone()).unwrap_or_else(|| image.registry.clone()),
@@ -146,9 +162,60 @@ pub async fn job_for_probe(config: &Config, probe: &ProbeConfig, overrides: &Ove
         expect: expect::with_paths(&probe.expect, &overrides.expect_paths)?,
     };
     let mut transport = transport_for(config, registry, overrides);
-    transport.auth = Some(auth_for(config.limits.max_manifest_bytes, registry, &image));
+    transport.auth = Some(credentials.unwrap_or_else(|| auth_for(config.limits.max_manifest_bytes, registry, &image)));
     let frontends = frontends(registry, &image, overrides).await?;
     Ok(PullJob { target, frontends, transport })
+}
+
+/// What one run of a probe pulls. A discovery rule (`tags:`, `catalog:`,
+/// `kubernetes:`) is expanded here, once per run; when the discovery itself
+/// fails, the run has a `discovery_failed` result instead of jobs, so it pages.
+#[derive(Debug, Default)]
+pub struct ProbePlan {
+    pub jobs: Vec<PullJob>,
+    /// Results of what failed before any pull (the discovery).
+    pub failed: Vec<ProbeResult>,
+    /// For a discovery rule: what it found this run.
+    pub discovery: Option<discover::Found>,
+}
+
+/// Plan one run of a pull probe: `image:` (with or without `tags:`), `catalog:`
+/// or `kubernetes:`. `slot` numbers the run for the catalog's rotating sample
+/// (consecutive runs, consecutive slots). A canary is not planned here
+/// ([`canary_job_for_probe`]). `Err` is a planning error (the config cannot be
+/// probed as written); a registry or API server that fails to answer is a result.
+pub async fn plan_probe(
+    config: &Config,
+    probe: &ProbeConfig,
+    overrides: &Overrides,
+    slot: u64,
+) -> Result<ProbePlan, String> {
+    let found = match &probe.kind {
+        ProbeKind::Image { tags: None, .. } => {
+            return Ok(ProbePlan {
+                jobs: vec![job_for_probe(config, probe, overrides).await?],
+                ..ProbePlan::default()
+            });
+        }
+        ProbeKind::Canary(_) => return Err(format!("probe {:?}: a canary is not a pull probe", probe.name)),
+        ProbeKind::Image { tags: Some(rule), .. } => {
+            let (repository, registry) = config.resolve_image(probe).map_err(|e| e.to_string())?;
+            discover::tags(config, probe, &repository, registry, rule, overrides).await?
+        }
+        ProbeKind::Catalog(rule) => discover::catalog(config, probe, rule, overrides, slot).await?,
+        ProbeKind::Kubernetes(rule) => discover::kubernetes(config, probe, rule).await?,
+    };
+    let mut plan = ProbePlan::default();
+    plan.failed.extend(found.failure.clone());
+    for target in found.targets.clone() {
+        let registry = target.registry.as_deref().and_then(|name| config.registry(name));
+        let credentials = target
+            .credentials
+            .map(|c| AuthOptions::with_credentials(c, target.image.registry.clone(), config.limits.max_manifest_bytes));
+        plan.jobs.push(pull_job(config, probe, target.image, registry, credentials, overrides).await?);
+    }
+    plan.discovery = Some(found);
+    Ok(plan)
 }
 
 /// The job of a `canary:` probe: push through the registry's URL (scheme forced
@@ -210,6 +277,14 @@ pub async fn job_for_image(config: &Config, raw: &str, overrides: &Overrides) ->
     transport.auth = Some(auth_for(config.limits.max_manifest_bytes, registry, &image));
     let frontends = frontends(registry, &image, overrides).await?;
     Ok(PullJob { target, frontends, transport })
+}
+
+/// The number of a scheduled run: consecutive runs one interval apart get
+/// consecutive numbers, so a CronJob (and `serve` across restarts) rotates the
+/// round budget and the catalog's sample without keeping state.
+pub fn clock_slot(interval: Duration) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    now.as_secs() / interval.as_secs().max(1)
 }
 
 fn capped(configured: Duration, cap: Option<Duration>) -> Duration {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::config::Expectations;
 use crate::digest::Digest;
@@ -618,6 +618,7 @@ impl PullRun<'_> {
         let mut abort_on_drop = AbortOnDrop(Vec::with_capacity(image.layers.len()));
         let selection = self.budget.as_ref().map(|b| b.select(&self.frontend.label, &image.layers));
         let mut skipped = Vec::new();
+        let mut turns = Vec::with_capacity(image.layers.len());
         for (index, (layer, diff_id)) in image.layers.iter().cloned().zip(diff_ids).enumerate() {
             let selected = selection.as_ref().is_none_or(|s| s.read[index]);
             let within_total = selected && self.budget.as_ref().is_none_or(|b| b.reserve(layer.size));
@@ -643,14 +644,27 @@ impl PullRun<'_> {
                 content: content.clone(),
                 pinned: self.pinned_host(client),
             };
-            let permits = permits.clone();
+            let (turn, my_turn) = oneshot::channel::<OwnedSemaphorePermit>();
+            turns.push((job.layer.size, index, turn));
             let task = tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await;
+                // Held until the layer is verified; `Err` only when the pull is being dropped.
+                let _permit = my_turn.await;
                 job.run().await
             });
             abort_on_drop.0.push(task.abort_handle());
             tasks.push(task);
         }
+        // Largest layers first: the pull ends when its last layer does, so the long
+        // ones start at once and the small ones fill the gaps beside them.
+        turns.sort_by_key(|(size, index, _)| (std::cmp::Reverse(*size), *index));
+        let dispatcher = tokio::spawn(async move {
+            for (_, _, turn) in turns {
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                // A layer task that is gone hands the permit straight back.
+                let _ = turn.send(permit);
+            }
+        });
+        abort_on_drop.0.push(dispatcher.abort_handle());
         let mut checks = Vec::with_capacity(tasks.len());
         let mut first_failure: Option<ProbeError> = None;
         for (index, task) in tasks.into_iter().enumerate() {
@@ -826,8 +840,11 @@ struct LayerJob {
     pinned: Option<(String, String)>,
 }
 
-/// Chunks buffered between the network and the verifier (memory bound: this × chunk size).
-const CHANNEL_CHUNKS: usize = 16;
+/// Chunks and bytes buffered between the network and the verifier of one layer: enough
+/// to keep the verifier fed while the connection is read, little enough that memory stays
+/// flat (the HTTP client's chunks grow to several hundred KiB on a fast connection).
+const CHANNEL_CHUNKS: usize = 64;
+const CHANNEL_BYTES: usize = 1 << 20;
 
 impl LayerJob {
     fn label(&self) -> String {
@@ -895,7 +912,7 @@ impl LayerJob {
                 max_uncompressed_ratio: self.limits.max_uncompressed_ratio,
             },
         };
-        let (sender, reader) = verify::chunk_channel(CHANNEL_CHUNKS);
+        let (sender, reader) = verify::chunk_channel(CHANNEL_CHUNKS, CHANNEL_BYTES);
         let observer = self.content.as_ref().filter(|_| compression.is_some()).map(|plan| plan.observer(self.index));
         let verifier = tokio::task::spawn_blocking(move || {
             let mut observer = observer;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::BytesMut;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Client, Response, StatusCode};
 use serde::Deserialize;
 use url::Url;
@@ -116,6 +116,11 @@ impl Scope {
         Scope(format!("repository:{repository}:pull,push"))
     }
 
+    /// Listing the registry's repositories (`GET /v2/_catalog`).
+    pub fn catalog() -> Self {
+        Scope("registry:catalog:*".to_string())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -183,6 +188,21 @@ pub struct AuthOptions {
 impl AuthOptions {
     pub fn new(source: Option<Auth>, registry_host: impl Into<String>, max_body_bytes: u64) -> Self {
         AuthOptions { source, registry_host: registry_host.into(), max_body_bytes, tokens: Arc::default() }
+    }
+
+    /// Credentials already in memory (a Kubernetes workload's pull secret) instead of a
+    /// configured source; `None`: anonymous. They are never read again, and print as
+    /// [`Credentials`] do: without the secret.
+    pub fn with_credentials(
+        credentials: impl Into<Option<Credentials>>,
+        registry_host: impl Into<String>,
+        max_body_bytes: u64,
+    ) -> Self {
+        let tokens = TokenCache {
+            slots: Mutex::default(),
+            credentials: tokio::sync::OnceCell::new_with(Some(credentials.into())),
+        };
+        AuthOptions { source: None, registry_host: registry_host.into(), max_body_bytes, tokens: Arc::new(tokens) }
     }
 }
 
@@ -561,11 +581,7 @@ impl Authenticator {
             }
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let retry_after = crate::registry::errors::retry_after(response.headers());
         let body = read_body(response, self.options.max_body_bytes, &what).await?;
         if !status.is_success() {
             let who = credentials.map(Credentials::describe).unwrap_or_else(|| "no credentials (anonymous)".into());

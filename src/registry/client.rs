@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
 use reqwest::{Response, StatusCode};
 use url::Url;
 
@@ -210,8 +210,7 @@ async fn check_status(response: Response, kind: RequestKind, what: &str) -> Resu
     if status.is_success() {
         return Ok(response);
     }
-    let retry_after =
-        response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let retry_after = crate::registry::errors::retry_after(response.headers());
     let body = read_capped(response, MAX_ERROR_BODY as u64, what).await.unwrap_or_default();
     let mut err = classify_status(status.as_u16(), &body, kind, retry_after).context(what);
     if status == StatusCode::NOT_FOUND && err.registry_error.is_none() {

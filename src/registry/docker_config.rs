@@ -94,7 +94,7 @@ pub async fn lookup(path: Option<&Path>, registry_host: &str) -> Result<Option<C
         return Ok(Some(found));
     }
     match find(&config.auths, registry_host) {
-        Some(entry) => entry_credentials(entry, &path, registry_host),
+        Some(entry) => entry_credentials(entry, &format!("Docker config {}", path.display()), registry_host),
         None => Ok(None),
     }
 }
@@ -107,7 +107,11 @@ async fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 fn config_error(path: &Path, problem: &str) -> ProbeError {
-    ProbeError::new(Reason::AuthFailed, format!("Docker config {}: {problem}", path.display()))
+    source_error(&format!("Docker config {}", path.display()), problem)
+}
+
+fn source_error(source: &str, problem: &str) -> ProbeError {
+    ProbeError::new(Reason::AuthFailed, format!("{source}: {problem}"))
 }
 
 /// `host[:port]` of a config key written as a host, a URL (`https://host/v1/`) or Docker Hub's aliases.
@@ -131,8 +135,8 @@ fn helper_server(registry_host: &str) -> String {
     if normalize_key(registry_host) == DOCKER_HUB { DOCKER_HUB_KEY.to_string() } else { registry_host.to_string() }
 }
 
-fn entry_credentials(entry: &AuthEntry, path: &Path, host: &str) -> Result<Option<Credentials>, ProbeError> {
-    let bad = |what: &str| config_error(path, &format!("auths entry for {host}: {what}"));
+fn entry_credentials(entry: &AuthEntry, source: &str, host: &str) -> Result<Option<Credentials>, ProbeError> {
+    let bad = |what: &str| source_error(source, &format!("auths entry for {host}: {what}"));
     let (mut username, mut password) = (entry.username.clone(), entry.password.clone());
     if let Some(encoded) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
         let decoded = base64::engine::general_purpose::STANDARD
@@ -152,6 +156,141 @@ fn entry_credentials(entry: &AuthEntry, path: &Path, host: &str) -> Result<Optio
         (None, None) => Ok(None),
         _ => Err(bad("needs both a user name and a password")),
     }
+}
+
+/// The payload of a Kubernetes image pull secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullSecretFormat {
+    /// `kubernetes.io/dockerconfigjson`, key `.dockerconfigjson`: `{"auths": {KEY: ENTRY}}`.
+    DockerConfigJson,
+    /// `kubernetes.io/dockercfg`, key `.dockercfg`: the legacy `{KEY: ENTRY}`.
+    DockerCfg,
+}
+
+/// The credentials of a workload's image pull secrets, looked up for an image the way
+/// the kubelet does (`credentialprovider.BasicDockerKeyring`): a key is `host[:port][/path]`
+/// (a scheme and a `/v1/` or `/v2/` prefix of the path are dropped); it matches an image
+/// when each dot-separated part of the host matches as a glob (`*.example.org`), the ports
+/// are equal, and the path is a prefix of the image's repository path. The matching keys
+/// are tried in reverse lexical order (the most specific first), credentials of one key in
+/// the order of the secrets. Docker Hub keys (`https://index.docker.io/v1/`, `docker.io`)
+/// match Docker Hub images. Credential helpers do not apply: a secret carries only `auths`.
+#[derive(Debug, Default, Clone)]
+pub struct PullSecretKeyring {
+    /// (key host, key port, key path, credentials), in the order added.
+    entries: Vec<KeyringEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct KeyringEntry {
+    /// `host[:port][/path]`, host lowercase: the order of lookups.
+    key: String,
+    host: String,
+    port: Option<String>,
+    path: String,
+    credentials: Credentials,
+}
+
+impl PullSecretKeyring {
+    /// Add the entries of one secret's payload; `source` names it in errors (never a value).
+    /// A payload that does not parse adds nothing.
+    pub fn add(&mut self, payload: &[u8], format: PullSecretFormat, source: &str) -> Result<(), ProbeError> {
+        let auths: std::collections::BTreeMap<String, AuthEntry> = match format {
+            PullSecretFormat::DockerConfigJson => {
+                let config: DockerConfigFile = serde_json::from_slice(payload)
+                    .map_err(|e| source_error(source, &format!("not a .dockerconfigjson ({e})")))?;
+                config.auths
+            }
+            PullSecretFormat::DockerCfg => {
+                serde_json::from_slice(payload).map_err(|e| source_error(source, &format!("not a .dockercfg ({e})")))?
+            }
+        };
+        let mut added = Vec::new();
+        for (key, entry) in &auths {
+            let Some(credentials) = entry_credentials(entry, source, key)? else { continue };
+            let (host, port, path) = keyring_key(key);
+            if host.is_empty() {
+                continue;
+            }
+            let key = format!("{host}{}{path}", port.as_deref().map(|p| format!(":{p}")).unwrap_or_default());
+            added.push(KeyringEntry { key, host, port, path, credentials });
+        }
+        self.entries.extend(added);
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The credentials for an image of `registry_host` (`host[:port]` as references write it)
+    /// and `repository`, or `None`: pull anonymously.
+    pub fn lookup(&self, registry_host: &str, repository: &str) -> Option<&Credentials> {
+        let target = normalize_key(registry_host);
+        let (host, port) = split_port(&target);
+        let path = format!("/{repository}");
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.port.as_deref() == port && host_matches(&e.host, host) && path.starts_with(&e.path))
+            .max_by(|(i, a), (j, b)| a.key.cmp(&b.key).then(j.cmp(i)))
+            .map(|(_, e)| &e.credentials)
+    }
+}
+
+/// `(host, port, path)` of a keyring key, as the kubelet parses it: scheme dropped, a
+/// `/v1/` or `/v2/` path prefix dropped, a lone `/` dropped; Docker Hub's aliases are `docker.io`.
+fn keyring_key(key: &str) -> (String, Option<String>, String) {
+    let key = key.trim();
+    let rest = key.strip_prefix("https://").or_else(|| key.strip_prefix("http://")).unwrap_or(key);
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let path = if path.starts_with("/v1/") || path.starts_with("/v2/") { &path[3..] } else { path };
+    let path = if path == "/" { "" } else { path };
+    let authority = normalize_key(authority);
+    let (host, port) = split_port(&authority);
+    (host.to_string(), port.map(str::to_string), path.to_string())
+}
+
+/// `host` and `port` of `host[:port]` (`[v6]:port` keeps its brackets on the host).
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    let colon = if authority.starts_with('[') { authority.find("]:").map(|i| i + 1) } else { authority.rfind(':') };
+    match colon {
+        Some(i) => (&authority[..i], Some(&authority[i + 1..])),
+        None => (authority, None),
+    }
+}
+
+/// Each dot-separated part of `pattern` matches the same part of `host` as a glob
+/// (`*` any run, `?` one character), as the kubelet's `URLsMatch` does.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    let (patterns, parts): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), host.split('.').collect());
+    patterns.len() == parts.len()
+        && patterns.iter().zip(&parts).all(|(p, h)| glob_part(p.as_bytes(), h.to_ascii_lowercase().as_bytes()))
+}
+
+/// `*` and `?` glob over one host part (iterative, no backtracking blow-up).
+fn glob_part(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if let Some((star_p, star_t)) = star {
+            p = star_p + 1;
+            t = star_t + 1;
+            star = Some((star_p, star_t + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
 }
 
 /// `docker-credential-<name> get`, the server on stdin; `None` when the helper has nothing for it.

@@ -1,7 +1,12 @@
-//! The registry's error body (`{"errors":[{"code":"BLOB_UNKNOWN","message":…}]}`)
-//! and the mapping from an HTTP status plus that body to a [`Reason`].
+//! The registry's error body (`{"errors":[{"code":"BLOB_UNKNOWN","message":…}]}`),
+//! the mapping from an HTTP status plus that body to a [`Reason`], and the
+//! `Retry-After` a refusal may carry.
 
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::reason::{ProbeError, Reason};
 
@@ -38,6 +43,37 @@ pub fn parse_error_body(body: &[u8]) -> Option<(String, String)> {
         return None;
     }
     Some((code, first.message.chars().take(200).collect()))
+}
+
+/// Longest `Retry-After` kept, in seconds (about 136 years): anything longer means
+/// "not within any deadline" just as well, and adding it to an instant cannot overflow.
+pub const MAX_RETRY_AFTER_SECONDS: u64 = u32::MAX as u64;
+
+/// RFC 9110 IMF-fixdate: `Wed, 21 Oct 2026 07:28:00 GMT`.
+const IMF_FIXDATE: &[BorrowedFormatItem<'static>] =
+    format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT");
+
+/// The pause a `Retry-After` header asks for, in seconds from now: delta-seconds
+/// (`120`) or an HTTP date (IMF-fixdate; a date already past is 0, retry now).
+/// A value that is neither is ignored. Whether the pause fits in a probe's
+/// deadline is the caller's decision.
+pub fn retry_after(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    retry_after_at(value, OffsetDateTime::now_utc())
+}
+
+fn retry_after_at(value: &str, now: OffsetDateTime) -> Option<u64> {
+    let value = value.trim();
+    let seconds = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is still "a very long time".
+        value.parse::<u64>().unwrap_or(u64::MAX)
+    } else {
+        let until = PrimitiveDateTime::parse(value, IMF_FIXDATE).ok()?.assume_utc() - now;
+        // Whole seconds, rounded up: never retry before the date.
+        let rounded = until.whole_seconds() + i64::from(until.subsec_nanoseconds() > 0);
+        u64::try_from(rounded).unwrap_or(0)
+    };
+    Some(seconds.min(MAX_RETRY_AFTER_SECONDS))
 }
 
 /// Decide the reason for a non-success answer.
@@ -91,5 +127,49 @@ mod tests {
         assert_eq!(e.reason, Reason::ManifestUnknown);
         let e = classify_status(429, b"", RequestKind::Manifest, Some(3));
         assert_eq!((e.reason, e.retry_after), (Reason::RateLimited, Some(3)));
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = time::macros::datetime!(2026-10-21 07:27:30.250 UTC);
+        assert_eq!(retry_after_at("120", now), Some(120));
+        assert_eq!(retry_after_at(" 0 ", now), Some(0));
+        // 29.75 s away: rounded up, never early.
+        assert_eq!(retry_after_at("Wed, 21 Oct 2026 07:28:00 GMT", now), Some(30));
+        assert_eq!(retry_after_at("Thu, 22 Oct 2026 07:27:31 GMT", now), Some(86_401));
+        // A date already past: retry now.
+        assert_eq!(retry_after_at("Wed, 21 Oct 2026 07:27:00 GMT", now), Some(0));
+        assert_eq!(retry_after_at("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(0));
+        // Absurdly long pauses are kept, capped so no deadline arithmetic can overflow.
+        assert_eq!(retry_after_at("99999999999999999999999", now), Some(MAX_RETRY_AFTER_SECONDS));
+        assert_eq!(retry_after_at("Fri, 31 Dec 9999 23:59:59 GMT", now), Some(MAX_RETRY_AFTER_SECONDS));
+    }
+
+    #[test]
+    fn retry_after_garbage_is_ignored() {
+        let now = time::macros::datetime!(2026-10-21 07:27:30 UTC);
+        for garbage in [
+            "",
+            "soon",
+            "-5",
+            "+5",
+            "1.5",
+            "12 s",
+            "Wed, 21 Oct 2026 07:28:00",         // no zone
+            "Wed, 21 Oct 2026 07:28:00 CET",     // not GMT
+            "Wednesday, 21-Oct-26 07:28:00 GMT", // obsolete RFC 850 form
+            "Wed, 32 Oct 2026 07:28:00 GMT",
+            "Wed, 21 Foo 2026 07:28:00 GMT",
+        ] {
+            assert_eq!(retry_after_at(garbage, now), None, "{garbage:?}");
+        }
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, "not a number".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(7));
+        headers.insert(RETRY_AFTER, "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(0), "a date in the past: retry now");
     }
 }

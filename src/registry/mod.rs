@@ -4,6 +4,7 @@
 //! nothing about verdicts beyond turning a failed request into a [`crate::reason::ProbeError`].
 
 pub mod auth;
+pub mod catalog;
 pub mod client;
 pub mod docker_config;
 pub mod errors;

@@ -5,12 +5,19 @@
 //! `PUT ?digest=`), always following the `Location` the registry last returned,
 //! relative or absolute. Bodies from files are streamed, never read whole.
 //!
+//! Requests go out through a [`PushClient`]: a bare HTTP client (anonymous), or
+//! the registry's [`Transport`], which answers `401` challenges for the
+//! repository's `pull,push` scope with the configured credentials and sends the
+//! request again — so a body sent that way must be in memory. `Authorization`
+//! only ever goes to the registry's own origin: a `Location` on another host
+//! (a registry handing uploads to its storage) gets the request without it.
+//!
 //! A failed request becomes a [`ProbeError`] that names the request of the
 //! session that failed ("PATCH chunk 2 of 4: HTTP status 404
 //! (BLOB_UPLOAD_UNKNOWN: …)") and carries the registry's error code. The reason
 //! is `upload_failed`, except when the registry refused the credentials
-//! (`auth_failed`), asked us to slow down (`rate_limited`), or could not be
-//! reached at all (`connect_error`, `timeout`).
+//! (`auth_failed`, naming the scope asked for), asked us to slow down
+//! (`rate_limited`), or could not be reached at all (`connect_error`, `timeout`).
 //!
 //! This module knows nothing about verdicts or how images are built: anything
 //! that lists its blobs and manifests ([`PushableImage`]) can be pushed.
@@ -19,14 +26,16 @@ use std::io::{self, SeekFrom};
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, LOCATION, RANGE, RETRY_AFTER};
-use reqwest::{Body, Client, Response, StatusCode};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RANGE};
+use reqwest::{Body, Client, Method, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use url::Url;
 
 use crate::digest::Digest;
 use crate::reason::{ProbeError, Reason};
-use crate::registry::errors::{RequestKind, classify_status};
+use crate::registry::auth::Scope;
+use crate::registry::errors::{RequestKind, classify_status, retry_after};
+use crate::registry::transport::Transport;
 
 /// How much of an error body is read (the registry's JSON error is a few hundred bytes).
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -82,16 +91,148 @@ pub enum BlobPushed {
     AlreadyPresent,
 }
 
+/// How a push's requests are sent.
+#[derive(Clone, Copy)]
+pub enum PushClient<'a> {
+    /// A bare HTTP client: every request anonymous, a `401` is the answer.
+    Plain(&'a Client),
+    /// The registry's transport: `401` challenges are answered for the
+    /// repository's `pull,push` scope and the request is sent again.
+    Authenticating(&'a Transport),
+}
+
+impl std::fmt::Debug for PushClient<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PushClient::Plain(_) => "PushClient::Plain",
+            PushClient::Authenticating(_) => "PushClient::Authenticating",
+        })
+    }
+}
+
+impl<'a> From<&'a Client> for PushClient<'a> {
+    fn from(client: &'a Client) -> Self {
+        PushClient::Plain(client)
+    }
+}
+
+impl<'a> From<&'a Transport> for PushClient<'a> {
+    fn from(transport: &'a Transport) -> Self {
+        PushClient::Authenticating(transport)
+    }
+}
+
+/// The body of one push request.
+#[derive(Debug)]
+pub enum UploadBody {
+    /// Bytes in memory: sent again as they are when a challenge asks for authentication.
+    Memory(Bytes),
+    /// A stream (a file): sent once, so only without a challenge to answer (a bare client, another host).
+    Stream(Body),
+}
+
+impl From<Bytes> for UploadBody {
+    fn from(bytes: Bytes) -> Self {
+        UploadBody::Memory(bytes)
+    }
+}
+
+impl UploadBody {
+    fn into_body(self) -> Body {
+        match self {
+            UploadBody::Memory(bytes) => Body::from(bytes),
+            UploadBody::Stream(stream) => stream,
+        }
+    }
+}
+
+/// One request of a push, before it is sent.
+struct PushRequest {
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Option<UploadBody>,
+}
+
+impl PushRequest {
+    fn new(method: Method, url: Url) -> Self {
+        PushRequest { method, url, headers: HeaderMap::new(), body: None }
+    }
+
+    fn header(mut self, name: reqwest::header::HeaderName, value: impl Into<HeaderValue>) -> Self {
+        self.headers.insert(name, value.into());
+        self
+    }
+
+    fn body(mut self, body: UploadBody) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
+/// The repository a push writes to, and the registry URL that holds it (the origin credentials may go to).
+#[derive(Debug, Clone)]
+struct Target {
+    registry: Url,
+    repo: String,
+}
+
+impl PushClient<'_> {
+    /// Send one request of a push to `target`'s repository; `label` names it in errors.
+    async fn send(&self, target: &Target, request: PushRequest, label: &str) -> Result<Response, ProbeError> {
+        let PushRequest { method, url, headers, body } = request;
+        let build = |client: &Client, body: Option<Body>| {
+            let request = client.request(method.clone(), url.clone()).headers(headers.clone());
+            match body {
+                Some(body) => request.body(body),
+                None => request,
+            }
+        };
+        match self {
+            PushClient::Plain(client) => {
+                build(client, body.map(UploadBody::into_body)).send().await.map_err(|e| transport_error(label, &e))
+            }
+            // Another host (storage the registry hands uploads to): never the registry's credentials.
+            PushClient::Authenticating(transport) if !same_origin(&target.registry, &url) => {
+                transport.send_without_auth(build(&transport.http, body.map(UploadBody::into_body)), label).await
+            }
+            PushClient::Authenticating(transport) => {
+                let bytes = match body {
+                    None => None,
+                    Some(UploadBody::Memory(bytes)) => Some(bytes),
+                    Some(UploadBody::Stream(_)) => {
+                        return Err(ProbeError::new(
+                            Reason::UploadFailed,
+                            format!(
+                                "{label}: a streamed body cannot go through an authenticating client \
+                                 (it could not be sent again after a challenge)"
+                            ),
+                        ));
+                    }
+                };
+                let scope = Scope::push_pull(&target.repo);
+                transport.send(|client| build(client, bytes.clone().map(Body::from)), &scope, label).await
+            }
+        }
+    }
+}
+
+/// Whether two URLs share scheme, host and port: where the registry's credentials may go.
+pub fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+}
+
 /// Push every blob, then every child manifest by digest, then the top manifest
 /// under `tag`. Returns the top manifest's digest.
-pub async fn push_image(
-    client: &Client,
+pub async fn push_image<'c>(
+    client: impl Into<PushClient<'c>>,
     base: &Url,
     repo: &str,
     tag: &str,
     image: &(impl PushableImage + ?Sized),
     method: UploadMethod,
 ) -> Result<Digest, ProbeError> {
+    let client = client.into();
     for blob in image.blobs() {
         push_blob(client, base, repo, &blob, method).await?;
     }
@@ -106,13 +247,14 @@ pub async fn push_image(
 }
 
 /// Upload a blob unless the repository already has it.
-pub async fn push_blob(
-    client: &Client,
+pub async fn push_blob<'c>(
+    client: impl Into<PushClient<'c>>,
     base: &Url,
     repo: &str,
     blob: &BlobToPush<'_>,
     method: UploadMethod,
 ) -> Result<BlobPushed, ProbeError> {
+    let client = client.into();
     if blob_exists(client, base, repo, &blob.digest).await? {
         return Ok(BlobPushed::AlreadyPresent);
     }
@@ -121,9 +263,15 @@ pub async fn push_blob(
 }
 
 /// `HEAD /v2/<repo>/blobs/<digest>`: 200 is true, 404 is false, anything else an error.
-pub async fn blob_exists(client: &Client, base: &Url, repo: &str, digest: &Digest) -> Result<bool, ProbeError> {
+pub async fn blob_exists<'c>(
+    client: impl Into<PushClient<'c>>,
+    base: &Url,
+    repo: &str,
+    digest: &Digest,
+) -> Result<bool, ProbeError> {
+    let target = Target { registry: base.clone(), repo: repo.to_string() };
     let url = endpoint(base, &format!("v2/{repo}/blobs/{digest}"))?;
-    let response = client.head(url).send().await.map_err(|e| transport_error("HEAD blob", &e))?;
+    let response = client.into().send(&target, PushRequest::new(Method::HEAD, url), "HEAD blob").await?;
     match response.status() {
         s if s.is_success() => Ok(true),
         StatusCode::NOT_FOUND => Ok(false),
@@ -132,20 +280,20 @@ pub async fn blob_exists(client: &Client, base: &Url, repo: &str, digest: &Diges
 }
 
 /// Upload a blob in a new session, without asking first whether it exists.
-pub async fn upload_blob(
-    client: &Client,
+pub async fn upload_blob<'c>(
+    client: impl Into<PushClient<'c>>,
     base: &Url,
     repo: &str,
     blob: &BlobToPush<'_>,
     method: UploadMethod,
 ) -> Result<(), ProbeError> {
-    upload_blob_inner(client, base, repo, blob, method)
+    upload_blob_inner(client.into(), base, repo, blob, method)
         .await
         .map_err(|e| e.context(format_args!("blob {} ({} bytes)", blob.digest.short(), blob.size)))
 }
 
 async fn upload_blob_inner(
-    client: &Client,
+    client: PushClient<'_>,
     base: &Url,
     repo: &str,
     blob: &BlobToPush<'_>,
@@ -174,22 +322,22 @@ async fn upload_blob_inner(
 
 /// Put a manifest under a tag or a digest. Returns its digest; a registry that
 /// answers with another `Docker-Content-Digest` is an error.
-pub async fn push_manifest(
-    client: &Client,
+pub async fn push_manifest<'c>(
+    client: impl Into<PushClient<'c>>,
     base: &Url,
     repo: &str,
     reference: &str,
     manifest: &ManifestToPush<'_>,
 ) -> Result<Digest, ProbeError> {
     let label = format!("PUT manifest {repo}:{reference}");
+    let target = Target { registry: base.clone(), repo: repo.to_string() };
     let url = endpoint(base, &format!("v2/{repo}/manifests/{reference}"))?;
-    let response = client
-        .put(url)
-        .header(CONTENT_TYPE, manifest.media_type)
-        .body(manifest.bytes.clone())
-        .send()
-        .await
-        .map_err(|e| transport_error(&label, &e))?;
+    let content_type = HeaderValue::from_str(manifest.media_type)
+        .map_err(|_| ProbeError::new(Reason::UploadFailed, format!("{label}: the media type is not a header value")))?;
+    let request = PushRequest::new(Method::PUT, url)
+        .header(CONTENT_TYPE, content_type)
+        .body(UploadBody::Memory(manifest.bytes.clone()));
+    let response = client.into().send(&target, request, &label).await?;
     if !response.status().is_success() {
         return Err(status_error(&label, response).await);
     }
@@ -200,26 +348,26 @@ pub async fn push_manifest(
 /// One upload session, for callers that drive the requests themselves (the write-path canary).
 #[derive(Debug)]
 pub struct UploadSession<'c> {
-    client: &'c Client,
+    client: PushClient<'c>,
+    target: Target,
     location: Url,
     offset: u64,
 }
 
 impl<'c> UploadSession<'c> {
     /// `POST /v2/<repo>/blobs/uploads/`: open a session.
-    pub async fn start(client: &'c Client, base: &Url, repo: &str) -> Result<Self, ProbeError> {
+    pub async fn start(client: impl Into<PushClient<'c>>, base: &Url, repo: &str) -> Result<Self, ProbeError> {
+        let client = client.into();
+        let label = "POST (starting the upload)";
+        let target = Target { registry: base.clone(), repo: repo.to_string() };
         let url = endpoint(base, &format!("v2/{repo}/blobs/uploads/"))?;
-        let response = client
-            .post(url.clone())
-            .header(CONTENT_LENGTH, 0)
-            .send()
-            .await
-            .map_err(|e| transport_error("POST (starting the upload)", &e))?;
+        let request = PushRequest::new(Method::POST, url.clone()).header(CONTENT_LENGTH, HeaderValue::from(0));
+        let response = client.send(&target, request, label).await?;
         if response.status() != StatusCode::ACCEPTED {
-            return Err(status_error("POST (starting the upload)", response).await);
+            return Err(status_error(label, response).await);
         }
-        let location = next_location(&url, response.headers(), "POST (starting the upload)")?;
-        Ok(UploadSession { client, location, offset: 0 })
+        let location = next_location(&url, response.headers(), label)?;
+        Ok(UploadSession { client, target, location, offset: 0 })
     }
 
     /// Where the next request of this session goes.
@@ -233,18 +381,16 @@ impl<'c> UploadSession<'c> {
     }
 
     /// `PATCH` the next `len` bytes; `label` names them in errors ("chunk 2 of 4").
-    pub async fn patch(&mut self, body: Body, len: u64, label: &str) -> Result<(), ProbeError> {
+    pub async fn patch(&mut self, body: UploadBody, len: u64, label: &str) -> Result<(), ProbeError> {
         let label = format!("PATCH {label}");
         let last = (self.offset + len).saturating_sub(1);
-        let response = self
-            .client
-            .patch(self.location.clone())
-            .header(CONTENT_RANGE, format!("{}-{last}", self.offset))
-            .header(CONTENT_LENGTH, len)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| transport_error(&label, &e))?;
+        let range = HeaderValue::from_str(&format!("{}-{last}", self.offset))
+            .map_err(|_| ProbeError::new(Reason::UploadFailed, format!("{label}: bad Content-Range")))?;
+        let request = PushRequest::new(Method::PATCH, self.location.clone())
+            .header(CONTENT_RANGE, range)
+            .header(CONTENT_LENGTH, HeaderValue::from(len))
+            .body(body);
+        let response = self.client.send(&self.target, request, &label).await?;
         if !response.status().is_success() {
             return Err(status_error(&label, response).await);
         }
@@ -263,18 +409,12 @@ impl<'c> UploadSession<'c> {
     }
 
     /// `PUT <Location>&digest=…`, with the last bytes or none: close the session.
-    pub async fn finish(self, digest: &Digest, body: Option<(Body, u64)>, label: &str) -> Result<(), ProbeError> {
+    pub async fn finish(self, digest: &Digest, body: Option<(UploadBody, u64)>, label: &str) -> Result<(), ProbeError> {
         let mut url = self.location.clone();
         url.query_pairs_mut().append_pair("digest", &digest.to_string());
-        let (body, len) = body.unwrap_or_else(|| (Body::from(Bytes::new()), 0));
-        let response = self
-            .client
-            .put(url)
-            .header(CONTENT_LENGTH, len)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| transport_error(label, &e))?;
+        let (body, len) = body.unwrap_or_else(|| (UploadBody::Memory(Bytes::new()), 0));
+        let request = PushRequest::new(Method::PUT, url).header(CONTENT_LENGTH, HeaderValue::from(len)).body(body);
+        let response = self.client.send(&self.target, request, label).await?;
         if !response.status().is_success() {
             return Err(status_error(label, response).await);
         }
@@ -282,10 +422,17 @@ impl<'c> UploadSession<'c> {
     }
 }
 
-/// `DELETE <Location>`: cancel an open upload session, so the registry frees what it holds.
-pub async fn cancel_upload(client: &Client, location: &Url) -> Result<(), ProbeError> {
+/// `DELETE <Location>`: cancel an open upload session of `repo` on the registry at
+/// `base`, so the registry frees what it holds.
+pub async fn cancel_upload<'c>(
+    client: impl Into<PushClient<'c>>,
+    base: &Url,
+    repo: &str,
+    location: &Url,
+) -> Result<(), ProbeError> {
     let label = "DELETE (cancelling the upload)";
-    let response = client.delete(location.clone()).send().await.map_err(|e| transport_error(label, &e))?;
+    let target = Target { registry: base.clone(), repo: repo.to_string() };
+    let response = client.into().send(&target, PushRequest::new(Method::DELETE, location.clone()), label).await?;
     if !response.status().is_success() {
         return Err(status_error(label, response).await);
     }
@@ -344,9 +491,9 @@ async fn check_source_size(blob: &BlobToPush<'_>) -> Result<(), ProbeError> {
 }
 
 /// The body for bytes `offset..offset + len` of a blob: a slice of memory, or a file stream.
-async fn body_for(source: &BlobSource<'_>, offset: u64, len: u64) -> Result<Body, ProbeError> {
+async fn body_for(source: &BlobSource<'_>, offset: u64, len: u64) -> Result<UploadBody, ProbeError> {
     match source {
-        BlobSource::Memory(bytes) => Ok(Body::from(bytes.slice(offset as usize..(offset + len) as usize))),
+        BlobSource::Memory(bytes) => Ok(UploadBody::Memory(bytes.slice(offset as usize..(offset + len) as usize))),
         BlobSource::File(path) => {
             let mut file = tokio::fs::File::open(path).await.map_err(|e| file_error(path, &e))?;
             file.seek(SeekFrom::Start(offset)).await.map_err(|e| file_error(path, &e))?;
@@ -362,7 +509,7 @@ async fn body_for(source: &BlobSource<'_>, offset: u64, len: u64) -> Result<Body
                 buf.truncate(n);
                 Ok::<_, io::Error>(Some((buf.freeze(), (file, remaining - n as u64))))
             });
-            Ok(Body::wrap_stream(stream))
+            Ok(UploadBody::Stream(Body::wrap_stream(stream)))
         }
     }
 }
@@ -393,8 +540,7 @@ fn transport_error(label: &str, e: &reqwest::Error) -> ProbeError {
 /// A request the registry answered with an error status.
 async fn status_error(label: &str, response: Response) -> ProbeError {
     let status = response.status().as_u16();
-    let retry_after =
-        response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let retry_after = retry_after(response.headers());
     let body = read_capped(response).await;
     let mut error = classify_status(status, &body, RequestKind::Upload, retry_after);
     if !matches!(error.reason, Reason::AuthFailed | Reason::RateLimited) {

@@ -8,16 +8,17 @@
 
 use bytes::BytesMut;
 use reqwest::header::{ACCEPT, HeaderMap, LINK};
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use url::Url;
 
 use crate::digest::Digest;
 use crate::media_types::MANIFEST_ACCEPT;
 use crate::reason::{ProbeError, Reason};
+use crate::registry::auth::Scope;
 use crate::registry::errors::{RequestKind, classify_status};
 use crate::registry::push::endpoint;
-use crate::registry::transport::classify_transport;
+use crate::registry::transport::{Transport, classify_transport};
 
 /// Pages of `tags/list` read at most (each up to [`PAGE_SIZE`] tags).
 pub const MAX_TAG_PAGES: usize = 20;
@@ -34,13 +35,14 @@ struct TagList {
 
 /// Every tag of `repo` (following `Link: <…>; rel="next"` for at most
 /// [`MAX_TAG_PAGES`] pages). A repository the registry does not know has none.
-pub async fn list_tags(client: &Client, base: &Url, repo: &str) -> Result<Vec<String>, ProbeError> {
+pub async fn list_tags(transport: &Transport, base: &Url, repo: &str) -> Result<Vec<String>, ProbeError> {
     let mut url = endpoint(base, &format!("v2/{repo}/tags/list"))?;
     url.query_pairs_mut().append_pair("n", &PAGE_SIZE.to_string());
+    let scope = Scope::pull(repo);
     let mut tags = Vec::new();
     for _ in 0..MAX_TAG_PAGES {
         let label = format!("GET tags of {repo}");
-        let response = client.get(url.clone()).send().await.map_err(|e| classify_transport(&e, &label))?;
+        let response = transport.send(|c| c.get(url.clone()), &scope, &label).await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(tags);
         }
@@ -60,15 +62,16 @@ pub async fn list_tags(client: &Client, base: &Url, repo: &str) -> Result<Vec<St
 
 /// The digest a tag points to (`HEAD`, falling back to hashing a `GET` when the
 /// registry sends no `Docker-Content-Digest`); `None` if the tag is gone.
-pub async fn manifest_digest(client: &Client, base: &Url, repo: &str, tag: &str) -> Result<Option<Digest>, ProbeError> {
+pub async fn manifest_digest(
+    transport: &Transport,
+    base: &Url,
+    repo: &str,
+    tag: &str,
+) -> Result<Option<Digest>, ProbeError> {
     let url = endpoint(base, &format!("v2/{repo}/manifests/{tag}"))?;
+    let scope = Scope::pull(repo);
     let label = format!("HEAD manifest {repo}:{tag}");
-    let response = client
-        .head(url.clone())
-        .header(ACCEPT, MANIFEST_ACCEPT)
-        .send()
-        .await
-        .map_err(|e| classify_transport(&e, &label))?;
+    let response = transport.send(|c| c.head(url.clone()).header(ACCEPT, MANIFEST_ACCEPT), &scope, &label).await?;
     if response.status() == StatusCode::NOT_FOUND {
         return Ok(None);
     }
@@ -78,8 +81,7 @@ pub async fn manifest_digest(client: &Client, base: &Url, repo: &str, tag: &str)
         return Ok(Some(digest));
     }
     let label = format!("GET manifest {repo}:{tag}");
-    let response =
-        client.get(url).header(ACCEPT, MANIFEST_ACCEPT).send().await.map_err(|e| classify_transport(&e, &label))?;
+    let response = transport.send(|c| c.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT), &scope, &label).await?;
     if response.status() == StatusCode::NOT_FOUND {
         return Ok(None);
     }
@@ -97,10 +99,15 @@ pub enum Deleted {
 
 /// `DELETE /v2/<repo>/manifests/<digest>`: the manifest and every tag pointing to it.
 /// A registry with deletes disabled answers 405 (`UNSUPPORTED`): see [`is_delete_refused`].
-pub async fn delete_manifest(client: &Client, base: &Url, repo: &str, digest: &Digest) -> Result<Deleted, ProbeError> {
+pub async fn delete_manifest(
+    transport: &Transport,
+    base: &Url,
+    repo: &str,
+    digest: &Digest,
+) -> Result<Deleted, ProbeError> {
     let url = endpoint(base, &format!("v2/{repo}/manifests/{digest}"))?;
     let label = format!("DELETE manifest {repo}@{}", digest.short());
-    let response = client.delete(url).send().await.map_err(|e| classify_transport(&e, &label))?;
+    let response = transport.send(|c| c.delete(url.clone()), &Scope::push_pull(repo), &label).await?;
     if response.status() == StatusCode::NOT_FOUND {
         return Ok(Deleted::AlreadyGone);
     }
@@ -114,7 +121,7 @@ pub fn is_delete_refused(err: &ProbeError) -> bool {
 }
 
 /// The `rel="next"` target of a `Link` header, resolved against the request URL.
-fn next_page(request: &Url, headers: &HeaderMap) -> Option<Url> {
+pub(crate) fn next_page(request: &Url, headers: &HeaderMap) -> Option<Url> {
     let link = headers.get(LINK)?.to_str().ok()?;
     link.split(',').find(|part| part.contains("rel=\"next\"") || part.contains("rel=next")).and_then(|part| {
         let target = part.split(';').next()?.trim().strip_prefix('<')?.strip_suffix('>')?;
@@ -131,7 +138,8 @@ async fn check(response: Response, kind: RequestKind, label: &str) -> Result<Res
     Err(classify_status(status.as_u16(), &body, kind, None).context(label))
 }
 
-async fn read_capped(mut response: Response, label: &str) -> Result<Vec<u8>, ProbeError> {
+/// The whole body of a small answer (a tag list page, a manifest, an error), at most 4 MiB.
+pub(crate) async fn read_capped(mut response: Response, label: &str) -> Result<Vec<u8>, ProbeError> {
     let mut body = BytesMut::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| classify_transport(&e, label))? {
         if body.len() + chunk.len() > MAX_BODY {

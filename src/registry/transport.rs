@@ -196,6 +196,13 @@ impl Transport {
         }
     }
 
+    /// Send without `Authorization`, whatever earlier challenges asked for: for a URL on
+    /// another host than the registry (an upload `Location` on the registry's storage),
+    /// where the registry's credentials and tokens must never go.
+    pub async fn send_without_auth(&self, request: RequestBuilder, what: &str) -> Result<Response, ProbeError> {
+        self.send_once(request, None, what).await
+    }
+
     /// One request under the first-byte deadline, noting what every response says.
     async fn send_once(
         &self,

@@ -13,6 +13,7 @@ use crate::config::{Config, ProbeConfig};
 use crate::output::alertmanager::{self, AlertSettings, Alertmanager};
 use crate::output::history::{History, unix_seconds};
 use crate::output::http::RetryPolicy;
+use crate::probe::discover::Found;
 use crate::result::ProbeResult;
 
 /// Delivery failures, by replica, since start (for `/metrics`).
@@ -27,6 +28,7 @@ impl AlertSender {
         config: &Config,
         probe: &ProbeConfig,
         results: &[ProbeResult],
+        found: Option<&Found>,
         _before: &History,
         after: &History,
         interval: Duration,
@@ -46,6 +48,9 @@ impl AlertSender {
         let mut settings = AlertSettings::from_config(am, config.alerting.after);
         settings.severities.insert(probe.name.clone(), probe.severity);
         settings.owned_probes = BTreeSet::from([probe.name.clone()]);
+        if let Some(found) = found {
+            settings.carried = found.candidates.iter().map(|image| (probe.name.clone(), image.clone())).collect();
+        }
         let now = unix_seconds(OffsetDateTime::now_utc());
         let ends_at = now + 4.0 * interval.as_secs_f64();
         for outcome in alertmanager::deliver(&replicas, results, Some(after), &settings, ends_at, now).await {

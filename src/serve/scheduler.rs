@@ -1,4 +1,4 @@
-//! The schedule: every `image:` and `canary:` probe on its own interval, started at an offset
+//! The schedule: every probe on its own interval, started at an offset
 //! spread over the interval (no thundering herd at start, and the same offset
 //! after a restart), one run at a time per probe (a run that overruns its
 //! interval makes the next one late, counted, never stacked), all probes
@@ -13,9 +13,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Config, ProbeConfig, ProbeKind};
 use crate::digest::Digest;
-use crate::probe::canary;
 use crate::probe::plan::{self, Overrides};
 use crate::probe::run::{RoundOptions, run_jobs};
+use crate::probe::{canary, discover};
 use crate::result::ProbeResult;
 use crate::serve::alerts::AlertSender;
 use crate::serve::state::ServeState;
@@ -25,7 +25,7 @@ pub async fn run_schedule(state: Arc<ServeState>, alerts: Arc<AlertSender>, mut 
     let config = state.config();
     let permits = Arc::new(Semaphore::new(config.defaults.concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    for probe in config.probes.iter().filter(|p| matches!(p.kind, ProbeKind::Image { .. } | ProbeKind::Canary(_))) {
+    for probe in &config.probes {
         let (state, alerts, permits, probe, config) =
             (state.clone(), alerts.clone(), permits.clone(), probe.clone(), config.clone());
         let mut stop = stop.clone();
@@ -65,11 +65,11 @@ async fn probe_loop(
         if scheduled.elapsed() > interval / 10 + Duration::from_secs(1) {
             state.count_late_run(&probe.name);
         }
-        let results = if matches!(probe.kind, ProbeKind::Canary(_)) {
-            run_canary(config, probe, &permits).await
+        let (results, found) = if matches!(probe.kind, ProbeKind::Canary(_)) {
+            (run_canary(config, probe, &permits).await, None)
         } else {
-            match plan::job_for_probe(config, probe, &Overrides::default()).await {
-                Ok(job) => {
+            match plan::plan_probe(config, probe, &Overrides::default(), plan::clock_slot(interval)).await {
+                Ok(planned) => {
                     let options = RoundOptions {
                         concurrency: config.defaults.concurrency.max(1),
                         max_round_bytes: Some(config.limits.max_round_bytes),
@@ -77,11 +77,16 @@ async fn probe_loop(
                         progress: None,
                         permits: Some(permits.clone()),
                     };
-                    run_jobs(vec![job], options).await
+                    let mut results = planned.failed;
+                    results.extend(run_jobs(planned.jobs, options).await);
+                    if let Some(found) = &planned.discovery {
+                        discover::attach_warnings(&mut results, &[(probe.name.clone(), found.clone())]);
+                    }
+                    (results, planned.discovery)
                 }
                 Err(e) => {
                     tracing::error!(probe = %probe.name, error = %e, "cannot plan the probe");
-                    Vec::new()
+                    (Vec::new(), None)
                 }
             }
         };
@@ -106,8 +111,8 @@ async fn probe_loop(
             );
         }
         let before = state.history();
-        state.record(&probe.name, &results);
-        alerts.after_run(config, probe, &results, &before, &state.history(), interval).await;
+        state.record(&probe.name, &results, found.as_ref());
+        alerts.after_run(config, probe, &results, found.as_ref(), &before, &state.history(), interval).await;
     }
 }
 

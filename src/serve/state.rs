@@ -3,13 +3,14 @@
 //! and the counters only a long-running process can keep. Everything here is
 //! bounded by the config: one entry per series, [`RECENT_RESULTS`] per probe.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::config::Config;
 use crate::output::history::{self, History, SeriesKey};
 use crate::output::metrics::{self, GaugeFamily, RunCounters, Sample};
+use crate::probe::discover::Found;
 use crate::result::ProbeResult;
 
 /// Results kept per probe for the status page.
@@ -32,6 +33,17 @@ struct Series {
     /// When each (series, layer digest) was last read in full through its frontend
     /// (or first seen, if never): the coverage the round budget's rotation promises.
     layer_reads: BTreeMap<(SeriesKey, String), f64>,
+    /// Per discovery probe: what its rule stands for now, and when each was last probed.
+    discovery: BTreeMap<String, Coverage>,
+}
+
+/// A discovery rule's candidates and when each was last probed (or first seen,
+/// if not yet): the catalog's rotation promises every one within a bounded number of runs.
+#[derive(Debug, Clone, Default)]
+struct Coverage {
+    registry: String,
+    rounds_to_cover: u64,
+    probed: BTreeMap<String, f64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,6 +91,7 @@ impl ServeState {
         s.recent.retain(|k, _| names.contains(k));
         s.late_runs.retain(|k, _| names.contains(k));
         s.layer_reads.retain(|k, _| names.contains(&k.0.probe));
+        s.discovery.retain(|k, _| names.contains(k));
         s.reloads.entry("success").and_modify(|n| *n += 1).or_insert(1);
     }
 
@@ -87,16 +100,22 @@ impl ServeState {
     }
 
     /// Record one run of `probe`. Its series not in `results` (a `dns` frontend
-    /// that left DNS, a platform no longer in the index) disappear.
-    pub fn record(&self, probe: &str, results: &[ProbeResult]) {
+    /// that left DNS, a platform no longer in the index) disappear, except those of
+    /// images its discovery rule (`found`) still stands for but did not probe this run.
+    pub fn record(&self, probe: &str, results: &[ProbeResult], found: Option<&Found>) {
         self.counters().observe(results);
         let mut s = lock(&self.series);
+        let probed: BTreeSet<&str> = results.iter().map(|r| r.image.as_str()).collect();
+        let carried: BTreeSet<&str> = found
+            .map(|f| f.candidates.iter().map(String::as_str).filter(|i| !probed.contains(i)).collect())
+            .unwrap_or_default();
+        let replaced = |k: &SeriesKey| k.probe == probe && !carried.contains(k.image.as_str());
         let previous: History =
-            s.history.iter().filter(|(k, _)| k.probe == probe).map(|(k, v)| (k.clone(), v.clone())).collect();
+            s.history.iter().filter(|(k, _)| replaced(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let next = history::advance(&previous, results);
-        s.history.retain(|k, _| k.probe != probe);
+        s.history.retain(|k, _| !replaced(k));
         s.history.extend(next);
-        s.latest.retain(|k, _| k.probe != probe);
+        s.latest.retain(|k, _| !replaced(k));
         for r in results {
             s.latest.insert(SeriesKey::of(r), r.clone());
         }
@@ -117,7 +136,27 @@ impl ServeState {
                 current.insert(slot);
             }
         }
-        s.layer_reads.retain(|slot, _| slot.0.probe != probe || current.contains(slot));
+        s.layer_reads.retain(|slot, _| !replaced(&slot.0) || current.contains(slot));
+        match found {
+            Some(found) => {
+                let registry = results.first().map(|r| r.registry.clone()).unwrap_or_default();
+                let coverage = s.discovery.entry(probe.to_string()).or_default();
+                if !registry.is_empty() {
+                    coverage.registry = registry;
+                }
+                coverage.rounds_to_cover = found.rounds_to_cover;
+                coverage.probed.retain(|image, _| found.candidates.contains(image));
+                for image in &found.candidates {
+                    let at = coverage.probed.entry(image.clone()).or_insert(now);
+                    if probed.contains(image.as_str()) {
+                        *at = now;
+                    }
+                }
+            }
+            None => {
+                s.discovery.remove(probe);
+            }
+        }
         let recent = s.recent.entry(probe.to_string()).or_default();
         for r in results {
             if recent.len() == RECENT_RESULTS {
@@ -148,7 +187,7 @@ impl ServeState {
 
     /// `/metrics`: the gauges of every series' last run, the run counters, and serve's own.
     pub fn metric_families(&self) -> Vec<GaugeFamily> {
-        let (latest, history, late, reloads, reads) = {
+        let (latest, history, late, reloads, reads, discovery) = {
             let s = lock(&self.series);
             (
                 s.latest.values().cloned().collect::<Vec<_>>(),
@@ -156,6 +195,7 @@ impl ServeState {
                 s.late_runs.clone(),
                 s.reloads.clone(),
                 s.layer_reads.clone(),
+                s.discovery.clone(),
             )
         };
         let now = history::unix_seconds(time::OffsetDateTime::now_utc());
@@ -174,6 +214,36 @@ impl ServeState {
                 .map(|(key, age)| Sample {
                     labels: key.labels().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                     value: age,
+                })
+                .collect(),
+        });
+        let labels = |probe: &str, coverage: &Coverage| {
+            vec![("probe".to_string(), probe.to_string()), ("registry".to_string(), coverage.registry.clone())]
+        };
+        families.push(GaugeFamily {
+            name: "discovery_candidates",
+            help: "Images a discovery rule (tags, catalog, kubernetes) stands for now, probed this run or not",
+            samples: discovery
+                .iter()
+                .map(|(probe, c)| Sample { labels: labels(probe, c), value: c.probed.len() as f64 })
+                .collect(),
+        });
+        families.push(GaugeFamily {
+            name: "discovery_rounds_to_cover",
+            help: "Runs a discovery rule needs to probe every candidate once (above 1 for a catalog sample)",
+            samples: discovery
+                .iter()
+                .map(|(probe, c)| Sample { labels: labels(probe, c), value: c.rounds_to_cover as f64 })
+                .collect(),
+        });
+        families.push(GaugeFamily {
+            name: "discovery_coverage_age_seconds",
+            help: "Seconds since the least recently probed candidate of a discovery rule was last probed (or first seen)",
+            samples: discovery
+                .iter()
+                .map(|(probe, c)| {
+                    let oldest = c.probed.values().fold(now, |a, b| a.min(*b));
+                    Sample { labels: labels(probe, c), value: (now - oldest).max(0.0) }
                 })
                 .collect(),
         });

@@ -4,26 +4,35 @@
 //! The HTTP side `send`s each chunk as it arrives, sends `Err(ProbeError)` when the
 //! transfer fails (timeout, reset, …) and drops the sender at the end of the body. The
 //! verifier runs [`super::verify_layer`] over the [`ChunkReader`] on a `spawn_blocking`
-//! thread. At most `capacity` chunks wait in between, so memory is bounded by
-//! `capacity` × chunk size. When the verifier stops early (a body longer than its
+//! thread. At most `max_chunks` chunks and `max_bytes` bytes wait in between (a chunk
+//! larger than `max_bytes` waits alone): the HTTP client hands over chunks of anything
+//! from a few KiB to several hundred, so a bound in chunks alone would let memory
+//! follow its buffer sizes. When the verifier stops early (a body longer than its
 //! descriptor, a failed source) it drops the reader and the next `send` fails: stop
 //! downloading then.
 
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::reason::ProbeError;
 
 use super::source_error;
 
-/// A bounded channel of body chunks from an async task to a blocking reader.
-pub fn chunk_channel(capacity: usize) -> (ChunkSender, ChunkReader) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    let reader = ChunkReader { rx, chunk: Bytes::new(), failure: None, done: false };
-    (ChunkSender { tx }, reader)
+/// A channel of body chunks from an async task to a blocking reader, holding at most
+/// `max_chunks` chunks and `max_bytes` bytes (at most 4 GiB) that the reader has not finished.
+pub fn chunk_channel(max_chunks: usize, max_bytes: usize) -> (ChunkSender, ChunkReader) {
+    let (tx, rx) = mpsc::channel(max_chunks.max(1));
+    let max_bytes = max_bytes.clamp(1, u32::MAX as usize);
+    let budget = Arc::new(Semaphore::new(max_bytes));
+    let reader = ChunkReader { rx, chunk: Bytes::new(), held: 0, budget: budget.clone(), failure: None, done: false };
+    (ChunkSender { tx, budget, max_bytes }, reader)
 }
+
+/// One message: a chunk and the bytes of the budget it holds, or the transfer's failure.
+type Message = Result<(Bytes, u32), ProbeError>;
 
 /// The verifier has stopped reading; the rest of the body is not wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -33,13 +42,28 @@ pub struct ReaderClosed;
 /// The async end: chunks of the body, or the transfer's failure. Dropping it ends the body.
 #[derive(Debug, Clone)]
 pub struct ChunkSender {
-    tx: mpsc::Sender<Result<Bytes, ProbeError>>,
+    tx: mpsc::Sender<Message>,
+    /// Bytes the reader may still be handed: taken here, given back as it finishes chunks.
+    budget: Arc<Semaphore>,
+    max_bytes: usize,
 }
 
 impl ChunkSender {
     /// Wait for room and hand over one chunk (or the failure that ends the transfer).
     pub async fn send(&self, chunk: Result<Bytes, ProbeError>) -> Result<(), ReaderClosed> {
-        self.tx.send(chunk).await.map_err(|_| ReaderClosed)
+        let message = match chunk {
+            Ok(chunk) => {
+                // A chunk over the whole budget takes all of it: it then waits alone.
+                let held = chunk.len().min(self.max_bytes) as u32;
+                if held > 0 {
+                    // Closed when the reader is dropped: nobody will give the bytes back.
+                    self.budget.acquire_many(held).await.map_err(|_| ReaderClosed)?.forget();
+                }
+                Ok((chunk, held))
+            }
+            Err(failure) => Err(failure),
+        };
+        self.tx.send(message).await.map_err(|_| ReaderClosed)
     }
 }
 
@@ -47,9 +71,12 @@ impl ChunkSender {
 /// (a `spawn_blocking` thread), as it blocks waiting for the next chunk.
 #[derive(Debug)]
 pub struct ChunkReader {
-    rx: mpsc::Receiver<Result<Bytes, ProbeError>>,
+    rx: mpsc::Receiver<Message>,
     /// The unread rest of the current chunk.
     chunk: Bytes,
+    /// Budget bytes the current chunk holds, given back when it is used up.
+    held: u32,
+    budget: Arc<Semaphore>,
     /// Once the sender reports a failure, every later read returns it.
     failure: Option<ProbeError>,
     done: bool,
@@ -67,19 +94,15 @@ impl Read for ChunkReader {
             if self.done {
                 return Ok(0);
             }
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.chunk = chunk,
-                Some(Err(failure)) => self.failure = Some(failure),
-                None => self.done = true,
-            }
+            let message = self.rx.blocking_recv();
+            self.take(message);
         }
         let mut n = self.take_into(buf);
         // Fill the rest from chunks already waiting, without blocking: the decoder
         // then works on larger slices.
         while n < buf.len() && self.failure.is_none() {
             match self.rx.try_recv() {
-                Ok(Ok(chunk)) => self.chunk = chunk,
-                Ok(Err(failure)) => self.failure = Some(failure),
+                Ok(message) => self.take(Some(message)),
                 Err(_) => break,
             }
             n += self.take_into(&mut buf[n..]);
@@ -89,10 +112,41 @@ impl Read for ChunkReader {
 }
 
 impl ChunkReader {
+    /// The next message replaces the used-up chunk, whose budget goes back to the sender.
+    fn take(&mut self, message: Option<Message>) {
+        self.release();
+        match message {
+            Some(Ok((chunk, held))) => {
+                self.chunk = chunk;
+                self.held = held;
+            }
+            Some(Err(failure)) => self.failure = Some(failure),
+            None => self.done = true,
+        }
+    }
+
+    fn release(&mut self) {
+        if self.held > 0 {
+            self.budget.add_permits(self.held as usize);
+            self.held = 0;
+        }
+    }
+
     fn take_into(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.chunk.len());
         buf[..n].copy_from_slice(&self.chunk[..n]);
         self.chunk.advance(n);
+        if self.chunk.is_empty() {
+            self.chunk = Bytes::new(); // drop the buffer now, not at the next chunk
+            self.release();
+        }
         n
+    }
+}
+
+impl Drop for ChunkReader {
+    fn drop(&mut self) {
+        // A sender waiting for budget would otherwise wait forever.
+        self.budget.close();
     }
 }

@@ -24,3 +24,19 @@ pub(super) fn decoder<'a, R: Read + 'a>(compression: Compression, compressed: R)
         }
     })
 }
+
+/// Decompress `compressed` with the decoder a layer check uses and count the
+/// bytes, nothing else: the inflate limit the benchmark compares against.
+pub fn decompressed_len<R: Read>(compression: Compression, compressed: R) -> io::Result<u64> {
+    let mut decoder = decoder(compression, compressed)?;
+    let mut scratch = vec![0u8; INPUT_BUFFER];
+    let mut total = 0u64;
+    loop {
+        match decoder.read(&mut scratch) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -37,6 +37,7 @@ use crate::reason::{ProbeError, Reason};
 pub use crate::media_types::Compression;
 pub use blob::{SourceError, source_error};
 pub use channel::{ChunkReader, ChunkSender, ReaderClosed, chunk_channel};
+pub use decompress::decompressed_len;
 pub use tar_walk::{EntryInfo, EntryKind, EntryVisitor};
 
 use blob::BlobReader;

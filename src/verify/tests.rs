@@ -601,7 +601,7 @@ fn chunk_channel_feeds_a_blocking_verifier() {
     let blob = Bytes::from(gzip(&tar));
     let spec = spec(&blob, Compression::Gzip, &tar);
     let report = runtime().block_on(async {
-        let (tx, reader) = chunk_channel(4);
+        let (tx, reader) = chunk_channel(4, 1 << 20);
         let verifier = tokio::task::spawn_blocking(move || verify_layer(reader, &spec, None));
         for chunk in blob.chunks(1000) {
             tx.send(Ok(blob.slice_ref(chunk))).await.unwrap();
@@ -619,7 +619,7 @@ fn chunk_channel_carries_the_transfer_failure() {
     let blob = Bytes::from(gzip(&tar));
     let spec = spec(&blob, Compression::Gzip, &tar);
     let report = runtime().block_on(async {
-        let (tx, reader) = chunk_channel(2);
+        let (tx, reader) = chunk_channel(2, 1 << 20);
         let verifier = tokio::task::spawn_blocking(move || verify_layer(reader, &spec, None));
         tx.send(Ok(blob.slice(..blob.len() / 2))).await.unwrap();
         let reset = ProbeError::new(Reason::ConnectError, "connection reset");
@@ -636,7 +636,7 @@ fn chunk_channel_stops_an_endless_body() {
     let blob = Bytes::from(gzip(&tar));
     let spec = spec(&blob, Compression::Gzip, &tar);
     let (sent, report) = runtime().block_on(async {
-        let (tx, reader) = chunk_channel(2);
+        let (tx, reader) = chunk_channel(4, 8192);
         let verifier = tokio::task::spawn_blocking(move || verify_layer(reader, &spec, None));
         let mut sent = 0usize;
         loop {
@@ -654,6 +654,30 @@ fn chunk_channel_stops_an_endless_body() {
         (sent, verifier.await.unwrap())
     });
     assert_reason(&report, Reason::BlobSizeMismatch);
-    // Only the channel's capacity was sent beyond what the verifier read.
-    assert!(sent <= blob.len() + 4 * 4096, "{sent}");
+    // Only the channel's byte budget was sent beyond what the verifier read.
+    assert!(sent <= blob.len() + 8192 + 4096, "{sent}");
+}
+
+#[test]
+fn chunk_channel_holds_at_most_its_byte_budget() {
+    runtime().block_on(async {
+        let (tx, mut reader) = chunk_channel(64, 10_000);
+        for _ in 0..2 {
+            tx.send(Ok(Bytes::from(vec![1u8; 4000]))).await.unwrap();
+        }
+        // A third chunk of 4000 bytes would hold 12000: it waits until the reader finishes one.
+        let third =
+            tokio::time::timeout(std::time::Duration::from_millis(50), tx.send(Ok(Bytes::from(vec![2u8; 4000]))));
+        assert!(third.await.is_err(), "the third chunk went over the budget");
+        let reading = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; 4000];
+            std::io::Read::read_exact(&mut reader, &mut buf).unwrap();
+            reader
+        });
+        let reader = reading.await.unwrap();
+        tx.send(Ok(Bytes::from(vec![2u8; 4000]))).await.unwrap();
+        // A chunk over the whole budget still goes through, alone; a dropped reader ends the wait.
+        drop(reader);
+        assert!(tx.send(Ok(Bytes::from(vec![3u8; 50_000]))).await.is_err());
+    });
 }

@@ -35,6 +35,8 @@ pub struct Nginx {
     /// Loopback addresses it listens on, all on one port (the first is used for readiness and `url()`).
     listen_ips: Vec<String>,
     instance: String,
+    /// Answer `/v2/_catalog` with nginx's own 404 page instead of proxying it.
+    hide_catalog: bool,
     child: Option<Child>,
 }
 
@@ -56,11 +58,21 @@ impl Nginx {
         Nginx::start_on(upstream, false, ips)
     }
 
+    /// A plain reverse proxy that answers `/v2/_catalog` with its own 404, as many
+    /// production frontends do to keep the repository list private.
+    pub fn start_proxy_hiding_catalog(upstream: &str) -> Nginx {
+        Nginx::start_configured(upstream, false, &["127.0.0.1"], true)
+    }
+
     fn start(upstream: &str, cache: bool) -> Nginx {
         Nginx::start_on(upstream, cache, &["127.0.0.1"])
     }
 
     fn start_on(upstream: &str, cache: bool, ips: &[&str]) -> Nginx {
+        Nginx::start_configured(upstream, cache, ips, false)
+    }
+
+    fn start_configured(upstream: &str, cache: bool, ips: &[&str], hide_catalog: bool) -> Nginx {
         require_binary(BINARY, PACKAGE);
         let dir = tempfile::Builder::new().prefix("pullprobe-nginx-").tempdir().expect("temp dir");
         for sub in ["tmp", "cache"] {
@@ -73,6 +85,7 @@ impl Nginx {
             cache,
             listen_ips: ips.iter().map(|ip| ip.to_string()).collect(),
             instance: instance_id(),
+            hide_catalog,
             child: None,
         };
         for _ in 0..START_ATTEMPTS {
@@ -148,6 +161,7 @@ impl Nginx {
              {cache_path}\
              \x20   server {{\n\
              {listen}\
+             {catalog}\
              \x20       location / {{\n\
              \x20           proxy_pass http://{upstream};\n\
              \x20           proxy_http_version 1.1;\n\
@@ -163,6 +177,15 @@ impl Nginx {
                 self.listen_ips.iter().map(|ip| format!("        listen {ip}:{};\n", self.port)).collect::<String>(),
             upstream = self.upstream,
             instance = self.instance,
+            catalog = if self.hide_catalog {
+                format!(
+                    "        location = /v2/_catalog {{\n            add_header {INSTANCE_HEADER} {} always;\n            \
+                     return 404;\n        }}\n",
+                    self.instance
+                )
+            } else {
+                String::new()
+            },
         )
     }
 

@@ -41,6 +41,9 @@ pub struct RegistryOptions {
     pub shared_storage: Option<PathBuf>,
     /// `storage.delete.enabled` (manifest `DELETE` answers 405 `UNSUPPORTED` without it).
     pub delete_enabled: bool,
+    /// `catalog.maxentries`: the largest `/v2/_catalog` page (distribution's default is 1000;
+    /// a request asking for more is refused with 400 `PAGINATION_NUMBER_INVALID`).
+    pub catalog_max_entries: Option<usize>,
 }
 
 impl Default for RegistryOptions {
@@ -52,6 +55,7 @@ impl Default for RegistryOptions {
             secret: "pullprobe-test-secret".into(),
             shared_storage: None,
             delete_enabled: true,
+            catalog_max_entries: None,
         }
     }
 }
@@ -149,7 +153,7 @@ impl Registry {
              storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: {delete}\n{cache}\
              \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
              http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n\
-             \x20 headers:\n    {INSTANCE_HEADER}: [\"{instance}\"]\n{tls}{auth}",
+             \x20 headers:\n    {INSTANCE_HEADER}: [\"{instance}\"]\n{tls}{auth}{catalog}",
             root = self.root().display(),
             delete = self.options.delete_enabled,
             secret = self.options.secret,
@@ -170,6 +174,10 @@ impl Registry {
                      rootcertbundle: {}\n",
                     rootcertbundle.display()
                 ),
+            },
+            catalog = match self.options.catalog_max_entries {
+                Some(entries) => format!("catalog:\n  maxentries: {entries}\n"),
+                None => String::new(),
             },
         )
     }

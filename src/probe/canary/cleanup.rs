@@ -9,10 +9,10 @@
 //! deletes (405, `UNSUPPORTED`) or any other cleanup trouble is a warning on
 //! the result, never a failure: the write path itself worked.
 
-use reqwest::Client;
 use url::Url;
 
 use crate::registry::tags::{self, Deleted};
+use crate::registry::transport::Transport;
 
 /// Canary tags of one location kept in the repository, this run's included.
 pub const KEEP_TAGS: usize = 3;
@@ -55,15 +55,15 @@ pub fn tags_to_delete(tags: &[String], location: &str, keep: usize) -> Vec<Strin
 }
 
 /// Delete `location`'s old canaries in `repository`; returns warnings for the result.
-pub async fn remove_old_canaries(client: &Client, base: &Url, repository: &str, location: &str) -> Vec<String> {
-    let tags = match tags::list_tags(client, base, repository).await {
+pub async fn remove_old_canaries(transport: &Transport, base: &Url, repository: &str, location: &str) -> Vec<String> {
+    let tags = match tags::list_tags(transport, base, repository).await {
         Ok(tags) => tags,
         Err(e) => return vec![format!("canary cleanup: cannot list the tags of {repository}: {}", e.message)],
     };
     let old = tags_to_delete(&tags, location, KEEP_TAGS);
     let mut warnings = Vec::new();
     for tag in old.iter().take(MAX_DELETES_PER_RUN) {
-        let digest = match tags::manifest_digest(client, base, repository, tag).await {
+        let digest = match tags::manifest_digest(transport, base, repository, tag).await {
             Ok(Some(digest)) => digest,
             Ok(None) => continue,
             Err(e) => {
@@ -71,7 +71,7 @@ pub async fn remove_old_canaries(client: &Client, base: &Url, repository: &str, 
                 break;
             }
         };
-        match tags::delete_manifest(client, base, repository, &digest).await {
+        match tags::delete_manifest(transport, base, repository, &digest).await {
             Ok(Deleted::Deleted | Deleted::AlreadyGone) => {}
             Err(e) if tags::is_delete_refused(&e) => {
                 warnings.push(format!(

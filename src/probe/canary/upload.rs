@@ -8,16 +8,22 @@
 //! `BLOB_UPLOAD_UNKNOWN` failure. Every session runs even after one failed, so
 //! the error says how many did; a session that failed is cancelled (`DELETE`)
 //! so the registry frees it, and the error says whether that worked.
+//!
+//! Every request goes through the registry's [`Transport`] with the
+//! repository's `pull,push` scope: a registry with `auth:` gets the configured
+//! credentials, a token endpoint a push token request. Credentials that may
+//! only pull are `auth_failed` naming that scope (the registry's code, such as
+//! `UNAUTHORIZED` or `DENIED`, in `registry_error`): a permission to fix, not
+//! a broken write path. A `Location` on another host gets no `Authorization`.
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use reqwest::{Body, Client};
 use url::Url;
 
 use super::image::{CanaryBlob, CanaryImage};
 use crate::reason::{ProbeError, Reason};
-use crate::registry::push::{self, ManifestToPush, UploadSession};
+use crate::registry::push::{self, ManifestToPush, UploadBody, UploadSession, same_origin};
+use crate::registry::transport::Transport;
 
 /// The request being made now, for a timeout to name.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +48,8 @@ enum Form {
 
 /// Where the push goes and how.
 pub struct PushPlan<'a> {
-    pub client: &'a Client,
+    /// The registry's transport (its credentials and tokens).
+    pub transport: &'a Transport,
     /// The registry URL users push to.
     pub base: &'a Url,
     pub repository: &'a str,
@@ -79,7 +86,7 @@ pub async fn push_image(
         }
     }
     if !failures.is_empty() {
-        return Err(combine(failures, total));
+        return Err(permission_hint(combine(failures, total), plan.repository));
     }
     plan.step.set(format!("PUT manifest {}:{}", plan.repository, image.tag));
     let manifest = ManifestToPush {
@@ -87,7 +94,9 @@ pub async fn push_image(
         digest: image.manifest.digest,
         bytes: image.manifest.bytes.clone(),
     };
-    push::push_manifest(plan.client, plan.base, plan.repository, &image.tag, &manifest).await?;
+    push::push_manifest(plan.transport, plan.base, plan.repository, &image.tag, &manifest)
+        .await
+        .map_err(|e| permission_hint(e, plan.repository))?;
     Ok(())
 }
 
@@ -115,7 +124,7 @@ async fn upload(
 ) -> Result<(), ProbeError> {
     plan.step.set(format!("{label}: POST (starting the upload)"));
     let mut session =
-        UploadSession::start(plan.client, plan.base, plan.repository).await.map_err(|e| e.context(label))?;
+        UploadSession::start(plan.transport, plan.base, plan.repository).await.map_err(|e| e.context(label))?;
     note_foreign(plan.base, session.location(), warnings);
     let closed = match form {
         Form::Chunked { chunk_size } => {
@@ -123,7 +132,7 @@ async fn upload(
             for chunk in 0..chunks {
                 let offset = chunk * chunk_size;
                 let len = chunk_size.min(blob.size() - offset);
-                let body = Body::from(blob.bytes.slice(offset as usize..(offset + len) as usize));
+                let body = UploadBody::Memory(blob.bytes.slice(offset as usize..(offset + len) as usize));
                 let what = format!("chunk {} of {chunks}", chunk + 1);
                 plan.step.set(format!("{label}: PATCH {what}"));
                 if let Err(err) = session.patch(body, len, &what).await {
@@ -138,7 +147,7 @@ async fn upload(
         }
         Form::Monolithic => {
             let location = session.location().clone();
-            let body = Some((Body::from(Bytes::clone(&blob.bytes)), blob.size()));
+            let body = Some((UploadBody::Memory(blob.bytes.clone()), blob.size()));
             plan.step.set(format!("{label}: PUT (monolithic)"));
             session.finish(&blob.digest, body, "PUT (monolithic)").await.map_err(|e| (location, e))
         }
@@ -164,7 +173,7 @@ async fn abandon(plan: &PushPlan<'_>, location: &Url, mut err: ProbeError, label
         ));
     }
     plan.step.set(format!("{label}: DELETE (cancelling the upload)"));
-    match push::cancel_upload(plan.client, location).await {
+    match push::cancel_upload(plan.transport, plan.base, plan.repository, location).await {
         Ok(()) => err.message.push_str("; the upload session was cancelled"),
         Err(cancel) => err.message.push_str(&format!(
             "; the upload session could not be cancelled ({}): the registry removes abandoned uploads itself (upload purging)",
@@ -191,6 +200,16 @@ fn combine(mut failures: Vec<(usize, ProbeError)>, total: usize) -> ProbeError {
     first
 }
 
+/// A refused push says what the credentials lack: the right to push to the canary repository.
+fn permission_hint(mut err: ProbeError, repository: &str) -> ProbeError {
+    if err.reason == Reason::AuthFailed {
+        err.message.push_str(&format!(
+            "; the canary's credentials must be allowed to push to {repository} (scope repository:{repository}:pull,push)"
+        ));
+    }
+    err
+}
+
 /// Record, once, that the registry sends uploads to another origin than its URL.
 fn note_foreign(base: &Url, location: &Url, warnings: &mut Vec<String>) {
     if same_origin(base, location) {
@@ -204,10 +223,6 @@ fn note_foreign(base: &Url, location: &Url, warnings: &mut Vec<String>) {
     if !warnings.contains(&note) {
         warnings.push(note);
     }
-}
-
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// `scheme://host[:port]`, nothing that could be secret.
