@@ -9,9 +9,10 @@
 //!     bench/small:latest (about 3 MB); write WORK_DIR/layers.json
 //! bench_throughput inflate BLOB
 //!     decompress one gzip layer blob on this thread with the prober's decoder
-//! bench_throughput verify WORK_DIR THREADS
+//! bench_throughput verify WORK_DIR THREADS [largest-first|manifest-order]
 //!     full verification (digest, inflate, diff_id, tar walk) of every layer of
 //!     bench/big read from its blob file, THREADS layers at a time, largest first
+//!     (as `pullprobe` schedules them) or in manifest order
 //! ```
 //!
 //! Every image is a function of MIB only: the same MIB gives the same digests.
@@ -66,13 +67,14 @@ fn main() -> ExitCode {
             Err(_) => Err(format!("MIB must be a whole number, not {mib:?}").into()),
         },
         ["inflate", blob] => inflate(Path::new(blob)),
-        ["verify", dir, threads] => match threads.parse::<usize>() {
-            Ok(threads) => verify_all(Path::new(dir), threads.max(1)),
-            Err(_) => Err(format!("THREADS must be a whole number, not {threads:?}").into()),
+        ["verify", dir, threads, order @ ..] => match (threads.parse::<usize>(), order) {
+            (Ok(threads), [] | ["largest-first"]) => verify_all(Path::new(dir), threads.max(1), true),
+            (Ok(threads), ["manifest-order"]) => verify_all(Path::new(dir), threads.max(1), false),
+            _ => Err(format!("want THREADS [largest-first|manifest-order], not {threads:?} {order:?}").into()),
         },
         _ => {
             eprintln!(
-                "usage: bench_throughput build REGISTRY_URL WORK_DIR MIB | inflate BLOB | verify WORK_DIR THREADS"
+                "usage: bench_throughput build REGISTRY_URL WORK_DIR MIB | inflate BLOB | verify WORK_DIR THREADS [largest-first|manifest-order]"
             );
             return ExitCode::from(2);
         }
@@ -225,11 +227,14 @@ fn inflate(blob: &Path) -> Result<(), BoxError> {
 }
 
 /// The best in-process schedule: `threads` layers verified at once, largest first,
-/// read from the blob files (page cache), no network.
-fn verify_all(dir: &Path, threads: usize) -> Result<(), BoxError> {
+/// read from the blob files (page cache), no network. `largest_first: false` keeps
+/// the manifest order, to show what the order is worth.
+fn verify_all(dir: &Path, threads: usize, largest_first: bool) -> Result<(), BoxError> {
     let images: Images = serde_json::from_slice(&std::fs::read(dir.join("layers.json"))?)?;
     let mut queue = images.big.layers.clone();
-    queue.sort_by_key(|l| std::cmp::Reverse(l.size));
+    if largest_first {
+        queue.sort_by_key(|l| std::cmp::Reverse(l.size));
+    }
     let queue = Mutex::new(queue.into_iter());
     let failures = Mutex::new(Vec::new());
     let started = Instant::now();
@@ -270,6 +275,6 @@ fn verify_all(dir: &Path, threads: usize) -> Result<(), BoxError> {
     if !failures.is_empty() {
         return Err(failures.join("; ").into());
     }
-    println!("{}", serde_json::json!({"threads": threads, "seconds": seconds}));
+    println!("{}", serde_json::json!({"threads": threads, "largest_first": largest_first, "seconds": seconds}));
     Ok(())
 }

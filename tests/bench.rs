@@ -13,7 +13,7 @@ use common::process::run_with_timeout;
 use serde_json::Value;
 
 /// The rows every pass of the report has (inflate rows per layer come on top).
-const ROWS: [&str; 10] = [
+const ROWS: [&str; 11] = [
     "pullprobe_now",
     "pullprobe_now_3_frontends",
     "pullprobe_now_small",
@@ -23,14 +23,16 @@ const ROWS: [&str; 10] = [
     "transfer_limit",
     "in_process_2_threads",
     "in_process_1_thread",
+    "in_process_2_threads_manifest_order",
     "inflate_limit",
 ];
 const LAYERS: [&str; 5] = ["binaries", "text", "random", "small-files", "small-layer"];
-const RATIOS: [&str; 7] = [
+const RATIOS: [&str; 8] = [
     "skopeo_copy_over_pullprobe",
     "skopeo_copy_decompress_over_pullprobe",
     "shell_pipeline_over_pullprobe",
     "pullprobe_over_in_process_2_threads",
+    "manifest_order_over_largest_first",
     "pullprobe_over_transfer_limit",
     "pullprobe_cpu_over_in_process_1_thread_cpu",
     "extra_frontend_cpu_over_first",

@@ -31,10 +31,10 @@ use time::macros::datetime;
 use url::Url;
 
 use common::images::Pushed;
-use common::{Nginx, Registry, RegistryOptions, http_get, push};
+use common::{Nginx, Registry, RegistryOptions, ResultJson, http_get, json_results, push, run_pullprobe};
 use pullprobe::config::TagRule;
 use pullprobe::image_builder::{
-    Format, Image, ImageBuilder, Index, IndexBuilder, Layer, LayerBuilder, LayerCompression, Platform,
+    Format, GeneratedContent, Image, ImageBuilder, Index, IndexBuilder, Layer, LayerBuilder, LayerCompression, Platform,
 };
 use pullprobe::probe::discover::catalog::{repositories, rotating_sample, rounds_to_cover};
 use pullprobe::probe::discover::tags::newest_tags;
@@ -302,4 +302,137 @@ async fn a_frontend_without_its_registry_is_discovery_failed_with_the_status() {
     let err = repositories(&transport(), &proxy.url(), None).await.expect_err("no registry behind the frontend");
     assert_eq!((err.reason, err.status), (Reason::DiscoveryFailed, Some(502)), "{err}");
     assert!(!err.message.contains("does not serve"), "a 502 is an outage, not a disabled catalog: {}", err.message);
+}
+
+/// An image no other image of the test shares a blob with, created at `created`.
+fn distinct_image(registry: &Registry, seed: u64, created: OffsetDateTime) -> Image {
+    let dir = registry.scratch();
+    let layers = (0..2).map(|part| {
+        LayerBuilder::new()
+            .file("srv/data.bin", GeneratedContent::random(seed * 10 + part, 40_000))
+            .file("srv/seed", format!("{seed}/{part}").as_str())
+            .write(&dir, LayerCompression::Gzip)
+            .expect("layer")
+    });
+    ImageBuilder::new(Format::Oci).layers(layers).created(created).build(&dir).expect("image")
+}
+
+/// `pullprobe now -c probes.yaml -o json` with `probes` (YAML list entries) against `registry` named `local`:
+/// the exit code, the results, and the whole output for messages.
+fn now_with_probes(registry: &Registry, probes: &str) -> (i32, Vec<serde_json::Value>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("probes.yaml");
+    let text = format!("registries:\n  - name: local\n    url: {}\nprobes:\n{probes}", registry.url());
+    std::fs::write(&config, text).expect("writing probes.yaml");
+    let (code, stdout, stderr) = run_pullprobe(&["now", "-c", config.to_str().expect("path"), "-o", "json"]);
+    let output = format!("exit code {code}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.trim_start().starts_with('{'), "no JSON result\n{output}");
+    (code, json_results(&stdout), output)
+}
+
+fn results_of<'a>(results: &'a [serde_json::Value], probe: &str) -> Vec<&'a serde_json::Value> {
+    results.iter().filter(|r| r.str_field("probe") == Some(probe)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_in_a_tag_only_discovery_finds_is_caught_and_named() {
+    let registry = Registry::start();
+    // The release an operator listed by hand, and the builds after it that nobody listed.
+    let stable = distinct_image(&registry, 1, datetime!(2026-11-01 6:00 UTC));
+    let listed = push(&registry, "releng/mediawiki", "stable", stable.clone()).await;
+    push(&registry, "releng/mediawiki", "2026-11-01-0600-a1", stable).await;
+    let healthy = distinct_image(&registry, 2, datetime!(2026-11-22 6:00 UTC));
+    let healthy = push(&registry, "releng/mediawiki", "2026-11-22-0600-b2", healthy).await;
+    let broken = distinct_image(&registry, 3, datetime!(2026-11-23 6:00 UTC));
+    let broken = push(&registry, "releng/mediawiki", "2026-11-23-0600-c3", broken).await;
+    let victim = &broken.content.layers[1];
+    registry.flip_byte(&victim.digest(), victim.blob.size / 2);
+
+    let probes = format!(
+        "  - name: listed\n    image: {}\n\
+         \x20 - name: releases\n    registry: local\n    image: releng/mediawiki\n    \
+         tags: {{match: '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}-', newest: 2}}\n",
+        listed.reference
+    );
+    let (code, results, output) = now_with_probes(&registry, &probes);
+    assert_eq!(code, 1, "a probe failed\n{output}");
+
+    // The hand-listed image is fine: a fixed list misses the fault.
+    let listed_results = results_of(&results, "listed");
+    assert_eq!(listed_results.len(), 1, "{output}");
+    assert!(listed_results[0].is_ok(), "{}", listed_results[0]);
+
+    // The tags rule probes the two newest builds, each under the rule's name and its own image.
+    let releases = results_of(&results, "releases");
+    assert_eq!(releases.len(), 2, "{output}");
+    let images: BTreeSet<&str> = releases.iter().filter_map(|r| r.str_field("image")).collect();
+    assert_eq!(images, BTreeSet::from([healthy.reference.as_str(), broken.reference.as_str()]), "{output}");
+    let failed = releases.iter().find(|r| r.str_field("image") == Some(broken.reference.as_str())).expect("result");
+    assert_eq!(failed.reason(), Some("blob_digest_mismatch"), "{failed}");
+    assert_eq!(failed.str_field("phase"), Some("blob"), "{failed}");
+    assert!(failed.error_message().unwrap_or_default().contains(&victim.digest().to_string()), "{failed}");
+    let ok = releases.iter().find(|r| r.str_field("image") == Some(healthy.reference.as_str())).expect("result");
+    assert!(ok.is_ok(), "{ok}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_in_a_repository_only_the_catalog_finds_is_caught_and_named() {
+    let registry = Registry::start();
+    let listed = distinct_image(&registry, 11, datetime!(2026-11-20 6:00 UTC));
+    let listed = push(&registry, "releng/base", "latest", listed).await;
+    let tools = distinct_image(&registry, 12, datetime!(2026-11-21 6:00 UTC));
+    let broken = push(&registry, "releng/tools", "latest", tools).await;
+    let other = distinct_image(&registry, 13, datetime!(2026-11-21 6:00 UTC));
+    push(&registry, "team/other", "latest", other).await;
+    let victim = &broken.content.layers[0];
+    registry.flip_byte(&victim.digest(), victim.blob.size / 2);
+
+    let probes = format!(
+        "  - name: listed\n    image: {}\n\
+         \x20 - name: releng-images\n    registry: local\n    catalog: {{match: '^releng/', sample: 5}}\n",
+        listed.reference
+    );
+    let (code, results, output) = now_with_probes(&registry, &probes);
+    assert_eq!(code, 1, "a probe failed\n{output}");
+    assert!(results_of(&results, "listed").iter().all(|r| r.is_ok()), "{output}");
+
+    // Both releng repositories (2 ≤ sample 5), not team/other, under the rule's name.
+    let sampled = results_of(&results, "releng-images");
+    let images: BTreeSet<&str> = sampled.iter().filter_map(|r| r.str_field("image")).collect();
+    assert_eq!(images, BTreeSet::from([listed.reference.as_str(), broken.reference.as_str()]), "{output}");
+    for result in sampled {
+        if result.str_field("image") == Some(broken.reference.as_str()) {
+            assert_eq!(result.reason(), Some("blob_digest_mismatch"), "{result}");
+            assert!(result.error_message().unwrap_or_default().contains(&victim.digest().to_string()), "{result}");
+        } else {
+            assert!(result.is_ok(), "{result}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_catalog_probe_through_a_frontend_hiding_the_catalog_is_discovery_failed() {
+    let registry = Registry::start();
+    let image = distinct_image(&registry, 21, datetime!(2026-11-20 6:00 UTC));
+    push(&registry, "releng/base", "latest", image).await;
+    let proxy = Nginx::start_proxy_hiding_catalog(&registry.host_port());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("probes.yaml");
+    let text = format!(
+        "registries:\n  - name: behind-proxy\n    url: {}\n\
+         probes:\n  - name: releng-images\n    registry: behind-proxy\n    catalog: {{match: '^releng/', sample: 5}}\n",
+        proxy.url()
+    );
+    std::fs::write(&config, text).expect("writing probes.yaml");
+    let (code, stdout, stderr) = run_pullprobe(&["now", "-c", config.to_str().expect("path"), "-o", "json"]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let results = json_results(&stdout);
+    assert_eq!(results.len(), 1, "{stdout}");
+    let failed = &results[0];
+    assert_eq!(failed.str_field("probe"), Some("releng-images"), "{failed}");
+    assert_eq!(failed.reason(), Some("discovery_failed"), "{failed}");
+    assert_eq!(failed.str_field("phase"), Some("discovery"), "{failed}");
+    let error = failed.error_message().unwrap_or_default();
+    assert!(error.contains("the registry does not serve /v2/_catalog") && error.contains("404"), "{error}");
 }

@@ -289,3 +289,70 @@ async fn a_broken_reload_keeps_the_old_config_and_sigterm_stops_promptly() {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+/// One single-layer image per seed: no two share a blob, so a fault hits one repository.
+fn seeded_image(registry: &Registry, seed: u64) -> pullprobe::image_builder::Image {
+    use pullprobe::image_builder::{Format, GeneratedContent, ImageBuilder, LayerBuilder, LayerCompression};
+    let dir = registry.scratch();
+    let layer = LayerBuilder::new()
+        .file("srv/data.bin", GeneratedContent::random(seed, 30_000))
+        .write(&dir, LayerCompression::Gzip)
+        .expect("layer");
+    ImageBuilder::new(Format::Oci).layer(layer).build(&dir).expect("image")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_catalog_sample_rotates_covers_every_repository_and_keeps_unsampled_failures() {
+    let registry = Registry::start();
+    let mut pushed = Vec::new();
+    for i in 0..4u64 {
+        pushed.push(common::push(&registry, &format!("pool/r{i}"), "latest", seeded_image(&registry, 100 + i)).await);
+    }
+    push_small_image(&registry, "other/not-matched", "latest").await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let config = write_config(
+        work.path(),
+        &format!(
+            "defaults:\n  interval: 1s\n  timeout: 10s\n  location: test\n\
+             registries:\n  - name: local\n    url: {}\n\
+             probes:\n  - name: pool\n    registry: local\n    catalog: {{match: '^pool/', sample: 2, tag: latest}}\n",
+            registry.url().as_str().trim_end_matches('/')
+        ),
+    );
+    let serve = Serve::start(&config);
+    let host = registry.host_port();
+    let image = |i: usize| format!(r#"image="{host}/pool/r{i}:latest""#);
+
+    // Two per run, four candidates: every repository within two runs.
+    let covered = serve.wait_for(
+        "/metrics",
+        |m| (0..4).all(|i| sample(m, "pullprobe_probe_success", &[&image(i)]) == Some(1.0)),
+        Duration::from_secs(30),
+    );
+    assert!(!covered.contains("other/not-matched"), "{covered}");
+    assert_eq!(sample(&covered, "pullprobe_discovery_candidates", &[r#"probe="pool""#]), Some(4.0), "{covered}");
+    assert_eq!(sample(&covered, "pullprobe_discovery_rounds_to_cover", &[r#"probe="pool""#]), Some(2.0));
+    let age = sample(&covered, "pullprobe_discovery_coverage_age_seconds", &[r#"probe="pool""#]).expect("age");
+    assert!((0.0..10.0).contains(&age), "coverage age {age}");
+
+    // A fault in one repository: caught when its turn comes, and its failing series
+    // stays (at 0, still paging) through the runs that sample the others.
+    registry.flip_byte(&pushed[1].content.layers[0].blob.digest, 10);
+    serve.wait_for(
+        "/metrics",
+        |m| sample(m, "pullprobe_probe_success", &[&image(1)]) == Some(0.0),
+        Duration::from_secs(30),
+    );
+    for _ in 0..20 {
+        let (_, metrics) = serve.get("/metrics");
+        assert_eq!(
+            sample(&metrics, "pullprobe_probe_success", &[&image(1)]),
+            Some(0.0),
+            "the unsampled failure vanished or cleared:\n{metrics}"
+        );
+        assert_eq!(sample(&metrics, "pullprobe_probe_success", &[&image(2)]), Some(1.0), "{metrics}");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let page = serve.get("/").1;
+    assert!(page.contains("pool/r1") && page.contains("blob_digest_mismatch"), "status page lacks the failure");
+}

@@ -888,3 +888,65 @@ fn expect_path_checks_and_labels() {
     );
     finish();
 }
+
+#[test]
+fn kubernetes_discovery_keys() {
+    let config = load(
+        r#"
+registries:
+  - {name: prod, url: "https://docker-registry.example.org:8443"}
+probes:
+  - name: cluster
+    registry: prod
+    kubernetes:
+      namespaces: [prod, tools, prod]
+      label_selector: "app.kubernetes.io/part-of=shop, tier in (web, api),!canary,env!=dev"
+      api_server: https://kube.example.org:6443/k8s/clusters/c-1
+      token_file: /etc/pullprobe/token
+      ca_file: /etc/pullprobe/kube-ca.pem
+      pull_secrets: false
+      max_images: 250
+  - {name: proxy, kubernetes: {api_server: "http://127.0.0.1:8001"}}
+  - {name: in-cluster, kubernetes: {}}
+"#,
+    );
+    let ProbeKind::Kubernetes(k) = &config.probe("cluster").unwrap().kind else { panic!() };
+    assert_eq!(k.namespaces, ["prod", "tools"], "a namespace listed twice is listed once");
+    assert_eq!(
+        k.label_selector.as_deref(),
+        Some("app.kubernetes.io/part-of=shop, tier in (web, api),!canary,env!=dev")
+    );
+    assert_eq!(k.api_server.as_ref().unwrap().as_str(), "https://kube.example.org:6443/k8s/clusters/c-1");
+    assert_eq!(k.token_file.as_deref(), Some(std::path::Path::new("/etc/pullprobe/token")));
+    assert_eq!(k.ca_file.as_deref(), Some(std::path::Path::new("/etc/pullprobe/kube-ca.pem")));
+    assert!(!k.pull_secrets);
+    assert_eq!(k.max_images, 250);
+    assert_eq!(k.registry_host.as_deref(), Some("docker-registry.example.org:8443"), "registry: keeps its images");
+
+    let ProbeKind::Kubernetes(k) = &config.probe("proxy").unwrap().kind else { panic!() };
+    assert_eq!(k.api_server.as_ref().unwrap().as_str(), "http://127.0.0.1:8001/");
+    assert_eq!((k.token_file.is_none(), k.ca_file.is_none()), (true, true));
+
+    let ProbeKind::Kubernetes(k) = &config.probe("in-cluster").unwrap().kind else { panic!() };
+    assert_eq!(k, &KubernetesDiscovery::default());
+    assert!(k.api_server.is_none() && k.pull_secrets && k.max_images == 100 && k.registry_host.is_none());
+}
+
+#[test]
+fn kubernetes_discovery_errors() {
+    let with = |probe: &str| format!("probes:\n  - {{name: k, kubernetes: {{{probe}}}}}\n");
+    assert_error(&with("api_server: http://kube.example.org:8080"), 2, 40, "plain http:// only to a loopback");
+    assert_error(&with("api_server: ftp://127.0.0.1"), 2, 40, "`api_server`: expected an http:// or https:// URL");
+    assert_error(&with("api_server: 'https://a:b@kube.example.org'"), 2, 40, "credentials do not belong in a URL");
+    assert_error(&with("api_server: 'https://kube.example.org/?x=1'"), 2, 40, "without query or fragment");
+    assert_error(&with("label_selector: 'app=web,,tier=x'"), 2, 44, "\"\" is not a label requirement");
+    assert_error(&with("label_selector: 'app=web,tier in web'"), 2, 44, "\"tier in web\" is not a label requirement");
+    assert_error(&with("label_selector: ''"), 2, 44, "`label_selector`: expected a Kubernetes label selector");
+    assert_error(&with("label_selector: 'app=we b'"), 2, 44, "is not a label requirement");
+    assert_error(&with("max_images: 0"), 2, 40, "`max_images`: expected a number from 1 to 10000, got 0");
+    assert_error(&with("token_file: ''"), 2, 40, "`token_file`: must not be empty");
+    assert_error(&with("ca_file: ' '"), 2, 37, "`ca_file`: must not be empty");
+    assert_error(&with("pull_secrets: maybe"), 2, 42, "");
+    assert_error(&with("namespace: [prod]"), 2, 28, "namespace");
+    finish();
+}

@@ -683,6 +683,17 @@ mod tests {
         c.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
     }
 
+    #[tokio::test]
+    async fn in_memory_credentials_are_used_as_given_and_never_shown() {
+        let credentials = Credentials::new("puller", Secret::Password("hunter2".into()));
+        let options = AuthOptions::with_credentials(credentials.clone(), "r.example.org", 1 << 20);
+        assert!(!format!("{options:?}").contains("hunter2"), "{options:?}");
+        let authenticator = Authenticator::new(options);
+        assert_eq!(authenticator.credentials().await.unwrap(), Some(&credentials));
+        let anonymous = Authenticator::new(AuthOptions::with_credentials(None, "r.example.org", 1 << 20));
+        assert_eq!(anonymous.credentials().await.unwrap(), None);
+    }
+
     #[test]
     fn docker_hub_challenge() {
         let c = parse_challenges(

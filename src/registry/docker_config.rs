@@ -425,4 +425,65 @@ mod tests {
         let err = run_helper("pullprobe-test-absent-helper", "r.example.org").await.unwrap_err();
         assert!(err.message.contains("docker-credential-pullprobe-test-absent-helper"), "{}", err.message);
     }
+
+    fn keyring(secrets: &[(&str, PullSecretFormat)]) -> PullSecretKeyring {
+        let mut keyring = PullSecretKeyring::default();
+        for (i, (json, format)) in secrets.iter().enumerate() {
+            keyring.add(json.as_bytes(), *format, &format!("secret {i}")).unwrap();
+        }
+        keyring
+    }
+
+    fn user(keyring: &PullSecretKeyring, host: &str, repository: &str) -> Option<String> {
+        keyring.lookup(host, repository).map(|c| c.username().to_string())
+    }
+
+    #[test]
+    fn pull_secrets_match_as_the_kubelet_matches() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let first = format!(
+            r#"{{"auths": {{
+                "https://r.example.org/v1/": {{"auth": "{}"}},
+                "r.example.org/team": {{"username": "team", "password": "pw"}},
+                "*.cache.example.org": {{"username": "glob", "password": "pw"}},
+                "127.0.0.1:5000": {{"username": "local", "password": "pw"}},
+                "https://index.docker.io/v1/": {{"username": "hub", "password": "pw"}},
+                "empty.example.org": {{}}
+            }}}}"#,
+            b64("host:pw")
+        );
+        let legacy = r#"{"r.example.org/team": {"username": "second", "password": "pw"},
+                         "other.example.org": {"username": "legacy", "password": "pw"}}"#;
+        let keyring = keyring(&[(&first, PullSecretFormat::DockerConfigJson), (legacy, PullSecretFormat::DockerCfg)]);
+        assert_eq!(user(&keyring, "r.example.org", "app").as_deref(), Some("host"));
+        assert_eq!(user(&keyring, "r.example.org", "team/app").as_deref(), Some("team"), "the longer path first");
+        assert_eq!(user(&keyring, "r.example.org", "teamwork").as_deref(), Some("team"), "a string prefix");
+        assert_eq!(user(&keyring, "eqiad.cache.example.org", "x").as_deref(), Some("glob"));
+        assert_eq!(user(&keyring, "a.eqiad.cache.example.org", "x"), None, "a glob is one host part");
+        assert_eq!(user(&keyring, "127.0.0.1:5000", "x").as_deref(), Some("local"));
+        assert_eq!(user(&keyring, "127.0.0.1:5001", "x"), None, "ports must be equal");
+        assert_eq!(user(&keyring, "127.0.0.1", "x"), None);
+        assert_eq!(user(&keyring, "docker.io", "library/nginx").as_deref(), Some("hub"));
+        assert_eq!(user(&keyring, "other.example.org", "x").as_deref(), Some("legacy"));
+        assert_eq!(user(&keyring, "empty.example.org", "x"), None, "an entry without credentials");
+        assert_eq!(user(&keyring, "unknown.example.org", "x"), None);
+    }
+
+    #[test]
+    fn broken_pull_secrets_name_the_secret_never_a_value() {
+        let mut keyring = PullSecretKeyring::default();
+        let err = keyring
+            .add(
+                br#"{"auths": {"r.example.org": {"auth": "!!secretvalue"}}}"#,
+                PullSecretFormat::DockerConfigJson,
+                "ns/regcred",
+            )
+            .unwrap_err();
+        assert!(err.message.starts_with("ns/regcred: ") && !err.message.contains("secretvalue"), "{}", err.message);
+        let err = keyring.add(b"{\"auths\": [1]}", PullSecretFormat::DockerConfigJson, "ns/x").unwrap_err();
+        assert!(err.message.contains("not a .dockerconfigjson"), "{}", err.message);
+        let err = keyring.add(b"[]", PullSecretFormat::DockerCfg, "ns/y").unwrap_err();
+        assert!(err.message.contains("not a .dockercfg"), "{}", err.message);
+        assert!(keyring.is_empty());
+    }
 }

@@ -6,6 +6,7 @@
 //! `frontend=` picks one of that registry's configured frontends by label and
 //! never a URL of the caller's choosing, so serve is not an open proxy.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +20,8 @@ use serde::Deserialize;
 use crate::config::{Config, ProbeKind};
 use crate::output::history::{History, advance};
 use crate::output::metrics::{self, GaugeFamily, OPENMETRICS_CONTENT_TYPE, Sample, TEXT_CONTENT_TYPE};
-use crate::probe::plan::{self, Overrides};
-use crate::probe::run::{PullJob, RoundOptions, run_jobs};
+use crate::probe::plan::{self, Overrides, ProbePlan};
+use crate::probe::run::{RoundOptions, run_jobs};
 use crate::reference::ImageReference;
 use crate::serve::alerts::AlertSender;
 use crate::serve::page;
@@ -90,8 +91,8 @@ async fn probe_endpoint(State(app): State<App>, headers: HeaderMap, Query(query)
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(|s| Duration::from_secs_f64(s).saturating_sub(SCRAPE_TIMEOUT_OFFSET).max(Duration::from_millis(100)));
     let overrides = Overrides { timeout: scrape_timeout, ..Overrides::default() };
-    let job = match plan_probe(&config, &query, &overrides).await {
-        Ok(job) => job,
+    let planned = match plan_probe(&config, &query, &overrides).await {
+        Ok(planned) => planned,
         Err((status, message)) => return refuse(status, message),
     };
     let options = RoundOptions {
@@ -99,39 +100,39 @@ async fn probe_endpoint(State(app): State<App>, headers: HeaderMap, Query(query)
         max_round_bytes: Some(config.limits.max_round_bytes),
         ..RoundOptions::default()
     };
-    let results = run_jobs(vec![job], options).await;
+    let mut results = planned.failed;
+    results.extend(run_jobs(planned.jobs, options).await);
     let history = advance(&History::default(), &results);
     encode(&headers, &metrics::gauge_families(&results, &history), None)
 }
 
-/// The job a `/probe` request may run, or why not.
+/// What a `/probe` request may run (a discovery probe: its rule expanded once), or why not.
 async fn plan_probe(
     config: &Config,
     query: &ProbeQuery,
     overrides: &Overrides,
-) -> Result<PullJob, (StatusCode, String)> {
-    let mut job = match (&query.probe, &query.target) {
+) -> Result<ProbePlan, (StatusCode, String)> {
+    let mut planned = match (&query.probe, &query.target) {
         (Some(name), _) => {
             let probe = config
                 .probes
                 .iter()
-                .find(|p| &p.name == name && matches!(p.kind, ProbeKind::Image { .. }))
-                .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no image probe named {name:?} in the config")))?;
-            plan::job_for_probe(config, probe, overrides).await.map_err(|e| (StatusCode::BAD_GATEWAY, e))?
+                .find(|p| &p.name == name && !matches!(p.kind, ProbeKind::Canary(_)))
+                .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no pull probe named {name:?} in the config")))?;
+            let slot = plan::clock_slot(config.interval_for(probe));
+            plan::plan_probe(config, probe, overrides, slot).await.map_err(|e| (StatusCode::BAD_GATEWAY, e))?
         }
         (None, Some(target)) => {
             let image = ImageReference::parse(target)
                 .map_err(|e| (StatusCode::BAD_REQUEST, format!("target {target:?}: {e}")))?;
             let configured = config.probes.iter().find(|p| {
-                matches!(p.kind, ProbeKind::Image { .. })
+                matches!(p.kind, ProbeKind::Image { tags: None, .. })
                     && config.resolve_image(p).is_ok_and(|(resolved, _)| resolved == image)
             });
-            match configured {
-                Some(probe) => {
-                    plan::job_for_probe(config, probe, overrides).await.map_err(|e| (StatusCode::BAD_GATEWAY, e))?
-                }
+            let job = match configured {
+                Some(probe) => plan::job_for_probe(config, probe, overrides).await,
                 None if config.serve.allows(target) || config.serve.allows(&image.to_string()) => {
-                    plan::job_for_image(config, target, overrides).await.map_err(|e| (StatusCode::BAD_GATEWAY, e))?
+                    plan::job_for_image(config, target, overrides).await
                 }
                 None => {
                     return Err((
@@ -141,21 +142,26 @@ async fn plan_probe(
                         ),
                     ));
                 }
-            }
+            };
+            ProbePlan { jobs: vec![job.map_err(|e| (StatusCode::BAD_GATEWAY, e))?], ..ProbePlan::default() }
         }
         (None, None) => return Err((StatusCode::BAD_REQUEST, "give target=IMAGE or probe=NAME".to_string())),
     };
     if let Some(label) = &query.frontend {
-        let known: Vec<String> = job.frontends.iter().map(|f| f.label.clone()).collect();
-        job.frontends.retain(|f| &f.label == label);
-        if job.frontends.is_empty() {
+        let known: BTreeSet<String> =
+            planned.jobs.iter().flat_map(|j| j.frontends.iter().map(|f| f.label.clone())).collect();
+        for job in &mut planned.jobs {
+            job.frontends.retain(|f| &f.label == label);
+        }
+        if !planned.jobs.is_empty() && planned.jobs.iter().all(|j| j.frontends.is_empty()) {
+            let known: Vec<String> = known.into_iter().collect();
             return Err((
                 StatusCode::BAD_REQUEST,
                 format!("frontend {label:?} is not one of this registry's frontends ({})", known.join(", ")),
             ));
         }
     }
-    Ok(job)
+    Ok(planned)
 }
 
 async fn status_page(State(app): State<App>) -> Html<String> {

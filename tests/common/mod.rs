@@ -5,6 +5,7 @@
 //! - [`skopeo`]: an independent client that checks digests.
 //! - [`images`]: standard test images, built and pushed.
 //! - [`cli`]: run the `pullprobe` binary and read its JSON.
+//! - [`kube`]: a Kubernetes API server stand-in (HTTPS, bearer token, the API's JSON).
 //! - [`verdict`]: check a result against what the image builder built.
 //!
 //! A missing server binary fails the test with the `apt-get install` line that fixes it.
@@ -14,6 +15,7 @@
 pub mod balancer;
 pub mod cli;
 pub mod images;
+pub mod kube;
 pub mod monitoring;
 pub mod nginx;
 pub mod pki;

@@ -219,8 +219,8 @@ pub async fn catalog(
         .and_then(|name| config.registry(name))
         .ok_or_else(|| format!("probe {:?}: a catalog needs the `registry:` it lists", probe.name))?;
     let host = registry.host();
-    let catalog_image = ImageReference::parse_name(&format!("{host}/_catalog"))
-        .map_err(|e| format!("probe {:?}: registry host {host:?}: {e}", probe.name))?;
+    // The registry itself, no repository: whose credentials and TLS settings list it.
+    let catalog_image = ImageReference { registry: host.clone(), repository: String::new(), tag: None, digest: None };
     let listing = Listing::new(config, probe, format!("{host}/_catalog"), registry.name.clone(), host.clone());
     let listed = async {
         let (transport, base, timeout) = lister(config, probe, Some(registry), &catalog_image, overrides)?;
