@@ -625,6 +625,7 @@ async fn token_mode_canary_pushes_with_push_scope_reads_back_and_cleans_up() {
     assert_eq!(result.str_field("kind"), Some("canary"), "{}", run.context());
     assert!(result["phases"]["push"].as_f64().is_some_and(|s| s > 0.0), "{}", run.context());
     assert!(result["phases"]["visible"].as_f64().is_some(), "read back: {}", run.context());
+    assert!(result["phases"]["auth"].as_f64().is_some(), "time spent on tokens: {}", run.context());
     assert_eq!(result.layers().len(), 2, "config and layer read back: {}", run.context());
     assert!(result.layers().iter().all(|l| l.is_ok()), "{}", run.context());
     assert!(result.get("warnings").is_none(), "the cleanup deleted without trouble: {}", run.context());
@@ -635,6 +636,9 @@ async fn token_mode_canary_pushes_with_push_scope_reads_back_and_cleans_up() {
     assert!(requests.iter().any(|r| r.scopes.contains(&push_scope())), "a push token: {requests:?}");
     let pull = format!("repository:{CANARY_REPO}:pull");
     assert!(requests.iter().any(|r| r.scopes == [pull.clone()]), "a pull token for the read-back: {requests:?}");
+    // distribution's DELETE wants the `delete` action: its challenge names it, and the token is asked for it too.
+    let delete = format!("repository:{CANARY_REPO}:delete");
+    assert!(requests.iter().any(|r| r.scopes.contains(&delete)), "a delete token for the cleanup: {requests:?}");
 
     // Cleanup through the token-protected API: this location's oldest go, everything else stays.
     let tags = canary_tags(&registry);

@@ -231,7 +231,10 @@ fn assert_secure_pod(rendered: &Rendered, name: &str) {
     assert_eq!(pod_security["runAsNonRoot"], true, "{name}");
     assert_eq!(pod_security["runAsUser"], NONROOT, "{name}");
     assert_eq!(pod_security["seccompProfile"]["type"], "RuntimeDefault", "{name}");
-    assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
+    // The service account token is mounted only for `kubernetes:` discovery, which reads the API with it.
+    let discovery = rendered.find("ServiceAccount").is_some();
+    assert_eq!(pod["automountServiceAccountToken"], discovery, "{name}");
+    assert_eq!(pod["serviceAccountName"].is_string(), discovery, "{name}");
     let security = &container["securityContext"];
     assert_eq!(security["readOnlyRootFilesystem"], true, "{name}");
     assert_eq!(security["allowPrivilegeEscalation"], false, "{name}");
@@ -410,6 +413,113 @@ fn check_credentials_wiring(rendered: &Rendered, name: &str) {
         }
         None => assert!(registries.iter().all(|r| r["tls"].is_null()), "{name}: ca_file without a Secret"),
     }
+}
+
+/// The read-only rules `kubernetes:` discovery needs: (API group, resources, verbs).
+fn discovery_rules(pull_secrets: bool) -> Value {
+    let mut rules = vec![
+        json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}),
+        json!({"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"], "verbs": ["get", "list"]}),
+        json!({"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["get", "list"]}),
+    ];
+    if pull_secrets {
+        rules.push(json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}));
+    }
+    Value::Array(rules)
+}
+
+/// `kubernetes:` discovery's RBAC in both modes, validated: a ClusterRole bound to the
+/// chart's ServiceAccount, or a Role and RoleBinding in each probed namespace; the pod
+/// runs as that account with its token mounted; without pullSecrets no access to
+/// Secrets and `pull_secrets: false` in probes.yaml, which the binary accepts.
+#[test]
+fn discovery_rbac_renders_and_validates_cluster_wide_and_per_namespace() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster_wide = json!({
+        "mode": "deployment",
+        "discovery": {"kubernetes": {"enabled": true}},
+        "config": {"probes": [{"name": "cluster", "kubernetes": {"label_selector": "app=web"}}]},
+    });
+    let rendered = Rendered::of(&Values::json(dir.path(), "rbac-cluster", &cluster_wide));
+    validate_manifests(&rendered, dir.path(), "rbac-cluster");
+    assert_secure_pod(&rendered, "rbac-cluster");
+    let account = rendered.get("ServiceAccount");
+    let account_name = account["metadata"]["name"].as_str().expect("ServiceAccount name");
+    assert_eq!(rendered.pod_spec()["serviceAccountName"], account_name);
+    assert_eq!(rendered.pod_spec()["automountServiceAccountToken"], true);
+    let role = rendered.get("ClusterRole");
+    assert_eq!(role["rules"], discovery_rules(true), "read-only, secrets by name only");
+    let binding = rendered.get("ClusterRoleBinding");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                          "name": role["metadata"]["name"]})
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": account_name, "namespace": "monitoring"}])
+    );
+    assert!(rendered.find("Role").is_none() && rendered.find("RoleBinding").is_none(), "{:?}", rendered.kinds());
+    assert!(rendered.config()["probes"][0]["kubernetes"].get("pull_secrets").is_none(), "pull secrets stay on");
+
+    let per_namespace = json!({
+        "mode": "cronjob",
+        "discovery": {"kubernetes": {"enabled": true, "clusterWide": false, "pullSecrets": false}},
+        "config": {"probes": [
+            {"name": "shop", "kubernetes": {"namespaces": ["shop", "tools"]}},
+            {"name": "tools", "kubernetes": {"namespaces": ["tools", "payments"], "pull_secrets": true}},
+            {"name": "base", "image": "registry.example.org/base:1"},
+        ]},
+    });
+    let rendered = Rendered::of(&Values::json(dir.path(), "rbac-namespaced", &per_namespace));
+    validate_manifests(&rendered, dir.path(), "rbac-namespaced");
+    assert_secure_pod(&rendered, "rbac-namespaced");
+    assert!(rendered.find("ClusterRole").is_none() && rendered.find("ClusterRoleBinding").is_none());
+    let in_namespaces = |kind: &str| -> Vec<&Value> { rendered.objects.iter().filter(|o| o["kind"] == kind).collect() };
+    let namespaces = |objects: &[&Value]| -> Vec<String> {
+        objects.iter().map(|o| o["metadata"]["namespace"].as_str().unwrap_or("?").to_string()).collect()
+    };
+    let roles = in_namespaces("Role");
+    let bindings = in_namespaces("RoleBinding");
+    assert_eq!(namespaces(&roles), ["shop", "tools", "payments"], "each probed namespace once");
+    assert_eq!(namespaces(&bindings), ["shop", "tools", "payments"]);
+    let account_name = rendered.get("ServiceAccount")["metadata"]["name"].clone();
+    for (role, binding) in roles.iter().zip(&bindings) {
+        assert_eq!(role["rules"], discovery_rules(false), "no access to Secrets without pullSecrets");
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+        assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": account_name, "namespace": "monitoring"}])
+        );
+    }
+    let config = rendered.config();
+    assert_eq!(config["probes"][0]["kubernetes"]["pull_secrets"], false, "the chart turns pull secrets off");
+    assert_eq!(config["probes"][1]["kubernetes"]["pull_secrets"], true, "what the values set wins");
+    let file = dir.path().join("rbac-namespaced.probes.yaml");
+    std::fs::write(&file, rendered.probes_yaml()).expect("writing probes.yaml");
+    let (code, stdout, stderr) = run_pullprobe(&["validate", "-c", &file.display().to_string()]);
+    assert_eq!(code, 0, "pullprobe validate:\n{stdout}{stderr}\n{}", rendered.probes_yaml());
+
+    // Named namespaces win over the probes'; a probe of every namespace needs clusterWide.
+    let named = Values::json(dir.path(), "rbac-named", &per_namespace).set("discovery.kubernetes.namespaces={prod}");
+    let rendered = Rendered::of(&named);
+    assert_eq!(rendered.objects.iter().filter(|o| o["kind"] == "Role").count(), 1);
+    assert_eq!(rendered.get("Role")["metadata"]["namespace"], "prod");
+    let mut every = per_namespace.clone();
+    every["config"]["probes"][0]["kubernetes"] = json!({});
+    let error =
+        template(&Values::json(dir.path(), "rbac-every", &every)).expect_err("every namespace, namespaced RBAC");
+    assert!(error.contains("probe shop lists every namespace: set discovery.kubernetes.clusterWide: true"), "{error}");
+
+    // Off (the default): no account, no RBAC, no token.
+    let mut off = cluster_wide.clone();
+    off["discovery"]["kubernetes"]["enabled"] = json!(false);
+    let rendered = Rendered::of(&Values::json(dir.path(), "rbac-off", &off));
+    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert!(rendered.find(kind).is_none(), "{kind} without discovery");
+    }
+    assert_eq!(rendered.pod_spec()["automountServiceAccountToken"], false);
 }
 
 #[test]

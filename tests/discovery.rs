@@ -10,7 +10,11 @@
 //!   the rotating sample covers every matching repository within
 //!   `rounds_to_cover` slots;
 //! - a frontend that hides `/v2/_catalog` or has no upstream gives a
-//!   `discovery_failed` that says so.
+//!   `discovery_failed` that says so;
+//! - end to end through `pullprobe now -c probes.yaml -o json`: a flipped byte
+//!   in a layer of a build that only the `tags:` rule finds, or of a repository
+//!   that only the `catalog:` rule finds, fails that discovered image, named
+//!   under the rule's name, while the hand-listed image passes.
 //!
 //! distribution 2.8.2 answers `tags/list` whole and ignores `n` (checked below,
 //! so a newer registry that pages tags makes that test fail and this note

@@ -341,6 +341,22 @@ async fn a_secret_rbac_refuses_is_reported_with_the_permission() {
             && warning.contains(kube::SERVICE_ACCOUNT),
         "{warning}"
     );
+
+    // A Secret far larger than any pull secret is not read whole.
+    let mut huge = kube::pull_secret("prod", "huge", false, &[("private.example.org", "u", "hunter2")]);
+    huge["data"]["padding"] = json!("A".repeat(200 * 1024));
+    api.add_secret(huge);
+    api.add(
+        "pods",
+        [kube::pod("prod", "q", &[], &PodSpec::images(&["private.example.org/b:1"]).with_pull_secrets(&["huge"]))],
+    );
+    let found = discover(&rule(&api, &["prod"])).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(found.images.iter().all(|w| w.credentials.is_none()));
+    assert!(
+        found.warnings.iter().any(|w| w.contains("imagePullSecret prod/huge") && w.contains("larger than 65536 bytes")),
+        "{:?}",
+        found.warnings
+    );
 }
 
 fn assert_discovery_failed(err: &ProbeError, needles: &[&str]) {
@@ -613,7 +629,13 @@ async fn now_pulls_the_cluster_images_the_private_one_with_its_pull_secret() {
         assert!(result.is_ok() && result["probe"] == "cluster", "{result}");
         assert_eq!(result.str_field("manifest_digest"), Some(pushed.digest.to_string().as_str()), "{result}");
         assert_eq!(result.layers().len(), pushed.content.layers.len(), "{result}");
-        assert!(result.layers().iter().all(|l| l.is_ok() && l["check"] == "full"), "{result}");
+        assert!(result.layers().iter().all(|l| l.is_ok()), "{result}");
+    }
+    // Both images are built alike: a layer fully verified in one is digest-checked in the other.
+    for layer in by_image(&private_image).layers() {
+        let full =
+            results.iter().flat_map(|r| r.layers()).any(|l| l["digest"] == layer["digest"] && l["check"] == "full");
+        assert!(full, "layer {} was verified in full once: {stdout}", layer["digest"]);
     }
     assert!(tokens.users.lock().unwrap().iter().any(|u| u.as_deref() == Some(PULLER)), "the secret's user asked");
     for output in [&stdout, &stderr] {

@@ -12,7 +12,8 @@
 //! `auth`); a frontend that does not serve the image in time is
 //! `not_replicated` (phase `consistency`). `phases` carries `push` (seconds
 //! the whole push took) and, per frontend, `visible` (seconds from the end of
-//! the push until that frontend served everything).
+//! the push until that frontend served everything) and `auth` (seconds spent
+//! getting tokens for the push and that frontend's read-back, if any).
 
 pub mod cleanup;
 pub mod image;
@@ -78,12 +79,12 @@ pub async fn run(job: &CanaryJob) -> Vec<ProbeResult> {
         Ok(image) => image,
         Err(e) => {
             let err = ProbeError::new(Reason::UploadFailed, format!("cannot build the canary image: {e}"));
-            return run.push_failed(err, None, Vec::new());
+            return run.push_failed(err, None, None, Vec::new());
         }
     };
     let transport = match Transport::new(&job.transport) {
         Ok(transport) => transport,
-        Err(err) => return run.push_failed(err, None, Vec::new()),
+        Err(err) => return run.push_failed(err, None, None, Vec::new()),
     };
     let repository = job.repository.repository.as_str();
     let mut warnings = Vec::new();
@@ -105,8 +106,9 @@ pub async fn run(job: &CanaryJob) -> Vec<ProbeResult> {
         )),
     };
     let push_seconds = push_started.elapsed();
+    let push_auth = transport.auth_time();
     if let Err(err) = pushed {
-        return run.push_failed(err, Some(push_seconds), warnings);
+        return run.push_failed(err, Some(push_seconds), push_auth, warnings);
     }
 
     let pushed_at = Instant::now();
@@ -129,7 +131,11 @@ pub async fn run(job: &CanaryJob) -> Vec<ProbeResult> {
     job.frontends
         .iter()
         .zip(reads)
-        .map(|(frontend, (read, ended))| run.read_result(frontend, &image, read, ended, push_seconds, &warnings))
+        .map(|(frontend, (read, ended))| {
+            let mut result = run.read_result(frontend, &image, read, ended, push_seconds, &warnings);
+            add_auth_time(&mut result, push_auth);
+            result
+        })
         .collect()
 }
 
@@ -168,7 +174,13 @@ impl Run<'_> {
     }
 
     /// Nothing could be read back: every frontend's result carries the push's failure.
-    fn push_failed(&self, err: ProbeError, push: Option<Duration>, warnings: Vec<String>) -> Vec<ProbeResult> {
+    fn push_failed(
+        &self,
+        err: ProbeError,
+        push: Option<Duration>,
+        auth: Option<Duration>,
+        warnings: Vec<String>,
+    ) -> Vec<ProbeResult> {
         self.job
             .frontends
             .iter()
@@ -179,6 +191,7 @@ impl Run<'_> {
                 if let Some(push) = push {
                     result.phases.insert("push".into(), push.as_secs_f64());
                 }
+                add_auth_time(&mut result, auth);
                 result
             })
             .collect()
@@ -214,6 +227,13 @@ impl Run<'_> {
             fail(&mut result, err, phase);
         }
         result
+    }
+}
+
+/// `phases.auth`: seconds spent getting tokens, for the push and this frontend's read-back together.
+fn add_auth_time(result: &mut ProbeResult, auth: Option<Duration>) {
+    if let Some(auth) = auth {
+        *result.phases.entry("auth".into()).or_default() += auth.as_secs_f64();
     }
 }
 

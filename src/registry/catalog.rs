@@ -2,8 +2,8 @@
 //! `Link: <…>; rel="next"` pages, authenticated with the `registry:catalog:*` scope.
 //!
 //! Memory is bounded: at most [`MAX_CATALOG_PAGES`] pages of at most 4 MiB each,
-//! and at most [`MAX_CATALOG_ENTRIES`] names; past a cap the listing stops and
-//! says it was cut short. Like the rest of `registry/`, a refused request is a
+//! each read and dropped in turn, and at most [`MAX_CATALOG_ENTRIES`] names of at
+//! most 255 bytes; past a cap the listing stops and says it was cut short. Like the rest of `registry/`, a refused request is a
 //! [`ProbeError`] carrying the HTTP status and the registry's error code;
 //! [`is_catalog_refused`] tells "this registry does not serve the catalog" apart.
 
@@ -26,6 +26,8 @@ pub const MAX_CATALOG_PAGES: usize = 100;
 /// Repository names kept at most.
 pub const MAX_CATALOG_ENTRIES: usize = 100_000;
 
+/// The longest repository name kept.
+const MAX_NAME_BYTES: usize = 255;
 /// What distribution answers (400) when `n` is over its `catalog.maxentries`.
 const PAGINATION_NUMBER_INVALID: &str = "PAGINATION_NUMBER_INVALID";
 
@@ -64,7 +66,7 @@ pub async fn list_repositories(transport: &Transport, base: &Url) -> Result<Cata
             if status == StatusCode::BAD_REQUEST
                 && err.registry_error.as_deref() == Some(PAGINATION_NUMBER_INVALID)
                 && !asked_without_n
-                && catalog.repositories.is_empty()
+                && pages == 0
             {
                 asked_without_n = true;
                 url = first.clone();
@@ -77,9 +79,9 @@ pub async fn list_repositories(transport: &Transport, base: &Url) -> Result<Cata
         let body = read_capped(response, &label).await?;
         let page: CatalogPage = serde_json::from_slice(&body).map_err(|e| {
             ProbeError::new(Reason::HttpStatus, format!("{label}: the answer is not a repository list: {e}"))
-                .with_status(status.as_u16())
         })?;
-        for repository in page.repositories.unwrap_or_default() {
+        // Longer names are not repository names (distribution allows 255 bytes); skipping them bounds memory.
+        for repository in page.repositories.unwrap_or_default().into_iter().filter(|r| r.len() <= MAX_NAME_BYTES) {
             if catalog.repositories.len() >= MAX_CATALOG_ENTRIES {
                 catalog.truncated = true;
                 return Ok(catalog);

@@ -193,7 +193,7 @@ impl PushClient<'_> {
                 build(client, body.map(UploadBody::into_body)).send().await.map_err(|e| transport_error(label, &e))
             }
             // Another host (storage the registry hands uploads to): never the registry's credentials.
-            PushClient::Authenticating(transport) if false && !same_origin(&target.registry, &url) => {
+            PushClient::Authenticating(transport) if !same_origin(&target.registry, &url) => {
                 transport.send_without_auth(build(&transport.http, body.map(UploadBody::into_body)), label).await
             }
             PushClient::Authenticating(transport) => {
@@ -593,6 +593,19 @@ mod tests {
         let e = next_location(&request, &HeaderMap::new(), "PATCH chunk 1 of 2").unwrap_err();
         assert_eq!(e.reason, Reason::UploadFailed);
         assert!(e.message.starts_with("PATCH chunk 1 of 2: "), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_not_sent_where_a_challenge_could_ask_for_it_again() {
+        let transport = Transport::new(&Default::default()).unwrap();
+        let base = Url::parse("http://127.0.0.1:1").unwrap();
+        let target = Target { registry: base.clone(), repo: "a".into() };
+        let stream = futures_util::stream::iter([Ok::<_, io::Error>(Bytes::from_static(b"x"))]);
+        let request = PushRequest::new(Method::PATCH, base.join("/v2/a/blobs/uploads/u").unwrap())
+            .body(UploadBody::Stream(Body::wrap_stream(stream)));
+        let err = PushClient::from(&transport).send(&target, request, "PATCH chunk 1 of 1").await.unwrap_err();
+        assert_eq!(err.reason, Reason::UploadFailed);
+        assert!(err.message.starts_with("PATCH chunk 1 of 1: a streamed body cannot go"), "{}", err.message);
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! cleanup needs from the Distribution API (`GET /v2/<repo>/tags/list`,
 //! `HEAD` and `DELETE /v2/<repo>/manifests/<reference>`).
 //!
+//! Every request goes through the registry's [`Transport`], which answers
+//! `401` challenges: reads ask for the repository's `pull` scope, a delete for
+//! `pull,push` (a registry that wants more, such as distribution's `delete`
+//! action, names it in its challenge, and the token is asked for both).
+//!
 //! Like the rest of `registry/`, a failed request becomes a [`ProbeError`]
 //! carrying the HTTP status and the registry's error code (`UNSUPPORTED` when
 //! deletes are disabled); what that means for a probe is decided by the caller.
@@ -16,7 +21,7 @@ use crate::digest::Digest;
 use crate::media_types::MANIFEST_ACCEPT;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::auth::Scope;
-use crate::registry::errors::{RequestKind, classify_status};
+use crate::registry::errors::{RequestKind, classify_status, retry_after};
 use crate::registry::push::endpoint;
 use crate::registry::transport::{Transport, classify_transport};
 
@@ -134,8 +139,9 @@ async fn check(response: Response, kind: RequestKind, label: &str) -> Result<Res
     if status.is_success() {
         return Ok(response);
     }
+    let retry_after = retry_after(response.headers());
     let body = read_capped(response, label).await.unwrap_or_default();
-    Err(classify_status(status.as_u16(), &body, kind, None).context(label))
+    Err(classify_status(status.as_u16(), &body, kind, retry_after).context(label))
 }
 
 /// The whole body of a small answer (a tag list page, a manifest, an error), at most 4 MiB.

@@ -29,7 +29,6 @@ impl AlertSender {
         probe: &ProbeConfig,
         results: &[ProbeResult],
         found: Option<&Found>,
-        _before: &History,
         after: &History,
         interval: Duration,
     ) {

@@ -110,9 +110,8 @@ async fn probe_loop(
                 "probe result"
             );
         }
-        let before = state.history();
         state.record(&probe.name, &results, found.as_ref());
-        alerts.after_run(config, probe, &results, found.as_ref(), &before, &state.history(), interval).await;
+        alerts.after_run(config, probe, &results, found.as_ref(), &state.history(), interval).await;
     }
 }
 

@@ -133,8 +133,9 @@ Whether pullprobe pages Alertmanager itself (config.alerting.alertmanager set).
 {{- end }}
 
 {{/*
-probes.yaml: config from values, plus the credentials, CA bundle and (in
-cronjob mode) interval and resolve_timeout the chart wires in.
+probes.yaml: config from values, plus the credentials, CA bundle, (without
+discovery.kubernetes.pullSecrets) `pull_secrets: false` on `kubernetes:`
+probes, and (in cronjob mode) interval and resolve_timeout the chart wires in.
 */}}
 {{- define "pullprobe.config" -}}
 {{- $config := deepCopy .Values.config }}
@@ -148,6 +149,15 @@ cronjob mode) interval and resolve_timeout the chart wires in.
 {{- $_ := set $tls "ca_file" (printf "%s/%s" (include "pullprobe.caDir" $) $.Values.caBundle.key) }}
 {{- end }}
 {{- $_ := set $registry "tls" $tls }}
+{{- end }}
+{{- end }}
+{{- if not .Values.discovery.kubernetes.pullSecrets }}
+{{- range $probe := ($config.probes | default list) }}
+{{- if and (hasKey $probe "kubernetes") (not (hasKey ($probe.kubernetes | default dict) "pull_secrets")) }}
+{{- $rule := $probe.kubernetes | default dict }}
+{{- $_ := set $rule "pull_secrets" false }}
+{{- $_ := set $probe "kubernetes" $rule }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if eq .Values.mode "cronjob" }}
@@ -262,7 +272,13 @@ The volumes and mounts both modes share.
 The pod spec fields both modes share, after `containers`.
 */}}
 {{- define "pullprobe.podCommon" -}}
+{{- if .Values.discovery.kubernetes.enabled }}
+# `kubernetes:` probes read the API server with this account's token.
+serviceAccountName: {{ include "pullprobe.fullname" . }}
+automountServiceAccountToken: true
+{{- else }}
 automountServiceAccountToken: false
+{{- end }}
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- with .Values.imagePullSecrets }}
@@ -317,4 +333,51 @@ annotations:
   {{- with .Values.podAnnotations }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- end }}
+
+{{/*
+The namespaces a namespaced (clusterWide: false) discovery RBAC grants, one per
+line: discovery.kubernetes.namespaces, else every namespace the `kubernetes:`
+probes list. A probe that lists every namespace needs clusterWide.
+*/}}
+{{- define "pullprobe.discoveryNamespaces" -}}
+{{- $namespaces := .Values.discovery.kubernetes.namespaces | default list }}
+{{- if not $namespaces }}
+{{- range $probe := (.Values.config.probes | default list) }}
+{{- if hasKey $probe "kubernetes" }}
+{{- $listed := get ($probe.kubernetes | default dict) "namespaces" | default list }}
+{{- if not $listed }}
+{{- fail (printf "probe %s lists every namespace: set discovery.kubernetes.clusterWide: true, or give it namespaces" $probe.name) }}
+{{- end }}
+{{- $namespaces = concat $namespaces $listed }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if not $namespaces }}
+{{- fail "discovery.kubernetes.clusterWide is false and no namespace is named: set discovery.kubernetes.namespaces or a kubernetes: probe's namespaces" }}
+{{- end }}
+{{- range $namespaces | uniq }}
+{{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The read-only rules of discovery: list and get the workloads whose pod specs
+name images; with pullSecrets, get (never list) Secrets, for imagePullSecrets.
+*/}}
+{{- define "pullprobe.discoveryRules" -}}
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list]
+- apiGroups: [apps]
+  resources: [deployments, statefulsets, daemonsets]
+  verbs: [get, list]
+- apiGroups: [batch]
+  resources: [jobs, cronjobs]
+  verbs: [get, list]
+{{- if .Values.discovery.kubernetes.pullSecrets }}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
 {{- end }}

@@ -115,6 +115,9 @@ pub async fn read_back(
     if let Some(connect) = timings.connect {
         phases.push(("connect", connect.as_secs_f64()));
     }
+    if let Some(auth) = client.transport().auth_time() {
+        phases.push(("auth", auth.as_secs_f64()));
+    }
     let manifest_served = matches!(pieces[0].1, State::Served(_));
     let blobs = pieces
         .into_iter()

@@ -29,9 +29,9 @@ pub async fn repositories(
             ProbeError {
                 reason: Reason::DiscoveryFailed,
                 message: format!(
-                    "the registry does not serve /v2/_catalog: {} ({}); a catalog probe needs it, \
+                    "the registry does not serve /v2/_catalog: {}; a catalog probe needs it, \
                      or list the repositories as `image:` probes",
-                    err.message, err.reason
+                    err.message
                 ),
                 ..err
             }

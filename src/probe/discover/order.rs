@@ -25,8 +25,9 @@
 //!
 //! Ties (`1.2` and `v1.2.0`; the same `created`) are broken lexically,
 //! descending, so the order is a function of the tags and their dates alone.
-//! The comparisons are pure functions; [`read_dates`] is the only part that
-//! touches the network.
+//! The comparisons ([`order`] and below) are pure functions; only
+//! [`newest_first`] and the date reads under it ([`read_dates`], [`created`])
+//! touch the network.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;

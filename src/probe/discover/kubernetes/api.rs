@@ -107,8 +107,19 @@ impl ApiClient {
         self.token_file.as_deref()
     }
 
-    /// `GET path?query` and its JSON body as `T`.
+    /// `GET path?query` and its JSON body as `T`, at most `max_body_bytes` of it.
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, ApiError> {
+        self.get_limited(path, query, self.max_body_bytes).await
+    }
+
+    /// [`ApiClient::get`] with a smaller cap on the body (a Secret).
+    pub async fn get_limited<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        limit: u64,
+    ) -> Result<T, ApiError> {
+        let limit = limit.min(self.max_body_bytes);
         let mut url = self.base.clone();
         url.set_path(&format!("{}{path}", self.base.path().trim_end_matches('/')));
         url.set_query(None);
@@ -127,7 +138,7 @@ impl ApiClient {
         let status = response.status();
         if !status.is_success() {
             // A Status object is small; a proxy's error page is cut short.
-            let body = read_body(&mut response, self.max_body_bytes.min(64 * 1024)).await.unwrap_or_default();
+            let body = read_body(&mut response, limit.min(64 * 1024)).await.unwrap_or_default();
             let message = serde_json::from_slice::<super::objects::Status>(&body)
                 .ok()
                 .and_then(|s| s.message.or(s.reason))
@@ -135,7 +146,7 @@ impl ApiClient {
                 .map(|m| shorten(&redact_text(m.trim())));
             return Err(ApiError::Refused { status, message });
         }
-        let body = read_body(&mut response, self.max_body_bytes).await?;
+        let body = read_body(&mut response, limit).await?;
         serde_json::from_slice(&body).map_err(|e| {
             // serde_json names a line and column and what it expected, never the input.
             ApiError::Failed(format!("the response is not the JSON object expected ({e})"))

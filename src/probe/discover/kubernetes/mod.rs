@@ -49,6 +49,8 @@ const MAX_SECRET_SETS: usize = 8;
 const MAX_SECRETS_PER_POD: usize = 16;
 /// Distinct Secrets read in one run.
 const MAX_SECRETS: usize = 256;
+/// Largest Secret read (pull secrets are a few KiB): with [`MAX_SECRETS`], memory stays bounded.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
 /// Warnings about references kept in full; the rest are counted.
 const MAX_REFERENCE_WARNINGS: usize = 20;
 /// Distinct references counted over `max_images` (memory stays bounded beyond).
@@ -93,8 +95,11 @@ pub async fn workloads(
     max_body_bytes: u64,
     timeout: Duration,
 ) -> Result<Workloads, ProbeError> {
-    let deadline = Instant::now() + timeout;
-    match tokio::time::timeout(timeout, discover(rule, max_body_bytes, deadline)).await {
+    // A little inside `timeout`, so that a caller holding the same deadline gets this
+    // error, which names the request that was waited for, rather than its own.
+    let budget = timeout.saturating_sub((timeout / 20).min(Duration::from_secs(1)));
+    let deadline = Instant::now() + budget;
+    match tokio::time::timeout(budget, discover(rule, max_body_bytes, deadline)).await {
         Ok(found) => found,
         Err(_) => Err(discovery_error(format!("listing the cluster's workloads did not finish within {timeout:?}"))),
     }
@@ -430,7 +435,7 @@ impl<'a> SecretReader<'a> {
             return Err("not a Secret name".into());
         }
         let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
-        let secret: Secret = self.client.get(&path, &[]).await.map_err(|err| match err {
+        let secret: Secret = self.client.get_limited(&path, &[], MAX_SECRET_BYTES).await.map_err(|err| match err {
             ApiError::Refused { status: StatusCode::NOT_FOUND, .. } => "there is no such Secret".to_string(),
             ApiError::Refused { status: StatusCode::FORBIDDEN, message } => format!(
                 "GET {path}: HTTP 403 — the service account lacks the RBAC permission `get` on `secrets` (the core \
