@@ -246,21 +246,15 @@ fn init_logging() {
 
 fn validate(args: &ValidateArgs) -> ExitCode {
     match Config::load(&args.config) {
-        Ok(config) => match unsupported_features(&config) {
-            Some(problem) => {
-                eprintln!("{}: {problem}", args.config.display());
-                ExitCode::from(exit::USAGE)
-            }
-            None => {
-                println!(
-                    "{}: OK ({} probes, {} registries)",
-                    args.config.display(),
-                    config.probes.len(),
-                    config.registries.len()
-                );
-                ExitCode::from(exit::OK)
-            }
-        },
+        Ok(config) => {
+            println!(
+                "{}: OK ({} probes, {} registries)",
+                args.config.display(),
+                config.probes.len(),
+                config.registries.len()
+            );
+            ExitCode::from(exit::OK)
+        }
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(exit::USAGE)
@@ -307,7 +301,7 @@ fn check(args: CheckArgs) -> ExitCode {
         match tokio::time::timeout(limit, run_round(plan.jobs, plan.canaries, round)).await {
             Ok(pulled) => {
                 results.extend(pulled);
-                discover::attach_warnings(&mut results, &plan.discovered);
+                discover::annotate(&mut results, &plan.discovered);
                 icinga::render(&results, thresholds)
             }
             Err(_) => icinga::timed_out(args.timeout, thresholds),
@@ -339,7 +333,7 @@ async fn now(args: NowArgs) -> ExitCode {
     };
     let mut results = jobs.failed;
     results.extend(run_round(jobs.jobs, jobs.canaries, round).await);
-    discover::attach_warnings(&mut results, &jobs.discovered);
+    discover::annotate(&mut results, &jobs.discovered);
     if let Some(p) = progress {
         p.finish();
     }
@@ -453,9 +447,6 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
         if !args.images.is_empty() && args.probes.is_empty() {
             // Images on the command line with -c: the config gives defaults, not probes.
         } else {
-            if let Some(problem) = unsupported_features(config) {
-                return Err(UsageError(problem));
-            }
             for probe in selected {
                 if let ProbeKind::Canary(_) = probe.kind {
                     if args.no_push {
@@ -508,13 +499,6 @@ async fn plan_now(args: &NowArgs) -> Result<NowPlan, UsageError> {
 
 fn load_config(path: &Path) -> Result<Config, UsageError> {
     Config::load(path).map_err(|e| UsageError(e.to_string()))
-}
-
-/// Parts of probes.yaml that parse but that this version does not run yet: an
-/// explicit error beats a probe silently not running or a page silently not sent.
-pub(crate) fn unsupported_features(_config: &Config) -> Option<String> {
-    // Every part of probes.yaml runs in this version; canaries push with `auth:` too.
-    None
 }
 
 /// A live byte counter on stderr, only on a terminal.

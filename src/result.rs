@@ -45,6 +45,10 @@ pub struct ProbeResult {
     /// The registry's `RateLimit-Remaining` (Docker Hub: pulls left in its window), when it sent one.
     #[serde(default)]
     pub ratelimit_remaining: Option<u64>,
+    /// For an image found by `kubernetes:` discovery: a few `namespace/kind/name`
+    /// of the workloads that use it (who is hurt when it fails).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
     /// Things worth knowing that are not failures (e.g. no `Docker-Content-Digest` header).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

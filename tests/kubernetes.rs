@@ -631,6 +631,9 @@ async fn now_pulls_the_cluster_images_the_private_one_with_its_pull_secret() {
         assert_eq!(result.layers().len(), pushed.content.layers.len(), "{result}");
         assert!(result.layers().iter().all(|l| l.is_ok()), "{result}");
     }
+    // Who uses each image, for whoever reads the failure.
+    assert_eq!(by_image(&public_image)["used_by"], serde_json::json!(["prod/pod/web-0", "prod/pod/web-1"]), "{stdout}");
+    assert_eq!(by_image(&private_image)["used_by"], serde_json::json!(["prod/pod/secret-0"]), "{stdout}");
     // Both images are built alike: a layer fully verified in one is digest-checked in the other.
     for layer in by_image(&private_image).layers() {
         let full =

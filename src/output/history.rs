@@ -164,6 +164,7 @@ pub(crate) mod tests {
             tls_not_after: None,
             layers: Vec::new(),
             ratelimit_remaining: None,
+            used_by: Vec::new(),
             warnings: Vec::new(),
         }
     }

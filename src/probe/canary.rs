@@ -169,6 +169,7 @@ impl Run<'_> {
             tls_not_after: None,
             layers: Vec::new(),
             ratelimit_remaining: None,
+            used_by: Vec::new(),
             warnings: warnings.iter().map(|w| crate::redact::redact_text(w)).collect(),
         }
     }

@@ -100,6 +100,7 @@ mod tests {
             tls_not_after: None,
             layers: vec![],
             ratelimit_remaining: None,
+            used_by: Vec::new(),
             warnings: vec![],
         }
     }

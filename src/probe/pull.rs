@@ -764,6 +764,7 @@ impl PullRun<'_> {
             tls_not_after: state.tls_not_after,
             layers: state.layers,
             ratelimit_remaining: state.ratelimit_remaining,
+            used_by: Vec::new(),
             warnings: state.warnings,
         }
     }

@@ -27,13 +27,9 @@ use crate::serve::state::ServeState;
 /// How often the config file is checked for changes.
 const CONFIG_POLL: Duration = Duration::from_secs(2);
 
-/// Load and check a config for serve: parse errors and unsupported features alike.
+/// Load and check a config for serve.
 pub fn load_config(path: &Path) -> Result<Config, String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
-    match crate::cli::unsupported_features(&config) {
-        Some(problem) => Err(format!("{}: {problem}", path.display())),
-        None => Ok(config),
-    }
+    Config::load(path).map_err(|e| e.to_string())
 }
 
 fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {

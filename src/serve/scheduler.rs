@@ -80,7 +80,7 @@ async fn probe_loop(
                     let mut results = planned.failed;
                     results.extend(run_jobs(planned.jobs, options).await);
                     if let Some(found) = &planned.discovery {
-                        discover::attach_warnings(&mut results, &[(probe.name.clone(), found.clone())]);
+                        discover::annotate(&mut results, &[(probe.name.clone(), found.clone())]);
                     }
                     (results, planned.discovery)
                 }

@@ -37,6 +37,8 @@ pub struct Target {
     pub registry: Option<String>,
     /// Credentials that override the registry's (a workload's pull secret).
     pub credentials: Option<Credentials>,
+    /// The workloads that use it (`kubernetes:`), for the results.
+    pub used_by: Vec<String>,
 }
 
 /// What one expansion of a rule found.
@@ -114,6 +116,7 @@ impl<'a> Listing<'a> {
             tls_not_after: None,
             layers: Vec::new(),
             ratelimit_remaining: None,
+            used_by: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -200,7 +203,12 @@ pub async fn tags(
     let mut targets = Vec::new();
     for tag in tags {
         let image = repository.with_tag(&tag).map_err(|e| format!("probe {:?}: tag {tag:?}: {e}", probe.name))?;
-        targets.push(Target { image, registry: registry.map(|r| r.name.clone()), credentials: None });
+        targets.push(Target {
+            image,
+            registry: registry.map(|r| r.name.clone()),
+            credentials: None,
+            used_by: Vec::new(),
+        });
     }
     Ok(Found::of(targets))
 }
@@ -250,39 +258,62 @@ pub async fn catalog(
     }
     for repository in catalog::rotating_sample(&repositories, rule.sample, slot) {
         if let Ok(image) = reference(&repository) {
-            found.targets.push(Target { image, registry: Some(registry.name.clone()), credentials: None });
+            found.targets.push(Target {
+                image,
+                registry: Some(registry.name.clone()),
+                credentials: None,
+                used_by: Vec::new(),
+            });
         }
     }
     Ok(found)
 }
 
-/// `kubernetes: {namespaces, label_selector}`: the distinct images of the workloads.
-/// With `registry:`, only that registry's images.
+/// `kubernetes: {namespaces, label_selector}`: the distinct images of the workloads
+/// (with `registry:`, only that registry's: the rule carries its host).
 pub async fn kubernetes(config: &Config, probe: &ProbeConfig, rule: &KubernetesDiscovery) -> Result<Found, String> {
-    let only = probe.registry.as_deref().and_then(|name| config.registry(name));
     let listing = Listing::new(config, probe, "kubernetes".into(), "kubernetes".into(), "api-server".into());
     let timeout = config.timeout_for(probe);
-    let workloads = kubernetes::workload_images(rule, config.limits.max_manifest_bytes, timeout);
-    let images = match within(timeout, "listing the cluster's workloads", workloads).await {
-        Ok(images) => images,
+    let found = match kubernetes::workloads(rule, config.limits.max_manifest_bytes, timeout).await {
+        Ok(found) => found,
         Err(err) => return Ok(Found::failed(listing.failure(err))),
     };
-    let mut targets = Vec::new();
-    for workload in images {
-        if only.is_some_and(|r| !r.host().eq_ignore_ascii_case(&workload.image.registry)) {
-            continue;
+    if found.images.is_empty() {
+        // A rule that probes nothing must not look like a healthy one.
+        let mut message = String::from("no workload image found to probe");
+        for warning in &found.warnings {
+            message.push_str("; ");
+            message.push_str(warning);
         }
-        let registry = config.registry_for(&workload.image).map(|r| r.name.clone());
-        targets.push(Target { image: workload.image, registry, credentials: workload.credentials });
+        return Ok(Found::failed(listing.failure(ProbeError::new(Reason::DiscoveryFailed, message))));
     }
-    Ok(Found::of(targets))
+    let targets = found
+        .images
+        .into_iter()
+        .map(|workload| Target {
+            registry: config.registry_for(&workload.image).map(|r| r.name.clone()),
+            image: workload.image,
+            credentials: workload.credentials,
+            used_by: workload.used_by,
+        })
+        .collect();
+    Ok(Found { warnings: found.warnings, ..Found::of(targets) })
 }
 
-/// Put each rule's warnings on the first result of its probe in this run.
-pub fn attach_warnings(results: &mut [ProbeResult], discovered: &[(String, Found)]) {
-    for (probe, found) in discovered.iter().filter(|(_, f)| !f.warnings.is_empty()) {
-        if let Some(first) = results.iter_mut().find(|r| &r.probe == probe) {
+/// What discovery knows that the pulls do not: each rule's warnings go on the
+/// first result of its probe, the workloads using an image on each of its results.
+pub fn annotate(results: &mut [ProbeResult], discovered: &[(String, Found)]) {
+    for (probe, found) in discovered {
+        if !found.warnings.is_empty()
+            && let Some(first) = results.iter_mut().find(|r| &r.probe == probe)
+        {
             first.warnings.extend(found.warnings.iter().cloned());
+        }
+        for target in found.targets.iter().filter(|t| !t.used_by.is_empty()) {
+            let image = target.image.to_string();
+            for result in results.iter_mut().filter(|r| &r.probe == probe && r.image == image) {
+                result.used_by = target.used_by.clone();
+            }
         }
     }
 }

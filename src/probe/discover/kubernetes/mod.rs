@@ -77,16 +77,6 @@ pub struct Workloads {
     pub warnings: Vec<String>,
 }
 
-/// Every distinct image reference of the workloads `rule` selects, sorted by reference.
-/// The same as [`workloads`] without its warnings.
-pub async fn workload_images(
-    rule: &KubernetesDiscovery,
-    max_body_bytes: u64,
-    timeout: Duration,
-) -> Result<Vec<WorkloadImage>, ProbeError> {
-    workloads(rule, max_body_bytes, timeout).await.map(|found| found.images)
-}
-
 /// The images of the workloads `rule` selects and what is worth knowing about them.
 /// `max_body_bytes` caps each response (one page of a list, one Secret); the whole
 /// discovery ends within `timeout`.
