@@ -347,17 +347,39 @@ impl Method {
         }
     }
 
-    /// The scopes a token is asked for: the challenge's and the caller's, sorted, without repeats.
+    /// The scopes a token is asked for: the challenge's and the caller's, one per
+    /// resource with the union of their actions (`…:push,pull` and `…:pull` ask
+    /// once, for `…:pull,push`), sorted.
     fn scopes(&self, scope: &Scope) -> Vec<String> {
-        let mut all = match self {
-            Method::Bearer { scope: challenged, .. } => challenged.clone(),
-            Method::Basic { .. } => Vec::new(),
+        let challenged = match self {
+            Method::Bearer { scope: challenged, .. } => challenged.as_slice(),
+            Method::Basic { .. } => &[],
         };
-        all.push(scope.as_str().to_string());
-        all.sort();
-        all.dedup();
-        all
+        merge_scopes(challenged.iter().map(String::as_str).chain([scope.as_str()]))
     }
+}
+
+/// Scopes (`type:name:actions`) with the actions of one resource merged; a
+/// scope that is not of that form is kept as it is.
+fn merge_scopes<'a>(scopes: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut resources: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = Default::default();
+    let mut other = std::collections::BTreeSet::new();
+    for scope in scopes {
+        match scope.rsplit_once(':') {
+            Some((resource, actions)) if resource.contains(':') => {
+                resources.entry(resource).or_default().extend(actions.split(',').filter(|a| !a.is_empty()));
+            }
+            _ => {
+                other.insert(scope.to_string());
+            }
+        }
+    }
+    let merged = resources
+        .into_iter()
+        .map(|(resource, actions)| format!("{resource}:{}", actions.into_iter().collect::<Vec<_>>().join(",")));
+    let mut all: Vec<String> = merged.chain(other).collect();
+    all.sort();
+    all
 }
 
 #[derive(Deserialize)]
@@ -727,10 +749,8 @@ mod tests {
         let method = Method::from_challenges(&c).unwrap();
         let Method::Bearer { scope, .. } = &method else { panic!("bearer is preferred: {method:?}") };
         assert_eq!(scope, &["repository:a:pull,push", "repository:b:pull"]);
-        assert_eq!(
-            method.scopes(&Scope::pull("a")),
-            ["repository:a:pull", "repository:a:pull,push", "repository:b:pull"]
-        );
+        // Our `pull` of `a` joins the challenge's `pull,push` of `a`: one scope per resource.
+        assert_eq!(method.scopes(&Scope::pull("a")), ["repository:a:pull,push", "repository:b:pull"]);
     }
 
     #[test]
@@ -770,6 +790,13 @@ mod tests {
     fn scopes() {
         assert_eq!(Scope::pull("team/app").as_str(), "repository:team/app:pull");
         assert_eq!(Scope::push_pull("team/app").as_str(), "repository:team/app:pull,push");
+        let merged = merge_scopes(
+            ["repository:team/app:push,pull", "repository:team/app:pull", "repository:team/app:delete", "odd"]
+                .into_iter(),
+        );
+        assert_eq!(merged, ["odd", "repository:team/app:delete,pull,push"]);
+        let two = merge_scopes(["repository:a:pull", "registry:catalog:*", "repository:b:pull"].into_iter());
+        assert_eq!(two, ["registry:catalog:*", "repository:a:pull", "repository:b:pull"]);
     }
 
     #[test]

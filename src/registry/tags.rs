@@ -52,7 +52,7 @@ pub async fn list_tags(transport: &Transport, base: &Url, repo: &str) -> Result<
             return Ok(tags);
         }
         let response = check(response, RequestKind::Other, &label).await?;
-        let next = next_page(&url, response.headers());
+        let next = next_page(&url, response.headers(), &label)?;
         let body = read_capped(response, &label).await?;
         let page: TagList = serde_json::from_slice(&body)
             .map_err(|e| ProbeError::new(Reason::HttpStatus, format!("{label}: the answer is not a tag list: {e}")))?;
@@ -126,12 +126,29 @@ pub fn is_delete_refused(err: &ProbeError) -> bool {
 }
 
 /// The `rel="next"` target of a `Link` header, resolved against the request URL.
-pub(crate) fn next_page(request: &Url, headers: &HeaderMap) -> Option<Url> {
+fn link_next(request: &Url, headers: &HeaderMap) -> Option<Url> {
     let link = headers.get(LINK)?.to_str().ok()?;
     link.split(',').find(|part| part.contains("rel=\"next\"") || part.contains("rel=next")).and_then(|part| {
         let target = part.split(';').next()?.trim().strip_prefix('<')?.strip_suffix('>')?;
         request.join(target).ok()
     })
+}
+
+/// The next page of a paginated listing (`Link: <…>; rel="next"`), if there is
+/// one to follow: `None` at the end, or for a page naming itself (it would loop);
+/// an error for a page on another host, which never gets our credentials.
+pub(crate) fn next_page(request: &Url, headers: &HeaderMap, label: &str) -> Result<Option<Url>, ProbeError> {
+    match link_next(request, headers) {
+        Some(next) if next.origin() != request.origin() => Err(ProbeError::new(
+            Reason::HttpStatus,
+            format!(
+                "{label}: the next page is on another host ({}); not followed",
+                next.origin().ascii_serialization()
+            ),
+        )),
+        Some(next) if &next != request => Ok(Some(next)),
+        _ => Ok(None),
+    }
 }
 
 async fn check(response: Response, kind: RequestKind, label: &str) -> Result<Response, ProbeError> {
@@ -164,9 +181,17 @@ mod tests {
     fn next_pages_come_from_the_link_header() {
         let request = Url::parse("http://127.0.0.1:5000/v2/a/tags/list?n=2").unwrap();
         let mut headers = HeaderMap::new();
-        assert_eq!(next_page(&request, &headers), None);
+        assert_eq!(next_page(&request, &headers, "GET tags of a").unwrap(), None);
         headers.insert(LINK, r#"</v2/a/tags/list?last=b&n=2>; rel="next""#.parse().unwrap());
-        assert_eq!(next_page(&request, &headers).unwrap().as_str(), "http://127.0.0.1:5000/v2/a/tags/list?last=b&n=2");
+        let next = next_page(&request, &headers, "GET tags of a").unwrap().expect("a next page");
+        assert_eq!(next.as_str(), "http://127.0.0.1:5000/v2/a/tags/list?last=b&n=2");
+        // A page naming itself ends the listing rather than looping.
+        headers.insert(LINK, r#"</v2/a/tags/list?n=2>; rel="next""#.parse().unwrap());
+        assert_eq!(next_page(&request, &headers, "GET tags of a").unwrap(), None);
+        // Another host never gets the request (nor the credentials it carries).
+        headers.insert(LINK, r#"<https://elsewhere.example.org/v2/a/tags/list?last=b>; rel="next""#.parse().unwrap());
+        let err = next_page(&request, &headers, "GET tags of a").unwrap_err();
+        assert!(err.message.contains("another host (https://elsewhere.example.org)"), "{}", err.message);
     }
 
     #[test]
