@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod frontend;
+pub mod glob;
 pub mod image_builder;
 pub mod manifest;
 pub mod media_types;

@@ -637,8 +637,11 @@ async fn token_mode_canary_pushes_with_push_scope_reads_back_and_cleans_up() {
     let pull = format!("repository:{CANARY_REPO}:pull");
     assert!(requests.iter().any(|r| r.scopes == [pull.clone()]), "a pull token for the read-back: {requests:?}");
     // distribution's DELETE wants the `delete` action: its challenge names it, and the token is asked for it too.
-    let delete = format!("repository:{CANARY_REPO}:delete");
-    assert!(requests.iter().any(|r| r.scopes.contains(&delete)), "a delete token for the cleanup: {requests:?}");
+    // (One scope per resource: the actions asked for together, `…:delete,pull,push`.)
+    let resource = format!("repository:{CANARY_REPO}:");
+    let asks_delete =
+        |scope: &String| scope.strip_prefix(&resource).is_some_and(|actions| actions.split(',').any(|a| a == "delete"));
+    assert!(requests.iter().any(|r| r.scopes.iter().any(asks_delete)), "a delete token for the cleanup: {requests:?}");
 
     // Cleanup through the token-protected API: this location's oldest go, everything else stays.
     let tags = canary_tags(&registry);

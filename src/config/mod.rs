@@ -133,30 +133,8 @@ pub struct TargetPattern(pub String);
 
 impl TargetPattern {
     pub fn matches(&self, target: &str) -> bool {
-        glob_match(self.0.as_bytes(), target.as_bytes())
+        crate::glob::matches(self.0.as_bytes(), target.as_bytes(), None)
     }
-}
-
-/// Iterative `*` glob (no backtracking blow-up).
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((star_p, star_t)) = star {
-            p = star_p + 1;
-            t = star_t + 1;
-            star = Some((star_p, star_t + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&b| b == b'*')
 }
 
 impl Default for Config {

@@ -203,7 +203,7 @@ pub async fn plan_probe(
             discover::tags(config, probe, &repository, registry, rule, overrides).await?
         }
         ProbeKind::Catalog(rule) => discover::catalog(config, probe, rule, overrides, slot).await?,
-        ProbeKind::Kubernetes(rule) => discover::kubernetes(config, probe, rule).await?,
+        ProbeKind::Kubernetes(rule) => discover::kubernetes(config, probe, rule, overrides).await?,
     };
     let mut plan = ProbePlan::default();
     plan.failed.extend(found.failure.clone());
@@ -287,7 +287,8 @@ pub fn clock_slot(interval: Duration) -> u64 {
     now.as_secs() / interval.as_secs().max(1)
 }
 
-fn capped(configured: Duration, cap: Option<Duration>) -> Duration {
+/// `configured`, shortened to `cap` when one is given (a scrape's timeout).
+pub(crate) fn capped(configured: Duration, cap: Option<Duration>) -> Duration {
     match cap {
         Some(cap) => configured.min(cap),
         None => configured,

@@ -268,29 +268,10 @@ fn split_port(authority: &str) -> (&str, Option<&str>) {
 fn host_matches(pattern: &str, host: &str) -> bool {
     let (patterns, parts): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), host.split('.').collect());
     patterns.len() == parts.len()
-        && patterns.iter().zip(&parts).all(|(p, h)| glob_part(p.as_bytes(), h.to_ascii_lowercase().as_bytes()))
-}
-
-/// `*` and `?` glob over one host part (iterative, no backtracking blow-up).
-fn glob_part(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if let Some((star_p, star_t)) = star {
-            p = star_p + 1;
-            t = star_t + 1;
-            star = Some((star_p, star_t + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&b| b == b'*')
+        && patterns
+            .iter()
+            .zip(&parts)
+            .all(|(p, h)| crate::glob::matches(p.as_bytes(), h.to_ascii_lowercase().as_bytes(), Some(b'?')))
 }
 
 /// `docker-credential-<name> get`, the server on stdin; `None` when the helper has nothing for it.

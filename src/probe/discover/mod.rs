@@ -131,14 +131,9 @@ fn lister(
     image: &ImageReference,
     overrides: &Overrides,
 ) -> Result<(Transport, Url, Duration), ProbeError> {
-    let mut options = plan::for_registry(
-        &plan::transport_for(config, registry, overrides),
-        config.limits.max_manifest_bytes,
-        registry,
-        image,
-    );
-    let timeout = config.timeout_for(probe);
-    let timeout = overrides.timeout.map_or(timeout, |cap| timeout.min(cap));
+    let mut options = plan::transport_for(config, registry, overrides);
+    options.auth = Some(plan::auth_for(config.limits.max_manifest_bytes, registry, image));
+    let timeout = plan::capped(config.timeout_for(probe), overrides.timeout);
     options.response_timeout = Some(crate::registry::transport::response_deadline(timeout));
     let base = match registry {
         Some(registry) => {
@@ -271,9 +266,14 @@ pub async fn catalog(
 
 /// `kubernetes: {namespaces, label_selector}`: the distinct images of the workloads
 /// (with `registry:`, only that registry's: the rule carries its host).
-pub async fn kubernetes(config: &Config, probe: &ProbeConfig, rule: &KubernetesDiscovery) -> Result<Found, String> {
+pub async fn kubernetes(
+    config: &Config,
+    probe: &ProbeConfig,
+    rule: &KubernetesDiscovery,
+    overrides: &Overrides,
+) -> Result<Found, String> {
     let listing = Listing::new(config, probe, "kubernetes".into(), "kubernetes".into(), "api-server".into());
-    let timeout = config.timeout_for(probe);
+    let timeout = plan::capped(config.timeout_for(probe), overrides.timeout);
     let found = match kubernetes::workloads(rule, config.limits.max_manifest_bytes, timeout).await {
         Ok(found) => found,
         Err(err) => return Ok(Found::failed(listing.failure(err))),
