@@ -32,10 +32,11 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use common::cli::Run;
 use common::pki::{PemPair, TestCa, TokenSigner};
 use common::process::{free_port, require_binary, stop_child};
 use common::registry::RegistryAuth;
-use common::{Registry, RegistryOptions, ResultJson, json_results, push_small_image, run_pullprobe_with};
+use common::{Registry, RegistryOptions, ResultJson, push_small_image, run_pullprobe_with};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "Pa55-w0rd-that-must-never-print";
@@ -45,57 +46,9 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 // ---------------------------------------------------------------------------
 // Running pullprobe and checking that no secret escaped.
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn context(&self) -> String {
-        format!("exit {}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr)
-    }
-
-    /// The one result of a `-o json` run.
-    fn result(&self) -> Value {
-        let results = json_results(&self.stdout);
-        assert_eq!(results.len(), 1, "one result expected: {}", self.context());
-        results[0].clone()
-    }
-
-    fn assert_ok(&self) -> Value {
-        let result = self.result();
-        assert_eq!(self.code, 0, "{}", self.context());
-        assert!(result.is_ok(), "{}", self.context());
-        result
-    }
-
-    /// Failed with exit 1, this reason and phase, and an error naming each of `error_has`.
-    fn assert_failed(&self, reason: &str, phase: &str, error_has: &[&str]) -> Value {
-        let result = self.result();
-        assert_eq!(self.code, 1, "{}", self.context());
-        assert_eq!(result.reason(), Some(reason), "{}", self.context());
-        assert_eq!(result.str_field("phase"), Some(phase), "{}", self.context());
-        let error = result.error_message().unwrap_or_default();
-        for needle in error_has {
-            assert!(error.contains(needle), "the error should name {needle:?}: {}", self.context());
-        }
-        result
-    }
-
-    /// Neither stdout nor stderr holds any of `secrets`.
-    fn assert_no_secret(&self, secrets: &[String]) {
-        for secret in secrets.iter().filter(|s| !s.is_empty()) {
-            assert!(!self.stdout.contains(secret.as_str()), "secret {secret:?} on stdout: {}", self.context());
-            assert!(!self.stderr.contains(secret.as_str()), "secret {secret:?} on stderr: {}", self.context());
-        }
-    }
-}
-
 fn pullprobe(args: &[&str], env: &[(&str, &str)]) -> Run {
     let (code, stdout, stderr) = run_pullprobe_with(args, env, None, RUN_TIMEOUT);
-    assert!(!stderr.contains("panicked at"), "pullprobe panicked:\n{stderr}");
-    Run { code, stdout, stderr }
+    Run::new(code, stdout, stderr)
 }
 
 /// The password, its Basic form, and the forms a leak would take.

@@ -122,3 +122,68 @@ impl ResultJson for Value {
         self.get(key).and_then(Value::as_u64)
     }
 }
+
+/// One finished `pullprobe` run, with the checks most tests make of it.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// Wall time, when the caller timed it.
+    pub elapsed: Option<Duration>,
+    /// Peak RSS from `/usr/bin/time -v`, for a measured run.
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl Run {
+    /// A run from [`run_pullprobe_with`]'s answer; a panic in pullprobe fails the test here.
+    pub fn new(code: i32, stdout: String, stderr: String) -> Run {
+        assert!(!stderr.contains("panicked at"), "pullprobe panicked:\n{stderr}");
+        Run { code, stdout, stderr, elapsed: None, peak_rss_kib: None }
+    }
+
+    pub fn context(&self) -> String {
+        let mut context = format!("exit {}", self.code);
+        if let Some(elapsed) = self.elapsed {
+            context.push_str(&format!(" after {elapsed:?}"));
+        }
+        if let Some(peak) = self.peak_rss_kib {
+            context.push_str(&format!(" (peak RSS {peak} KiB)"));
+        }
+        format!("{context}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr)
+    }
+
+    /// The one result of a `-o json` run.
+    pub fn result(&self) -> Value {
+        let results = json_results(&self.stdout);
+        assert_eq!(results.len(), 1, "one result expected: {}", self.context());
+        results[0].clone()
+    }
+
+    pub fn assert_ok(&self) -> Value {
+        let result = self.result();
+        assert_eq!(self.code, 0, "{}", self.context());
+        assert!(result.is_ok(), "{}", self.context());
+        result
+    }
+
+    /// Failed with exit 1, this reason and phase, and an error naming each of `error_has`.
+    pub fn assert_failed(&self, reason: &str, phase: &str, error_has: &[&str]) -> Value {
+        let result = self.result();
+        assert_eq!(self.code, 1, "{}", self.context());
+        assert_eq!(result.reason(), Some(reason), "{}", self.context());
+        assert_eq!(result.str_field("phase"), Some(phase), "{}", self.context());
+        let error = result.error_message().unwrap_or_default();
+        for needle in error_has {
+            assert!(error.contains(needle), "the error should name {needle:?}: {}", self.context());
+        }
+        result
+    }
+
+    /// Neither stdout nor stderr holds any of `secrets`.
+    pub fn assert_no_secret(&self, secrets: &[impl AsRef<str>]) {
+        for secret in secrets.iter().map(AsRef::as_ref).filter(|s| !s.is_empty()) {
+            assert!(!self.stdout.contains(secret), "secret {secret:?} on stdout: {}", self.context());
+            assert!(!self.stderr.contains(secret), "secret {secret:?} on stderr: {}", self.context());
+        }
+    }
+}
