@@ -231,4 +231,16 @@ mod tests {
             assert_eq!(back, reason);
         }
     }
+
+    #[test]
+    fn all_lists_every_variant_in_declaration_order() {
+        use serde::de::IntoDeserializer;
+        use serde::de::value::Error;
+        // A unit variant also deserializes from its index in the declaration: walking
+        // the indexes until one is refused finds every variant, including one added
+        // to the enum and forgotten in `ALL`.
+        let declared: Vec<Reason> =
+            (0u32..).map_while(|i| Reason::deserialize(IntoDeserializer::<Error>::into_deserializer(i)).ok()).collect();
+        assert_eq!(declared, Reason::ALL);
+    }
 }
