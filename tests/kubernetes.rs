@@ -29,7 +29,7 @@ use base64::Engine;
 use pullprobe::config::KubernetesDiscovery;
 use pullprobe::probe::discover::kubernetes::{Workloads, workloads};
 use pullprobe::reason::{ProbeError, Reason};
-use pullprobe::registry::auth::Secret;
+use pullprobe::registry::credentials::Secret;
 use serde_json::json;
 
 use common::kube::{self, KubeApi, PodSpec};

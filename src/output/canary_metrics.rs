@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::output::metrics::{GaugeFamily, Sample};
+use crate::output::gauge_family::{GaugeFamily, Labels, Sample};
 use crate::result::ProbeResult;
 
 /// The `kind` of canary results.
@@ -25,8 +25,6 @@ pub const FAILURES: &str = "canary_failures";
 
 /// Time-to-visible, seconds: the same instant on one site to minutes of replication lag.
 const VISIBLE_BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
-
-type Labels = Vec<(String, String)>;
 
 fn probe_registry(result: &ProbeResult) -> Labels {
     vec![("probe".into(), result.probe.clone()), ("registry".into(), result.registry.clone())]

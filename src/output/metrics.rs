@@ -23,6 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::output::canary_metrics::{self, CanaryCounters};
+use crate::output::gauge_family::{GaugeFamily, Labels};
 use crate::output::history::{History, SeriesKey, parse_rfc3339};
 use crate::result::ProbeResult;
 
@@ -50,31 +51,6 @@ pub const RATELIMIT_REMAINING: &str = "ratelimit_remaining";
 /// `pullprobe_<name>`.
 pub fn full_name(name: &str) -> String {
     format!("{PREFIX}_{name}")
-}
-
-/// One series: its labels and value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub labels: Vec<(String, String)>,
-    pub value: f64,
-}
-
-/// A gauge family: name (without the prefix), HELP text, samples.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GaugeFamily {
-    pub name: &'static str,
-    pub help: &'static str,
-    pub samples: Vec<Sample>,
-}
-
-impl GaugeFamily {
-    fn new(name: &'static str, help: &'static str) -> Self {
-        GaugeFamily { name, help, samples: Vec::new() }
-    }
-
-    fn push(&mut self, labels: Vec<(String, String)>, value: f64) {
-        self.samples.push(Sample { labels, value });
-    }
 }
 
 fn series_labels(key: &SeriesKey) -> Vec<(String, String)> {
@@ -202,8 +178,6 @@ fn frontend_consistency(results: &[ProbeResult]) -> BTreeMap<(String, String), b
 /// Layer download times, seconds: small layers on a LAN to multi-GiB layers far away.
 const LAYER_DURATION_BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
-type Labels = Vec<(String, String)>;
-
 fn layer_histogram() -> Histogram {
     Histogram::new(LAYER_DURATION_BUCKETS)
 }
@@ -320,6 +294,7 @@ pub fn encode_openmetrics(gauges: &[GaugeFamily], counters: Option<&RunCounters>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::gauge_family::Sample;
     use crate::output::history::advance;
     use crate::output::history::tests::result;
     use crate::reason::Reason;

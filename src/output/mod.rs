@@ -6,6 +6,7 @@
 pub mod alertmanager;
 pub mod canary_metrics;
 pub mod delivery;
+pub mod gauge_family;
 pub mod history;
 pub mod http;
 pub mod icinga;

@@ -12,9 +12,10 @@ use prost::Message as _;
 use serde::Deserialize;
 
 use crate::config::PushgatewayConfig;
+use crate::output::gauge_family::GaugeFamily;
 use crate::output::history::{History, SeriesHistory, SeriesKey};
 use crate::output::http::{DeliveryError, EndpointClient, RetryPolicy};
-use crate::output::metrics::{self, GaugeFamily};
+use crate::output::metrics;
 use crate::reason::Reason;
 
 /// The body type of a push: length-delimited `io.prometheus.client.MetricFamily` messages.
@@ -262,7 +263,10 @@ mod tests {
         let families = vec![GaugeFamily {
             name: "probe_success",
             help: "1 if it passed",
-            samples: vec![metrics::Sample { labels: vec![("probe".into(), "p".into())], value: 0.0 }],
+            samples: vec![crate::output::gauge_family::Sample {
+                labels: vec![("probe".into(), "p".into())],
+                value: 0.0,
+            }],
         }];
         let bytes = encode_protobuf(&families);
         let decoded = proto::MetricFamily::decode_length_delimited(&bytes[..]).unwrap();

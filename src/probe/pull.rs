@@ -21,9 +21,8 @@ use crate::probe::ledger::BlobLedger;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::client::{BlobSource, RegistryClient};
-use crate::registry::transport::{
-    Transport, TransportOptions, classify_transport, is_incomplete_body, response_deadline,
-};
+use crate::registry::errors::{classify_transport, is_incomplete_body};
+use crate::registry::transport::{Transport, TransportOptions, response_deadline};
 use crate::result::{LayerCheck, ProbeResult};
 use crate::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
 use crate::verify::{self, CheckMode, LayerLimits, LayerSpec};

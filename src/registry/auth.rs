@@ -1,130 +1,39 @@
 //! Registry authentication the way container runtimes do it: every request
-//! goes out anonymously first; a `401` with a `WWW-Authenticate` challenge is
-//! answered once — HTTP Basic with the configured credentials, or the Bearer
-//! token flow (`GET realm?service=…&scope=…`, with Basic credentials or
-//! anonymously; `POST` with an identity token) — and the request is retried
-//! once. After the first challenge, requests to the same frontend carry the
-//! credentials or a cached token up front, so one token serves every layer.
+//! goes out anonymously first; a `401` with a `WWW-Authenticate` challenge
+//! ([`crate::registry::challenge`]) is answered once — HTTP Basic with the
+//! configured credentials, or a Bearer token ([`crate::registry::token`]) —
+//! and the request is retried once. After the first challenge, requests to the
+//! same frontend carry the credentials or a cached token up front, so one token
+//! serves every layer.
 //!
-//! Tokens are cached per (realm, service, scope, account) until `expires_in`
-//! (default 60 s); a token that a request is refused with (`401`: expired,
-//! or stale on arrival) is fetched anew once for that request. Credentials come from probes.yaml (`username` + `password_file` or
-//! `password_env`) or a Docker config ([`super::docker_config`]) and are read
-//! only when a challenge asks for them.
+//! Tokens are cached per (realm, service, scope, account) until they expire; a
+//! token that a request is refused with (`401`: expired, or stale on arrival)
+//! is fetched anew once for that request. Credentials come from probes.yaml
+//! (`username` + `password_file` or `password_env`,
+//! [`crate::registry::credentials`]) or a Docker config
+//! ([`crate::registry::docker_config`]) and are read only when a challenge
+//! asks for them.
 //!
-//! Secrets never leave this module in text: [`Credentials`] and cached tokens
-//! print as `[redacted]`, header values are marked sensitive, and a failure
-//! names the realm, service, scope, user and HTTP status — never a password
-//! or a token.
+//! Secrets never leave in text: credentials and cached tokens print as
+//! `[redacted]`, header values are marked sensitive, and a failure names the
+//! realm, service, scope, user and HTTP status — never a password or a token.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use bytes::BytesMut;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
-use reqwest::{Client, Response, StatusCode};
-use serde::Deserialize;
-use url::Url;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Client, StatusCode};
 
-use crate::config::{Auth, PasswordSource};
+use crate::config::Auth;
 use crate::reason::{ProbeError, Reason};
 use crate::redact::redact_url;
+use crate::registry::challenge::{Method, challenges};
+use crate::registry::credentials::{Credentials, Secret, read_password};
+use crate::registry::docker_config;
 use crate::registry::errors::parse_error_body;
-use crate::registry::transport::classify_transport;
-
-/// Token lifetime when the token endpoint names none (the Docker token spec's default).
-pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
-/// Challenges and parameters read from one response; the rest is ignored.
-const MAX_CHALLENGES: usize = 16;
-const MAX_PARAMS: usize = 32;
-const MAX_CHALLENGE_TEXT: usize = 16 * 1024;
-
-/// A user name and its secret. Prints without the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    username: String,
-    secret: Secret,
-}
-
-/// A password, or an identity (OAuth2 refresh) token from `docker login`.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    Password(String),
-    IdentityToken(String),
-}
-
-impl Credentials {
-    pub fn new(username: impl Into<String>, secret: Secret) -> Self {
-        Credentials { username: username.into(), secret }
-    }
-
-    pub fn username(&self) -> &str {
-        &self.username
-    }
-
-    pub fn secret(&self) -> &Secret {
-        &self.secret
-    }
-
-    /// `Authorization: Basic …`, marked sensitive; `None` for an identity token.
-    fn basic_header(&self) -> Option<HeaderValue> {
-        let Secret::Password(password) = &self.secret else { return None };
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", self.username));
-        let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
-        value.set_sensitive(true);
-        Some(value)
-    }
-
-    fn describe(&self) -> String {
-        match (&self.secret, self.username.is_empty()) {
-            (Secret::IdentityToken(_), _) => "the identity token of the Docker config".to_string(),
-            (_, true) => "an empty user name".to_string(),
-            (_, false) => format!("the credentials of user {:?}", self.username),
-        }
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.secret {
-            Secret::Password(_) => "password",
-            Secret::IdentityToken(_) => "identity token",
-        };
-        write!(f, "Credentials {{ username: {:?}, {kind}: [redacted] }}", self.username)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// What a token is asked for: `repository:<name>:pull`, or `pull,push` for a canary push.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Scope(String);
-
-impl Scope {
-    pub fn pull(repository: &str) -> Self {
-        Scope(format!("repository:{repository}:pull"))
-    }
-
-    pub fn push_pull(repository: &str) -> Self {
-        Scope(format!("repository:{repository}:pull,push"))
-    }
-
-    /// Listing the registry's repositories (`GET /v2/_catalog`).
-    pub fn catalog() -> Self {
-        Scope("registry:catalog:*".to_string())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+use crate::registry::scope::Scope;
+use crate::registry::token::{self, CachedToken, TokenKey};
 
 /// What every client of one job shares (all its frontends, platforms and retries):
 /// the credentials, read once, and the tokens.
@@ -132,38 +41,6 @@ impl Scope {
 pub struct TokenCache {
     slots: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<Option<CachedToken>>>>>,
     credentials: tokio::sync::OnceCell<Option<Credentials>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct TokenKey {
-    realm: String,
-    service: String,
-    /// Sorted, space-separated.
-    scope: String,
-    /// The user name the token was asked for with ("" when anonymous); never the secret.
-    account: String,
-}
-
-#[derive(Clone)]
-struct CachedToken {
-    header: HeaderValue,
-    expires: Instant,
-}
-
-impl fmt::Debug for CachedToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "CachedToken {{ [redacted], expires in {:?} }}",
-            self.expires.saturating_duration_since(Instant::now())
-        )
-    }
-}
-
-impl CachedToken {
-    fn fresh(&self) -> bool {
-        Instant::now() < self.expires
-    }
 }
 
 impl TokenCache {
@@ -210,186 +87,6 @@ impl Default for AuthOptions {
     fn default() -> Self {
         AuthOptions::new(None, String::new(), 4 << 20)
     }
-}
-
-/// One challenge of a `WWW-Authenticate` header: scheme (lowercase) and parameters (names lowercase).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
-    pub scheme: String,
-    pub params: Vec<(String, String)>,
-}
-
-impl Challenge {
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Every challenge of every `WWW-Authenticate` header. Values that are not
-/// UTF-8 or not challenges are skipped, never an error.
-pub fn challenges(headers: &HeaderMap) -> Vec<Challenge> {
-    let mut found = Vec::new();
-    for value in headers.get_all(WWW_AUTHENTICATE) {
-        if let Ok(text) = value.to_str() {
-            found.extend(parse_challenges(text));
-        }
-        if found.len() >= MAX_CHALLENGES {
-            found.truncate(MAX_CHALLENGES);
-            break;
-        }
-    }
-    found
-}
-
-/// Parse one header value: `Basic realm="x", Bearer realm="https://a/t",service="s",scope="repository:r:pull,push"`.
-/// Quoted values may hold commas and escaped quotes; several challenges may share the value.
-pub fn parse_challenges(text: &str) -> Vec<Challenge> {
-    let chars: Vec<char> = text.chars().take(MAX_CHALLENGE_TEXT).collect();
-    let mut at = 0;
-    let mut out: Vec<Challenge> = Vec::new();
-    let skip = |at: &mut usize, set: &dyn Fn(char) -> bool| {
-        while *at < chars.len() && set(chars[*at]) {
-            *at += 1;
-        }
-    };
-    let is_token = |c: char| !c.is_whitespace() && !matches!(c, ',' | '=' | '"');
-    while at < chars.len() && out.len() < MAX_CHALLENGES {
-        skip(&mut at, &|c| c.is_whitespace() || c == ',');
-        let start = at;
-        skip(&mut at, &is_token);
-        if at == start {
-            at += 1; // a stray '=' or '"': step over it
-            continue;
-        }
-        let scheme: String = chars[start..at].iter().collect::<String>().to_ascii_lowercase();
-        let mut challenge = Challenge { scheme, params: Vec::new() };
-        loop {
-            skip(&mut at, &|c| c.is_whitespace());
-            let name_start = at;
-            skip(&mut at, &is_token);
-            let name_end = at;
-            skip(&mut at, &|c| c.is_whitespace());
-            if name_end == name_start || at >= chars.len() || chars[at] != '=' {
-                // Not `name=`: the next challenge's scheme (or the end).
-                at = name_start;
-                break;
-            }
-            at += 1; // '='
-            skip(&mut at, &|c| c.is_whitespace());
-            let value = if at < chars.len() && chars[at] == '"' {
-                at += 1;
-                let mut value = String::new();
-                while at < chars.len() && chars[at] != '"' {
-                    if chars[at] == '\\' && at + 1 < chars.len() {
-                        at += 1;
-                    }
-                    value.push(chars[at]);
-                    at += 1;
-                }
-                at += 1; // closing quote
-                value
-            } else {
-                let value_start = at;
-                // token68 values may end in '='.
-                skip(&mut at, &|c| !c.is_whitespace() && c != ',');
-                chars[value_start..at].iter().collect()
-            };
-            if challenge.params.len() < MAX_PARAMS {
-                let name: String = chars[name_start..name_end].iter().collect::<String>().to_ascii_lowercase();
-                challenge.params.push((name, value));
-            }
-            skip(&mut at, &|c| c.is_whitespace());
-            if at < chars.len() && chars[at] == ',' {
-                at += 1;
-                continue;
-            }
-            break;
-        }
-        out.push(challenge);
-    }
-    out
-}
-
-/// How a frontend wants to be authenticated, learnt from its first challenge.
-#[derive(Debug, Clone)]
-enum Method {
-    Basic { realm: String },
-    Bearer { realm: Url, service: String, scope: Vec<String> },
-}
-
-impl Method {
-    /// Bearer before Basic (as containerd); challenges of other schemes are skipped.
-    fn from_challenges(challenges: &[Challenge]) -> Option<Method> {
-        let bearer = challenges.iter().filter(|c| c.scheme == "bearer").find_map(|c| {
-            let realm = Url::parse(c.param("realm")?).ok().filter(|u| matches!(u.scheme(), "http" | "https"))?;
-            let service = c.param("service").unwrap_or_default().to_string();
-            let scope =
-                c.param("scope").map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
-            Some(Method::Bearer { realm, service, scope })
-        });
-        bearer.or_else(|| {
-            challenges
-                .iter()
-                .find(|c| c.scheme == "basic")
-                .map(|c| Method::Basic { realm: c.param("realm").unwrap_or_default().to_string() })
-        })
-    }
-
-    fn describe(&self, scope: &Scope) -> String {
-        match self {
-            // Not the word "Basic" alone: redaction hides the word after it.
-            Method::Basic { realm } => format!("basic-auth realm {realm:?}"),
-            Method::Bearer { realm, service, .. } => format!(
-                "token realm {} (service {service:?}, scope {:?})",
-                redact_url(realm),
-                self.scopes(scope).join(" ")
-            ),
-        }
-    }
-
-    /// The scopes a token is asked for: the challenge's and the caller's, one per
-    /// resource with the union of their actions (`…:push,pull` and `…:pull` ask
-    /// once, for `…:pull,push`), sorted.
-    fn scopes(&self, scope: &Scope) -> Vec<String> {
-        let challenged = match self {
-            Method::Bearer { scope: challenged, .. } => challenged.as_slice(),
-            Method::Basic { .. } => &[],
-        };
-        merge_scopes(challenged.iter().map(String::as_str).chain([scope.as_str()]))
-    }
-}
-
-/// Scopes (`type:name:actions`) with the actions of one resource merged; a
-/// scope that is not of that form is kept as it is.
-fn merge_scopes<'a>(scopes: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut resources: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = Default::default();
-    let mut other = std::collections::BTreeSet::new();
-    for scope in scopes {
-        match scope.rsplit_once(':') {
-            Some((resource, actions)) if resource.contains(':') => {
-                resources.entry(resource).or_default().extend(actions.split(',').filter(|a| !a.is_empty()));
-            }
-            _ => {
-                other.insert(scope.to_string());
-            }
-        }
-    }
-    let merged = resources
-        .into_iter()
-        .map(|(resource, actions)| format!("{resource}:{}", actions.into_iter().collect::<Vec<_>>().join(",")));
-    let mut all: Vec<String> = merged.chain(other).collect();
-    all.sort();
-    all
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
-    access_token: Option<String>,
-    #[serde(default)]
-    expires_in: Option<u64>,
 }
 
 /// The authentication state of one client (one frontend): credentials once
@@ -500,23 +197,24 @@ impl Authenticator {
                     realm: realm.to_string(),
                     service: service.clone(),
                     scope: method.scopes(scope).join(" "),
-                    account: credentials.map(|c| c.username.clone()).unwrap_or_default(),
+                    account: credentials.map(|c| c.username().to_string()).unwrap_or_default(),
                 };
                 let slot = self.options.tokens.slot(&key);
                 // One fetch at a time per key: layers refused together share the new token.
                 let mut cached = slot.lock().await;
                 if let Some(token) = cached.as_ref()
                     && token.fresh()
-                    && used != Some(&token.header)
+                    && used != Some(token.header())
                 {
                     tracing::debug!(realm = %redact_url(realm), service, scope = key.scope, "reusing a cached registry token");
-                    return Ok(token.header.clone());
+                    return Ok(token.header().clone());
                 }
                 let started = Instant::now();
-                let fetched = self.fetch_token(http, method, scope, credentials, deadline).await;
+                let fetched =
+                    token::fetch(http, method, scope, credentials, deadline, self.options.max_body_bytes).await;
                 *self.spent.lock().unwrap_or_else(|p| p.into_inner()) += started.elapsed();
                 let token = fetched?;
-                let header = token.header.clone();
+                let header = token.header().clone();
                 *cached = Some(token);
                 Ok(header)
             }
@@ -529,7 +227,7 @@ impl Authenticator {
             Some(Auth::DockerConfig(path)) => format!(
                 "the Docker config ({}) has none for {}",
                 path.clone()
-                    .or_else(super::docker_config::default_path)
+                    .or_else(docker_config::default_path)
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| "no path".into()),
                 self.options.registry_host
@@ -537,132 +235,6 @@ impl Authenticator {
             Some(Auth::Basic { .. }) => "none are configured".to_string(),
         }
     }
-
-    async fn fetch_token(
-        &self,
-        http: &Client,
-        method: &Method,
-        scope: &Scope,
-        credentials: Option<&Credentials>,
-        deadline: Duration,
-    ) -> Result<CachedToken, ProbeError> {
-        let Method::Bearer { realm, service, .. } = method else {
-            return Err(ProbeError::new(Reason::AuthFailed, "no token realm"));
-        };
-        let scopes = method.scopes(scope);
-        let shown = method.describe(scope);
-        let what = format!("token endpoint {}", redact_url(realm));
-        if credentials.is_some() && realm.scheme() == "http" && !is_loopback(realm) {
-            return Err(ProbeError::new(
-                Reason::AuthFailed,
-                format!("{shown}: refusing to send credentials to a token endpoint over plain HTTP"),
-            ));
-        }
-        let request = match credentials.map(|c| (c, &c.secret)) {
-            Some((_, Secret::IdentityToken(token))) => {
-                let mut form = url::form_urlencoded::Serializer::new(String::new());
-                form.append_pair("grant_type", "refresh_token")
-                    .append_pair("refresh_token", token)
-                    .append_pair("service", service)
-                    .append_pair("client_id", "pullprobe")
-                    .append_pair("access_type", "offline");
-                for s in &scopes {
-                    form.append_pair("scope", s);
-                }
-                http.post(realm.clone()).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(form.finish())
-            }
-            other => {
-                let mut url = realm.clone();
-                {
-                    let mut query = url.query_pairs_mut();
-                    if !service.is_empty() {
-                        query.append_pair("service", service);
-                    }
-                    for s in &scopes {
-                        query.append_pair("scope", s);
-                    }
-                    if let Some((creds, _)) = other.filter(|(c, _)| !c.username.is_empty()) {
-                        query.append_pair("account", &creds.username);
-                    }
-                }
-                let mut request = http.get(url);
-                if let Some(header) = other.and_then(|(c, _)| c.basic_header()) {
-                    request = request.header(AUTHORIZATION, header);
-                }
-                request
-            }
-        };
-        tracing::debug!(realm = %redact_url(realm), service, scope = scopes.join(" "), user = credentials.map(|c| c.username.as_str()).unwrap_or(""), "requesting a registry token");
-        let response = match tokio::time::timeout(deadline, request.send()).await {
-            Ok(sent) => sent.map_err(|e| classify_transport(&e, &what))?,
-            Err(_) => {
-                return Err(ProbeError::new(
-                    Reason::Timeout,
-                    format!("{what}: no response headers within {deadline:?} ({shown})"),
-                ));
-            }
-        };
-        let status = response.status();
-        let retry_after = crate::registry::errors::retry_after(response.headers());
-        let body = read_body(response, self.options.max_body_bytes, &what).await?;
-        if !status.is_success() {
-            let who = credentials.map(Credentials::describe).unwrap_or_else(|| "no credentials (anonymous)".into());
-            let reason = match status.as_u16() {
-                401 | 403 => Reason::AuthFailed,
-                429 => Reason::RateLimited,
-                _ => Reason::HttpStatus,
-            };
-            let mut err = ProbeError::new(reason, format!("{shown} answered HTTP status {} to {who}", status.as_u16()))
-                .with_status(status.as_u16());
-            err.retry_after = retry_after;
-            return Err(err);
-        }
-        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
-            ProbeError::new(Reason::AuthFailed, format!("{shown} answered HTTP 200 with a body that is not a token"))
-        })?;
-        let token = parsed.token.filter(|t| !t.is_empty()).or(parsed.access_token.filter(|t| !t.is_empty()));
-        let Some(token) = token else {
-            return Err(ProbeError::new(
-                Reason::AuthFailed,
-                format!("{shown} answered HTTP 200 without `token` or `access_token`"),
-            ));
-        };
-        let mut header = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            ProbeError::new(Reason::AuthFailed, format!("{shown} sent a token that is not a valid header value"))
-        })?;
-        header.set_sensitive(true);
-        let lifetime = parsed.expires_in.map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        // Renew a little early, so a token does not expire between the check and the request.
-        let margin = (lifetime / 10).min(Duration::from_secs(10));
-        tracing::debug!(realm = %redact_url(realm), service, lifetime_seconds = lifetime.as_secs(), "registry token received");
-        Ok(CachedToken { header, expires: Instant::now() + lifetime - margin })
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-/// A token body, at most `max_bytes`.
-async fn read_body(mut response: Response, max_bytes: u64, what: &str) -> Result<BytesMut, ProbeError> {
-    let too_large =
-        || ProbeError::new(Reason::TooLarge, format!("{what}: body is over the limit of {max_bytes} bytes"));
-    if response.content_length().is_some_and(|len| len > max_bytes) {
-        return Err(too_large());
-    }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| classify_transport(&e, what))? {
-        if body.len() as u64 + chunk.len() as u64 > max_bytes {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 async fn resolve_credentials(options: &AuthOptions) -> Result<Option<Credentials>, ProbeError> {
@@ -673,7 +245,7 @@ async fn resolve_credentials(options: &AuthOptions) -> Result<Option<Credentials
             Ok(Some(Credentials::new(username.clone(), Secret::Password(password))))
         }
         Some(Auth::DockerConfig(path)) => {
-            super::docker_config::lookup(path.as_deref(), &options.registry_host).await.map_err(|e| {
+            docker_config::lookup(path.as_deref(), &options.registry_host).await.map_err(|e| {
                 let host = &options.registry_host;
                 e.context(format_args!("credentials for {host}"))
             })
@@ -681,29 +253,9 @@ async fn resolve_credentials(options: &AuthOptions) -> Result<Option<Credentials
     }
 }
 
-/// A password from its file (one trailing newline dropped) or environment variable.
-fn read_password(source: &PasswordSource) -> Result<String, ProbeError> {
-    match source {
-        PasswordSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ProbeError::new(Reason::AuthFailed, format!("auth password_file {}: {e}", path.display()))
-            })?;
-            let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
-            Ok(text.to_string())
-        }
-        PasswordSource::Env(name) => std::env::var(name).map_err(|_| {
-            ProbeError::new(Reason::AuthFailed, format!("auth password_env {name}: the variable is not set"))
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn params(c: &Challenge) -> Vec<(&str, &str)> {
-        c.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-    }
 
     #[tokio::test]
     async fn in_memory_credentials_are_used_as_given_and_never_shown() {
@@ -714,100 +266,5 @@ mod tests {
         assert_eq!(authenticator.credentials().await.unwrap(), Some(&credentials));
         let anonymous = Authenticator::new(AuthOptions::with_credentials(None, "r.example.org", 1 << 20));
         assert_eq!(anonymous.credentials().await.unwrap(), None);
-    }
-
-    #[test]
-    fn docker_hub_challenge() {
-        let c = parse_challenges(
-            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
-        );
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].scheme, "bearer");
-        assert_eq!(
-            params(&c[0]),
-            [
-                ("realm", "https://auth.docker.io/token"),
-                ("service", "registry.docker.io"),
-                ("scope", "repository:library/alpine:pull")
-            ]
-        );
-    }
-
-    #[test]
-    fn quoted_commas_spaces_escapes_and_several_challenges() {
-        let c = parse_challenges(
-            "Basic realm=\"Registry, \\\"Realm\\\"\" , Bearer  realm = \"https://a.example.org/t?x=1,2\", \
-             service=reg, scope=\"repository:a:pull,push repository:b:pull\", error=\"insufficient_scope\",Negotiate abc==",
-        );
-        assert_eq!(c.len(), 3, "{c:?}");
-        assert_eq!(params(&c[0]), [("realm", "Registry, \"Realm\"")]);
-        assert_eq!(c[1].param("realm"), Some("https://a.example.org/t?x=1,2"));
-        assert_eq!(c[1].param("service"), Some("reg"));
-        assert_eq!(c[1].param("scope"), Some("repository:a:pull,push repository:b:pull"));
-        assert_eq!(c[1].param("error"), Some("insufficient_scope"));
-        assert_eq!(c[2].scheme, "negotiate");
-        let method = Method::from_challenges(&c).unwrap();
-        let Method::Bearer { scope, .. } = &method else { panic!("bearer is preferred: {method:?}") };
-        assert_eq!(scope, &["repository:a:pull,push", "repository:b:pull"]);
-        // Our `pull` of `a` joins the challenge's `pull,push` of `a`: one scope per resource.
-        assert_eq!(method.scopes(&Scope::pull("a")), ["repository:a:pull,push", "repository:b:pull"]);
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        for text in [
-            "",
-            ",,,",
-            "=",
-            "\"",
-            "Bearer",
-            "Bearer realm",
-            "Bearer realm=",
-            "Bearer realm=\"unterminated",
-            "a=b=c, ,= \"",
-        ] {
-            let _ = parse_challenges(text);
-        }
-        assert!(Method::from_challenges(&parse_challenges("Bearer service=x")).is_none(), "a realm is required");
-        assert!(Method::from_challenges(&parse_challenges("Bearer realm=\"ftp://x\"")).is_none());
-        let huge = format!("Bearer realm=\"https://x/\",{}", "a=b,".repeat(100_000));
-        let parsed = parse_challenges(&huge);
-        assert!(parsed.len() <= MAX_CHALLENGES && parsed[0].params.len() <= MAX_PARAMS);
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        let creds = Credentials::new("alice", Secret::Password("hunter2".into()));
-        assert!(!format!("{creds:?}").contains("hunter2"));
-        let header = creds.basic_header().unwrap();
-        assert!(header.is_sensitive());
-        assert!(!format!("{header:?}").contains("aHVudGVyMg"), "{header:?}");
-        let token = CachedToken { header, expires: Instant::now() };
-        assert!(!format!("{token:?}").contains("Basic"));
-    }
-
-    #[test]
-    fn scopes() {
-        assert_eq!(Scope::pull("team/app").as_str(), "repository:team/app:pull");
-        assert_eq!(Scope::push_pull("team/app").as_str(), "repository:team/app:pull,push");
-        let merged = merge_scopes(
-            ["repository:team/app:push,pull", "repository:team/app:pull", "repository:team/app:delete", "odd"]
-                .into_iter(),
-        );
-        assert_eq!(merged, ["odd", "repository:team/app:delete,pull,push"]);
-        let two = merge_scopes(["repository:a:pull", "registry:catalog:*", "repository:b:pull"].into_iter());
-        assert_eq!(two, ["registry:catalog:*", "repository:a:pull", "repository:b:pull"]);
-    }
-
-    #[test]
-    fn passwords_from_files_and_the_environment() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("p");
-        std::fs::write(&file, "s3cret\r\n").unwrap();
-        assert_eq!(read_password(&PasswordSource::File(file)).unwrap(), "s3cret");
-        let err = read_password(&PasswordSource::Env("PULLPROBE_TEST_SURELY_UNSET_VAR".into())).unwrap_err();
-        assert_eq!(err.reason, Reason::AuthFailed);
-        let err = read_password(&PasswordSource::File(dir.path().join("absent"))).unwrap_err();
-        assert!(err.message.contains("password_file"), "{}", err.message);
     }
 }

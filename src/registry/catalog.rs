@@ -13,9 +13,9 @@ use url::Url;
 
 use crate::reason::{ProbeError, Reason};
 use crate::redact::redact_url;
-use crate::registry::auth::Scope;
 use crate::registry::errors::{RequestKind, classify_status};
 use crate::registry::push::endpoint;
+use crate::registry::scope::Scope;
 use crate::registry::tags::{next_page, read_capped};
 use crate::registry::transport::Transport;
 

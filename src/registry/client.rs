@@ -14,9 +14,9 @@ use url::Url;
 use crate::digest::Digest;
 use crate::media_types::MANIFEST_ACCEPT;
 use crate::reason::{ProbeError, Reason};
-use crate::registry::auth::Scope;
-use crate::registry::errors::{RequestKind, classify_status};
-use crate::registry::transport::{ConnectTimings, Transport, classify_transport};
+use crate::registry::errors::{RequestKind, classify_status, classify_transport};
+use crate::registry::scope::Scope;
+use crate::registry::transport::{ConnectTimings, Transport};
 
 /// Largest registry error body read to find its error code.
 const MAX_ERROR_BODY: usize = 64 * 1024;

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::reason::{ProbeError, Reason};
 use crate::reference::DOCKER_HUB;
-use crate::registry::auth::{Credentials, Secret};
+use crate::registry::credentials::{Credentials, Secret};
 
 /// How long a credential helper may take.
 pub const HELPER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,6 +1,14 @@
-//! The registry's error body (`{"errors":[{"code":"BLOB_UNKNOWN","message":…}]}`),
-//! the mapping from an HTTP status plus that body to a [`Reason`], and the
-//! `Retry-After` a refusal may carry.
+//! Why a request to a registry failed, as a [`Reason`], decided where the
+//! failure is seen and never from an error's text: an answer the registry gave
+//! (its HTTP status, its error body `{"errors":[{"code":"BLOB_UNKNOWN",…}]}`,
+//! the `Retry-After` a refusal may carry), or a request that got no answer (a
+//! transport error: DNS, connect, TLS, timeout, a truncated body), read from
+//! the types in the error's chain.
+//!
+//! It sends nothing and knows nothing of authentication; the transport and
+//! the registry client call it with what they saw.
+
+use std::error::Error as StdError;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
@@ -9,6 +17,7 @@ use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::reason::{ProbeError, Reason};
+use crate::registry::tls;
 
 /// What we were asking for when the registry said no; a 404 means a different thing for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +110,126 @@ pub fn classify_status(status: u16, body: &[u8], kind: RequestKind, retry_after:
         .with_status(status);
     err.retry_after = retry_after;
     err
+}
+
+/// A failed DNS lookup, as the transport's resolver returns it: a typed error, so
+/// that [`classify_transport`] finds it in the chain and says `dns_error`, not a
+/// generic connect failure.
+#[derive(Debug)]
+pub struct DnsFailure {
+    pub host: String,
+    pub cause: std::io::Error,
+}
+
+impl std::fmt::Display for DnsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot resolve {}: {}", self.host, self.cause)
+    }
+}
+
+impl StdError for DnsFailure {}
+
+/// The error and its causes on one line, e.g. "error sending request: connection refused".
+pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+fn chain_has<T: StdError + 'static>(err: &(dyn StdError + 'static)) -> bool {
+    find_in_chain::<T>(err).is_some()
+}
+
+/// The next cause: an `io::Error` wrapping another error leads to that error
+/// itself (its `source()` would skip it: hyper-rustls wraps a rustls error in
+/// two `io::Error`s).
+fn next_cause<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    if let Some(io) = err.downcast_ref::<std::io::Error>()
+        && let Some(inner) = io.get_ref()
+    {
+        return Some(inner as &(dyn StdError + 'static));
+    }
+    err.source()
+}
+
+fn find_in_chain<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    let mut depth = 0;
+    while let Some(e) = current
+        && depth < 32
+    {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = next_cause(e);
+        depth += 1;
+    }
+    None
+}
+
+fn io_kind_in_chain(err: &(dyn StdError + 'static), kind: std::io::ErrorKind) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    let mut depth = 0;
+    while let Some(e) = current
+        && depth < 32
+    {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == kind) {
+            return true;
+        }
+        current = next_cause(e);
+        depth += 1;
+    }
+    false
+}
+
+/// The reason for a failed request or body read: decided from the error's
+/// types, never from its text. `what` says what was being fetched.
+pub fn classify_transport(err: &reqwest::Error, what: &str) -> ProbeError {
+    let chain = error_chain(err);
+    let tls_failure = find_in_chain::<rustls::Error>(err);
+    let reason = if err.is_timeout() || io_kind_in_chain(err, std::io::ErrorKind::TimedOut) {
+        Reason::Timeout
+    } else if err.is_redirect() {
+        Reason::RedirectLoop
+    } else if chain_has::<DnsFailure>(err) {
+        Reason::DnsError
+    } else if tls_failure.is_some() {
+        Reason::TlsError
+    } else if find_in_chain::<hyper::Error>(err).is_some_and(|h| h.is_parse_too_large()) {
+        // hyper's cap on a response head (size and header count).
+        Reason::TooLarge
+    } else if err.is_connect() {
+        Reason::ConnectError
+    } else if err.is_body() || err.is_decode() {
+        if io_kind_in_chain(err, std::io::ErrorKind::UnexpectedEof)
+            || find_in_chain::<hyper::Error>(err).is_some_and(|h| h.is_incomplete_message())
+        {
+            Reason::BlobTruncated
+        } else {
+            Reason::ConnectError
+        }
+    } else {
+        Reason::ConnectError
+    };
+    let verdict = match tls_failure {
+        Some(tls) => format!("TLS: {}: ", tls::describe(tls)),
+        None if reason == Reason::TooLarge => "response headers over the size or count limit: ".to_string(),
+        None => String::new(),
+    };
+    ProbeError::new(reason, format!("{what}: {verdict}{}", crate::redact::redact_text(&chain)))
+}
+
+/// True for a body that ended before its Content-Length: the bytes are short, not the connection broken.
+pub fn is_incomplete_body(err: &reqwest::Error) -> bool {
+    io_kind_in_chain(err, std::io::ErrorKind::UnexpectedEof)
+        || find_in_chain::<hyper::Error>(err).is_some_and(|h| h.is_incomplete_message())
 }
 
 #[cfg(test)]

@@ -5,10 +5,14 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod challenge;
 pub mod client;
+pub mod credentials;
 pub mod docker_config;
 pub mod errors;
 pub mod push;
+pub mod scope;
 pub mod tags;
 pub mod tls;
+pub mod token;
 pub mod transport;

@@ -33,8 +33,8 @@ use url::Url;
 
 use crate::digest::Digest;
 use crate::reason::{ProbeError, Reason};
-use crate::registry::auth::Scope;
 use crate::registry::errors::{RequestKind, classify_status, retry_after};
+use crate::registry::scope::Scope;
 use crate::registry::transport::Transport;
 
 /// How much of an error body is read (the registry's JSON error is a few hundred bytes).

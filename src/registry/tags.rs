@@ -20,10 +20,10 @@ use url::Url;
 use crate::digest::Digest;
 use crate::media_types::MANIFEST_ACCEPT;
 use crate::reason::{ProbeError, Reason};
-use crate::registry::auth::Scope;
-use crate::registry::errors::{RequestKind, classify_status, retry_after};
+use crate::registry::errors::{RequestKind, classify_status, classify_transport, retry_after};
 use crate::registry::push::endpoint;
-use crate::registry::transport::{Transport, classify_transport};
+use crate::registry::scope::Scope;
+use crate::registry::transport::Transport;
 
 /// Pages of `tags/list` read at most (each up to [`PAGE_SIZE`] tags).
 pub const MAX_TAG_PAGES: usize = 20;

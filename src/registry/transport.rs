@@ -1,6 +1,8 @@
 //! The HTTP client under the registry client: TLS settings, address pinning,
-//! redirect limits, connection timings, and the one place that turns a
-//! transport error into a reason code.
+//! redirect limits, connection timings, and the one way a request is sent:
+//! anonymously first, answering a challenge through [`crate::registry::auth`].
+//! A request that gets no answer becomes a reason code in
+//! [`crate::registry::errors`].
 
 use std::error::Error as StdError;
 use std::net::SocketAddr;
@@ -14,7 +16,9 @@ use reqwest::header::{AUTHORIZATION, HeaderMap};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::reason::{ProbeError, Reason};
-use crate::registry::auth::{AuthOptions, Authenticator, Scope};
+use crate::registry::auth::{AuthOptions, Authenticator};
+use crate::registry::errors::{DnsFailure, classify_transport, error_chain};
+use crate::registry::scope::Scope;
 use crate::registry::tls::{self, TlsObservations, TlsSettings};
 
 /// Longest wait for response headers when no deadline is given (`response_timeout`).
@@ -292,20 +296,6 @@ struct TimedResolver {
     slot: Arc<TimingSlot>,
 }
 
-#[derive(Debug)]
-struct DnsFailure {
-    host: String,
-    cause: std::io::Error,
-}
-
-impl std::fmt::Display for DnsFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot resolve {}: {}", self.host, self.cause)
-    }
-}
-
-impl StdError for DnsFailure {}
-
 impl reqwest::dns::Resolve for TimedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let slot = self.slot.clone();
@@ -377,107 +367,4 @@ where
             result
         })
     }
-}
-
-/// The error and its causes on one line, e.g. "error sending request: connection refused".
-pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
-}
-
-fn chain_has<T: StdError + 'static>(err: &(dyn StdError + 'static)) -> bool {
-    find_in_chain::<T>(err).is_some()
-}
-
-/// The next cause: an `io::Error` wrapping another error leads to that error
-/// itself (its `source()` would skip it: hyper-rustls wraps a rustls error in
-/// two `io::Error`s).
-fn next_cause<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
-    if let Some(io) = err.downcast_ref::<std::io::Error>()
-        && let Some(inner) = io.get_ref()
-    {
-        return Some(inner as &(dyn StdError + 'static));
-    }
-    err.source()
-}
-
-fn find_in_chain<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
-    let mut depth = 0;
-    while let Some(e) = current
-        && depth < 32
-    {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = next_cause(e);
-        depth += 1;
-    }
-    None
-}
-
-fn io_kind_in_chain(err: &(dyn StdError + 'static), kind: std::io::ErrorKind) -> bool {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
-    let mut depth = 0;
-    while let Some(e) = current
-        && depth < 32
-    {
-        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == kind) {
-            return true;
-        }
-        current = next_cause(e);
-        depth += 1;
-    }
-    false
-}
-
-/// The reason for a failed request or body read: decided from the error's
-/// types, never from its text. `what` says what was being fetched.
-pub fn classify_transport(err: &reqwest::Error, what: &str) -> ProbeError {
-    let chain = error_chain(err);
-    let tls_failure = find_in_chain::<rustls::Error>(err);
-    let reason = if err.is_timeout() || io_kind_in_chain(err, std::io::ErrorKind::TimedOut) {
-        Reason::Timeout
-    } else if err.is_redirect() {
-        Reason::RedirectLoop
-    } else if chain_has::<DnsFailure>(err) {
-        Reason::DnsError
-    } else if tls_failure.is_some() {
-        Reason::TlsError
-    } else if find_in_chain::<hyper::Error>(err).is_some_and(|h| h.is_parse_too_large()) {
-        // hyper's cap on a response head (size and header count).
-        Reason::TooLarge
-    } else if err.is_connect() {
-        Reason::ConnectError
-    } else if err.is_body() || err.is_decode() {
-        if io_kind_in_chain(err, std::io::ErrorKind::UnexpectedEof)
-            || find_in_chain::<hyper::Error>(err).is_some_and(|h| h.is_incomplete_message())
-        {
-            Reason::BlobTruncated
-        } else {
-            Reason::ConnectError
-        }
-    } else {
-        Reason::ConnectError
-    };
-    let verdict = match tls_failure {
-        Some(tls) => format!("TLS: {}: ", tls::describe(tls)),
-        None if reason == Reason::TooLarge => "response headers over the size or count limit: ".to_string(),
-        None => String::new(),
-    };
-    ProbeError::new(reason, format!("{what}: {verdict}{}", crate::redact::redact_text(&chain)))
-}
-
-/// True for a body that ended before its Content-Length: the bytes are short, not the connection broken.
-pub fn is_incomplete_body(err: &reqwest::Error) -> bool {
-    io_kind_in_chain(err, std::io::ErrorKind::UnexpectedEof)
-        || find_in_chain::<hyper::Error>(err).is_some_and(|h| h.is_incomplete_message())
 }

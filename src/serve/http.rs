@@ -18,8 +18,9 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::config::{Config, ProbeKind};
+use crate::output::gauge_family::{GaugeFamily, Sample};
 use crate::output::history::{History, advance};
-use crate::output::metrics::{self, GaugeFamily, OPENMETRICS_CONTENT_TYPE, Sample, TEXT_CONTENT_TYPE};
+use crate::output::metrics::{self, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::probe::plan::{self, Overrides, ProbePlan};
 use crate::probe::run::{RoundOptions, run_jobs};
 use crate::reference::ImageReference;

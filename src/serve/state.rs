@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::config::Config;
+use crate::output::gauge_family::{GaugeFamily, Sample};
 use crate::output::history::{self, History, SeriesKey};
-use crate::output::metrics::{self, GaugeFamily, RunCounters, Sample};
+use crate::output::metrics::{self, RunCounters};
 use crate::probe::discover::Found;
 use crate::result::ProbeResult;
 

@@ -17,7 +17,8 @@ use crate::digest::{Digest, DigestHasher};
 use crate::frontend::Frontend;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::client::RegistryClient;
-use crate::registry::transport::{TransportOptions, classify_transport, is_incomplete_body};
+use crate::registry::errors::{classify_transport, is_incomplete_body};
+use crate::registry::transport::TransportOptions;
 use crate::result::LayerCheck;
 
 /// The first pause between polls; it doubles up to [`POLL_MAX`].

@@ -25,7 +25,7 @@ use crate::probe::plan::{self, Overrides};
 use crate::probe::pull::now_rfc3339;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
-use crate::registry::auth::Credentials;
+use crate::registry::credentials::Credentials;
 use crate::registry::transport::Transport;
 use crate::result::ProbeResult;
 

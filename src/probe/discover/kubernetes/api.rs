@@ -20,8 +20,8 @@ use url::Url;
 use crate::config::KubernetesDiscovery;
 use crate::reason::{ProbeError, Reason};
 use crate::redact::redact_text;
+use crate::registry::errors::{classify_transport, error_chain};
 use crate::registry::tls::{self, TlsSettings};
-use crate::registry::transport::{classify_transport, error_chain};
 
 /// Where a Pod finds its service account.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";

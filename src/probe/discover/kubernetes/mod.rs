@@ -34,7 +34,7 @@ use self::objects::{Kind, List, Secret, Spec};
 use crate::config::KubernetesDiscovery;
 use crate::reason::ProbeError;
 use crate::reference::ImageReference;
-use crate::registry::auth::Credentials;
+use crate::registry::credentials::Credentials;
 use crate::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
 
 pub use self::api::SERVICE_ACCOUNT_DIR;
