@@ -81,3 +81,11 @@ impl ProbeResult {
         self.layers.iter().map(|l| l.bytes).sum()
     }
 }
+
+/// Now, as RFC 3339 UTC with millisecond precision: the form of `started_at`.
+pub fn now_rfc3339() -> String {
+    // Millisecond precision: run times derived from it (last success) must order runs a second apart.
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_millisecond(now.millisecond()).unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

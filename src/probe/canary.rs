@@ -30,11 +30,11 @@ use self::read_back::ReadBack;
 use self::upload::{PushPlan, Step};
 use crate::config::CanaryConfig;
 use crate::frontend::Frontend;
-use crate::probe::pull::now_rfc3339;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::transport::{Transport, TransportOptions};
 use crate::result::ProbeResult;
+use crate::result::now_rfc3339;
 
 /// The `kind` of canary results.
 pub const KIND: &str = "canary";

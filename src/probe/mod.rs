@@ -2,6 +2,7 @@
 //! a set of them. Each probe returns plain [`crate::result::ProbeResult`] values;
 //! outputs are computed from those and never re-probe.
 
+pub mod blob;
 pub mod budget;
 pub mod canary;
 pub mod consistency;

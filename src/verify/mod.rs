@@ -91,6 +91,21 @@ pub struct LayerSpec {
     pub limits: LayerLimits,
 }
 
+impl LayerSpec {
+    /// A blob that is not unpacked (an image config, a read-back blob): sha256 and size
+    /// against its descriptor, nothing else.
+    pub fn digest_only(digest: Digest, size: u64) -> LayerSpec {
+        LayerSpec {
+            digest,
+            size,
+            compression: None,
+            diff_id: None,
+            mode: CheckMode::DigestOnly,
+            limits: LayerLimits::UNLIMITED,
+        }
+    }
+}
+
 /// What verifying one blob found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerReport {

@@ -481,6 +481,25 @@ fn digest_only_skips_decompression() {
 }
 
 #[test]
+fn a_digest_only_spec_decides_size_truncation_and_digest() {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let spec = LayerSpec::digest_only(Digest::of(config), config.len() as u64);
+    let report = verify_layer(&config[..], &spec, None);
+    assert_verified(&report);
+    assert_eq!((report.check, report.bytes), (CheckMode::DigestOnly, config.len() as u64));
+
+    assert_reason(&verify_layer(&config[..5], &spec, None), Reason::BlobTruncated);
+    let longer = [&config[..], b"\n"].concat();
+    assert_reason(&verify_layer(&longer[..], &spec, None), Reason::BlobSizeMismatch);
+    let mut flipped = config.to_vec();
+    flipped[2] ^= 1;
+    let report = verify_layer(&flipped[..], &spec, None);
+    assert_reason(&report, Reason::BlobDigestMismatch);
+    let message = report.error.map(|e| e.message).unwrap_or_default();
+    assert!(message.contains(&Digest::of(&flipped).to_string()), "names what was served: {message}");
+}
+
+#[test]
 fn check_mode_serialises_in_snake_case() {
     let json = serde_json::to_string(&[CheckMode::Full, CheckMode::DigestOnly]).unwrap();
     assert_eq!(json, r#"["full","digest_only"]"#);

@@ -10,16 +10,15 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
-
 use super::image::{CanaryBlob, CanaryImage};
-use crate::digest::{Digest, DigestHasher};
+use crate::digest::Digest;
 use crate::frontend::Frontend;
+use crate::probe::blob;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::client::RegistryClient;
-use crate::registry::errors::{classify_transport, is_incomplete_body};
 use crate::registry::transport::TransportOptions;
 use crate::result::LayerCheck;
+use crate::verify::{self, CheckMode, ChunkReader, LayerSpec};
 
 /// The first pause between polls; it doubles up to [`POLL_MAX`].
 const POLL_FIRST: Duration = Duration::from_millis(100);
@@ -185,7 +184,7 @@ fn missing_at_deadline(reader: &Reader<'_>, pieces: &[(Piece<'_>, State)], waite
 
 /// A blob the frontend did not serve (its last answer), or did not get asked for
 /// because the read-back stopped at an earlier verdict.
-fn unserved_check(blob: &CanaryBlob, last: Option<&ProbeError>) -> LayerCheck {
+fn unserved_check(piece: &CanaryBlob, last: Option<&ProbeError>) -> LayerCheck {
     let (reason, error) = match last {
         Some(err) if err.reason == Reason::BlobUnknown => {
             (Some(Reason::NotReplicated), format!("not served (last answer: {})", err.message))
@@ -194,18 +193,10 @@ fn unserved_check(blob: &CanaryBlob, last: Option<&ProbeError>) -> LayerCheck {
         None => (None, "not read: the read-back stopped at an earlier failure".to_string()),
     };
     LayerCheck {
-        digest: blob.digest.to_string(),
-        media_type: blob.media_type.to_string(),
-        size: blob.size(),
         ok: false,
         reason,
-        check: None,
-        bytes: 0,
-        uncompressed_bytes: None,
-        duration_seconds: 0.0,
-        cache_status: None,
-        served_by: None,
         error: Some(crate::redact::redact_text(&error)),
+        ..blob::unread(&piece.digest, piece.media_type, piece.size())
     }
 }
 
@@ -245,86 +236,29 @@ impl Reader<'_> {
                 format!("the bytes served hash to {got} ({} bytes)", response.body.len()),
             ));
         }
+        let entry = blob::unread(&got, self.image.manifest.media_type, self.image.manifest.size());
         Ok(LayerCheck {
-            digest: got.to_string(),
-            media_type: self.image.manifest.media_type.to_string(),
-            size: self.image.manifest.size(),
-            ok: true,
-            reason: None,
-            check: Some("digest_only".into()),
+            check: Some(CheckMode::DigestOnly.as_str().to_string()),
             bytes: response.body.len() as u64,
-            uncompressed_bytes: None,
             duration_seconds: started.elapsed().as_secs_f64(),
-            cache_status: None,
-            served_by: None,
-            error: None,
+            ..entry
         })
     }
 
-    /// A blob by digest, streamed: sha256 and byte count, never more bytes read than pushed.
-    async fn blob(&self, blob: &CanaryBlob) -> Result<LayerCheck, ProbeError> {
+    /// A blob by digest, streamed into the verifier's digest-only check: sha256 and byte
+    /// count against what was pushed, never more bytes read than pushed.
+    async fn blob(&self, pushed: &CanaryBlob) -> Result<LayerCheck, ProbeError> {
         let started = Instant::now();
-        let response = self.client.blob(self.repository, &blob.digest).await?;
+        let response = self.client.blob(self.repository, &pushed.digest).await?;
         let mut source = response.source;
-        // Bytes from the pinned frontend itself came from its address, not from whatever the name resolves to.
-        if let (Some(addr), Some(by)) = (self.frontend.pin, &source.served_by)
-            && *by == host_port(self.client.base())
-        {
-            source.served_by = Some(addr.to_string());
+        blob::attribute_to_pin(&mut source, self.frontend.pin, self.client.base());
+        let spec = LayerSpec::digest_only(pushed.digest, pushed.size());
+        let verifier = move |reader: ChunkReader| verify::verify_layer(reader, &spec, None);
+        let report = blob::verify_body(response.response, |_| {}, verifier).await?;
+        if let Some(err) = report.error {
+            return Err(blob::with_cache(err, &source));
         }
-        let mut hasher = DigestHasher::new();
-        let mut stream = response.response.bytes_stream();
-        let mut cut_short = false;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    hasher.update(&chunk);
-                    if hasher.bytes() > blob.size() {
-                        break;
-                    }
-                }
-                Err(e) if is_incomplete_body(&e) => {
-                    cut_short = true;
-                    break;
-                }
-                Err(e) => return Err(classify_transport(&e, "reading the body")),
-            }
-        }
-        let bytes = hasher.bytes();
-        let verdict = if bytes > blob.size() {
-            Some((Reason::BlobSizeMismatch, format!("more than the {} bytes pushed", blob.size())))
-        } else if bytes < blob.size() || cut_short {
-            Some((Reason::BlobTruncated, format!("{bytes} bytes of {} pushed", blob.size())))
-        } else {
-            let got = hasher.finish();
-            (got != blob.digest).then(|| (Reason::BlobDigestMismatch, format!("the bytes served hash to {got}")))
-        };
-        if let Some((reason, detail)) = verdict {
-            let cache = source.cache_status.as_deref().map(|c| format!(", cache {c}")).unwrap_or_default();
-            return Err(ProbeError::new(reason, format!("{detail}{cache}")));
-        }
-        Ok(LayerCheck {
-            digest: blob.digest.to_string(),
-            media_type: blob.media_type.to_string(),
-            size: blob.size(),
-            ok: true,
-            reason: None,
-            check: Some("digest_only".into()),
-            bytes,
-            uncompressed_bytes: None,
-            duration_seconds: started.elapsed().as_secs_f64(),
-            cache_status: source.cache_status,
-            served_by: source.served_by,
-            error: None,
-        })
-    }
-}
-
-/// `host[:port]` of a URL, as `served_by` writes it.
-fn host_port(url: &url::Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(host), Some(port)) => format!("{host}:{port}"),
-        (Some(host), None) => host.to_string(),
-        (None, _) => String::new(),
+        let entry = blob::unread(&pushed.digest, pushed.media_type, pushed.size());
+        Ok(blob::judged(entry, &report, &source, started.elapsed(), None))
     }
 }

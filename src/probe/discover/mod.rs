@@ -22,12 +22,12 @@ use url::Url;
 
 use crate::config::{CatalogDiscovery, Config, KubernetesDiscovery, ProbeConfig, RegistryConfig, TagRule};
 use crate::probe::plan::{self, Overrides};
-use crate::probe::pull::now_rfc3339;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::credentials::Credentials;
 use crate::registry::transport::Transport;
 use crate::result::ProbeResult;
+use crate::result::now_rfc3339;
 
 /// One image a rule selected for this run.
 #[derive(Debug, Clone)]
