@@ -63,13 +63,7 @@ pub struct CanaryJob {
     pub max_manifest_bytes: u64,
 }
 
-/// Run several canary probes side by side; results in job order, then frontend order.
-pub async fn run_all(jobs: Vec<CanaryJob>) -> Vec<ProbeResult> {
-    let runs = jobs.iter().map(run);
-    futures_util::future::join_all(runs).await.into_iter().flatten().collect()
-}
-
-/// One run of one canary probe: one result per frontend.
+/// The canary's entry point, one run of one canary probe: one result per frontend.
 pub async fn run(job: &CanaryJob) -> Vec<ProbeResult> {
     let run = Run { job, started_at: now_rfc3339(), started: Instant::now() };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();

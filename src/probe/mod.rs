@@ -1,10 +1,14 @@
 //! Probes: what one check of one image through one frontend does, and running
-//! a set of them. Each probe returns plain [`crate::result::ProbeResult`] values;
-//! outputs are computed from those and never re-probe.
+//! a set of them. One path for every mode: [`plan`] turns a config or a
+//! command line into jobs, [`run`] turns jobs into plain
+//! [`crate::result::ProbeResult`] values; outputs are computed from those and
+//! never re-probe. Each kind has its room: [`pull`], [`canary`], [`discover`];
+//! [`connection`] is how any of them reaches a registry.
 
 pub mod blob;
 pub mod budget;
 pub mod canary;
+pub mod connection;
 pub mod consistency;
 pub mod discover;
 pub mod expect;

@@ -1,13 +1,22 @@
-//! One round: every (target, frontend) pair pulled, frontends of one image in
-//! parallel, bounded by `concurrency`, results in a stable order; then the
-//! round-wide verdicts — frontends that disagree on a tag, and content
-//! failures found through one frontend carried to the others that served the
-//! same digest (checked there by digest only).
+//! One run of a plan: its jobs to results, the same for `now`, `check`, a
+//! scheduled run in `serve` and `/probe`. Every kind of job has one entry
+//! point of one shape — the job and the round in, its results out — as
+//! blackbox_exporter's probers do: an image pulled through each of its
+//! frontends in parallel, a canary pushed and read back, a probe whose
+//! discovery failed while planning (its result is already known).
+//!
+//! All jobs share one limit on concurrent work. After the pulls, the
+//! round-wide verdicts: frontends that disagree on a tag, and content failures
+//! found through one frontend carried to the others that served the same
+//! digest (checked there by digest only).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
+use crate::config::Config;
 use crate::digest::Digest;
 use crate::frontend::Frontend;
 use crate::probe::budget::RoundBudget;
@@ -19,68 +28,186 @@ use crate::reason::{Phase, ProbeError};
 use crate::registry::transport::TransportOptions;
 use crate::result::ProbeResult;
 
-/// One image to pull through each of its frontends.
+/// One unit of a run, planned and ready to probe.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// An image, through each of its frontends.
+    Pull(PullJob),
+    /// A write-path canary: push, then read back through each frontend.
+    Canary(CanaryJob),
+    /// A probe whose discovery failed while planning: its `discovery_failed` result.
+    DiscoveryFailed(ProbeResult),
+}
+
+impl Job {
+    /// The `probe` label of the job's results.
+    pub fn probe_name(&self) -> &str {
+        match self {
+            Job::Pull(job) => &job.target.probe,
+            Job::Canary(job) => &job.probe,
+            Job::DiscoveryFailed(result) => &result.probe,
+        }
+    }
+
+    fn rank(&self) -> Rank {
+        match self {
+            Job::DiscoveryFailed(_) => Rank::DiscoveryFailed,
+            Job::Pull(_) => Rank::Pull,
+            Job::Canary(_) => Rank::Canary,
+        }
+    }
+
+    /// The job's entry point: each kind's has the same shape.
+    async fn probe(self, round: &Round) -> Vec<ProbeResult> {
+        match self {
+            Job::Pull(job) => probe_pull(job, round).await,
+            Job::Canary(job) => probe_canary(job, round).await,
+            Job::DiscoveryFailed(result) => discovery_failed(result, round).await,
+        }
+    }
+}
+
+/// Where a job's results stand in a run's results: what failed while
+/// planning, then the pulls, then the canaries (each kind in plan order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    DiscoveryFailed,
+    Pull,
+    Canary,
+}
+
+/// One image to pull through each of its frontends, and what planning learned
+/// about it that the pull does not (discovery's `used_by` and warnings).
 #[derive(Debug, Clone)]
 pub struct PullJob {
     pub target: PullTarget,
     pub frontends: Vec<Frontend>,
     pub transport: TransportOptions,
+    /// The workloads that use the image (`kubernetes:`): on each of its results.
+    pub used_by: Vec<String>,
+    /// Worth knowing, not failures: on the first of its results.
+    pub warnings: Vec<String>,
+}
+
+impl PullJob {
+    /// Put what planning learned on the job's results.
+    fn stamp(&self, results: &mut [ProbeResult]) {
+        if !self.used_by.is_empty() {
+            for result in results.iter_mut() {
+                result.used_by = self.used_by.clone();
+            }
+        }
+        if let Some(first) = results.first_mut() {
+            first.warnings.extend(self.warnings.iter().cloned());
+        }
+    }
 }
 
 /// How one round runs.
 #[derive(Debug, Clone, Default)]
 pub struct RoundOptions {
-    /// Pulls (image × frontend) at once.
+    /// Pulls (image × frontend) and canaries at once.
     pub concurrency: usize,
     /// `limits.max_round_bytes`; `None` for no round budget.
     pub max_round_bytes: Option<u64>,
     /// The round number, which picks the rotation group when the budget is short.
     pub round: u64,
     pub progress: Option<Progress>,
-    /// A limit on pulls shared with other rounds (serve's global concurrency); else `concurrency`.
+    /// A limit shared with other rounds (serve's global concurrency); else `concurrency`.
     pub permits: Option<Arc<Semaphore>>,
 }
 
-/// Run one round of pulls and canary probes side by side: pull results (job
-/// order, then frontend order), then canary results (the same order).
-pub async fn run_round(jobs: Vec<PullJob>, canaries: Vec<CanaryJob>, options: RoundOptions) -> Vec<ProbeResult> {
-    let (mut results, canary_results) = tokio::join!(run_jobs(jobs, options), canary::run_all(canaries));
-    results.extend(canary_results);
-    results
-}
-
-/// Run one round; results in job order, then frontend order.
-pub async fn run_jobs(jobs: Vec<PullJob>, options: RoundOptions) -> Vec<ProbeResult> {
-    let ledger = Arc::new(BlobLedger::new());
-    let pulls: usize = jobs.iter().map(|j| j.frontends.len()).sum();
-    let budget = options.max_round_bytes.map(|limit| Arc::new(RoundBudget::new(limit, pulls, options.round)));
-    let round = RoundContext { progress: options.progress, ledger: Some(ledger.clone()), budget };
-    let concurrency = options.concurrency;
-    let permits = options.permits.clone().unwrap_or_else(|| Arc::new(Semaphore::new(concurrency.max(1))));
-    let mut handles = Vec::new();
-    for job in jobs {
-        let job = Arc::new(job);
-        for frontend in job.frontends.clone() {
-            let job = job.clone();
-            let permits = permits.clone();
-            let round = round.clone();
-            let handle = tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                pull::pull(&job.target, &frontend, &job.transport, round).await
-            });
-            handles.push(handle);
+impl RoundOptions {
+    /// Round number `round` of `config`'s probes: `defaults.concurrency` at
+    /// once, within `limits.max_round_bytes`.
+    pub fn of(config: &Config, round: u64) -> RoundOptions {
+        RoundOptions {
+            concurrency: config.defaults.concurrency.max(1),
+            max_round_bytes: Some(config.limits.max_round_bytes),
+            round,
+            ..RoundOptions::default()
         }
     }
+}
+
+/// What the jobs of one round share.
+struct Round {
+    permits: Arc<Semaphore>,
+    ledger: Arc<BlobLedger>,
+    pull: RoundContext,
+}
+
+impl Round {
+    fn new(jobs: &[Job], options: RoundOptions) -> Round {
+        let ledger = Arc::new(BlobLedger::new());
+        let pulls: usize = jobs
+            .iter()
+            .map(|job| match job {
+                Job::Pull(job) => job.frontends.len(),
+                _ => 0,
+            })
+            .sum();
+        let budget = options.max_round_bytes.map(|limit| Arc::new(RoundBudget::new(limit, pulls, options.round)));
+        let pull = RoundContext { progress: options.progress, ledger: Some(ledger.clone()), budget };
+        let permits = options.permits.unwrap_or_else(|| Arc::new(Semaphore::new(options.concurrency.max(1))));
+        Round { permits, ledger, pull }
+    }
+}
+
+/// Run one round: every job side by side. Results: discovery failures, then
+/// pulls (job order, then frontend order), then canaries (job order, then
+/// frontend order).
+pub async fn run(jobs: Vec<Job>, options: RoundOptions) -> Vec<ProbeResult> {
+    let round = Round::new(&jobs, options);
+    let ranks: Vec<Rank> = jobs.iter().map(Job::rank).collect();
+    let probed = futures_util::future::join_all(jobs.into_iter().map(|job| job.probe(&round))).await;
+    let mut by_rank: BTreeMap<Rank, Vec<ProbeResult>> = BTreeMap::new();
+    for (rank, results) in ranks.into_iter().zip(probed) {
+        by_rank.entry(rank).or_default().extend(results);
+    }
+    if let Some(pulled) = by_rank.get_mut(&Rank::Pull) {
+        carry_content_failures(pulled, &round.ledger);
+        check_frontends(pulled);
+    }
+    by_rank.into_values().flatten().collect()
+}
+
+/// An image through each of its frontends in parallel, each pull holding a
+/// permit: results in frontend order.
+async fn probe_pull(job: PullJob, round: &Round) -> Vec<ProbeResult> {
+    let job = Arc::new(job);
+    let handles: Vec<JoinHandle<Vec<ProbeResult>>> = job
+        .frontends
+        .iter()
+        .map(|frontend| {
+            let (job, frontend, permits, context) =
+                (job.clone(), frontend.clone(), round.permits.clone(), round.pull.clone());
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                pull::pull(&job.target, &frontend, &job.transport, context).await
+            })
+        })
+        .collect();
     let mut results = Vec::new();
     for handle in handles {
         match handle.await {
-            Ok(mut r) => results.append(&mut r),
+            Ok(mut pulled) => results.append(&mut pulled),
             Err(e) => tracing::error!(error = %e, "a probe task stopped unexpectedly"),
         }
     }
-    carry_content_failures(&mut results, &ledger);
-    check_frontends(&mut results);
+    job.stamp(&mut results);
     results
+}
+
+/// A canary, holding one permit while it pushes and reads back.
+async fn probe_canary(job: CanaryJob, round: &Round) -> Vec<ProbeResult> {
+    let _permit = round.permits.acquire().await;
+    canary::run(&job).await
+}
+
+/// A probe whose discovery failed while planning: nothing left to probe.
+async fn discovery_failed(result: ProbeResult, _round: &Round) -> Vec<ProbeResult> {
+    vec![result]
 }
 
 /// A layer checked by digest only passed because its bytes equal the digest;

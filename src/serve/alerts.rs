@@ -13,7 +13,7 @@ use crate::config::{Config, ProbeConfig};
 use crate::output::alertmanager::{self, AlertSettings, Alertmanager};
 use crate::output::history::{History, unix_seconds};
 use crate::output::http::RetryPolicy;
-use crate::probe::discover::Found;
+use crate::probe::discover::Coverage;
 use crate::result::ProbeResult;
 
 /// Delivery failures, by replica, since start (for `/metrics`).
@@ -28,7 +28,7 @@ impl AlertSender {
         config: &Config,
         probe: &ProbeConfig,
         results: &[ProbeResult],
-        found: Option<&Found>,
+        coverage: Option<&Coverage>,
         after: &History,
         interval: Duration,
     ) {
@@ -47,8 +47,8 @@ impl AlertSender {
         let mut settings = AlertSettings::from_config(am, config.alerting.after);
         settings.severities.insert(probe.name.clone(), probe.severity);
         settings.owned_probes = BTreeSet::from([probe.name.clone()]);
-        if let Some(found) = found {
-            settings.carried = found.candidates.iter().map(|image| (probe.name.clone(), image.clone())).collect();
+        if let Some(coverage) = coverage {
+            settings.carried = coverage.candidates.iter().map(|image| (probe.name.clone(), image.clone())).collect();
         }
         let now = unix_seconds(OffsetDateTime::now_utc());
         let ends_at = now + 4.0 * interval.as_secs_f64();

@@ -21,8 +21,9 @@ use crate::config::{Config, ProbeKind};
 use crate::output::gauge_family::{GaugeFamily, Sample};
 use crate::output::history::{History, advance};
 use crate::output::metrics::{self, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
-use crate::probe::plan::{self, Overrides, ProbePlan};
-use crate::probe::run::{RoundOptions, run_jobs};
+use crate::probe::connection::ConnectionOverrides;
+use crate::probe::plan::{self, Overrides, Plan, PlanError};
+use crate::probe::run::{self, Job, RoundOptions};
 use crate::reference::ImageReference;
 use crate::serve::alerts::AlertSender;
 use crate::serve::page;
@@ -91,28 +92,26 @@ async fn probe_endpoint(State(app): State<App>, headers: HeaderMap, Query(query)
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(|s| Duration::from_secs_f64(s).saturating_sub(SCRAPE_TIMEOUT_OFFSET).max(Duration::from_millis(100)));
-    let overrides = Overrides { timeout: scrape_timeout, ..Overrides::default() };
-    let planned = match plan_probe(&config, &query, &overrides).await {
+    let overrides = Overrides {
+        connection: ConnectionOverrides { timeout: scrape_timeout, ..ConnectionOverrides::default() },
+        ..Overrides::default()
+    };
+    let planned = match plan_request(&config, &query, &overrides).await {
         Ok(planned) => planned,
         Err((status, message)) => return refuse(status, message),
     };
-    let options = RoundOptions {
-        concurrency: config.defaults.concurrency.max(1),
-        max_round_bytes: Some(config.limits.max_round_bytes),
-        ..RoundOptions::default()
-    };
-    let mut results = planned.failed;
-    results.extend(run_jobs(planned.jobs, options).await);
+    let results = run::run(planned.jobs, RoundOptions::of(&config, 0)).await;
     let history = advance(&History::default(), &results);
     encode(&headers, &metrics::gauge_families(&results, &history), None)
 }
 
 /// What a `/probe` request may run (a discovery probe: its rule expanded once), or why not.
-async fn plan_probe(
+async fn plan_request(
     config: &Config,
     query: &ProbeQuery,
     overrides: &Overrides,
-) -> Result<ProbePlan, (StatusCode, String)> {
+) -> Result<Plan, (StatusCode, String)> {
+    let unplanned = |e: PlanError| (StatusCode::BAD_GATEWAY, e.to_string());
     let mut planned = match (&query.probe, &query.target) {
         (Some(name), _) => {
             let probe = config
@@ -121,7 +120,7 @@ async fn plan_probe(
                 .find(|p| &p.name == name && !matches!(p.kind, ProbeKind::Canary(_)))
                 .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no pull probe named {name:?} in the config")))?;
             let slot = plan::clock_slot(config.interval_for(probe));
-            plan::plan_probe(config, probe, overrides, slot).await.map_err(|e| (StatusCode::BAD_GATEWAY, e))?
+            plan::plan_probe(config, probe, overrides, slot).await.map_err(unplanned)?
         }
         (None, Some(target)) => {
             let image = ImageReference::parse(target)
@@ -144,25 +143,33 @@ async fn plan_probe(
                     ));
                 }
             };
-            ProbePlan { jobs: vec![job.map_err(|e| (StatusCode::BAD_GATEWAY, e))?], ..ProbePlan::default() }
+            Plan { jobs: vec![Job::Pull(job.map_err(unplanned)?)], ..Plan::default() }
         }
         (None, None) => return Err((StatusCode::BAD_REQUEST, "give target=IMAGE or probe=NAME".to_string())),
     };
     if let Some(label) = &query.frontend {
-        let known: BTreeSet<String> =
-            planned.jobs.iter().flat_map(|j| j.frontends.iter().map(|f| f.label.clone())).collect();
-        for job in &mut planned.jobs {
-            job.frontends.retain(|f| &f.label == label);
-        }
-        if !planned.jobs.is_empty() && planned.jobs.iter().all(|j| j.frontends.is_empty()) {
-            let known: Vec<String> = known.into_iter().collect();
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!("frontend {label:?} is not one of this registry's frontends ({})", known.join(", ")),
-            ));
-        }
+        only_frontend(&mut planned, label)?;
     }
     Ok(planned)
+}
+
+/// `frontend=`: only that one of the registry's configured frontends.
+fn only_frontend(planned: &mut Plan, label: &str) -> Result<(), (StatusCode, String)> {
+    let known: BTreeSet<String> = planned.pulls().flat_map(|j| j.frontends.iter().map(|f| f.label.clone())).collect();
+    let (mut pulls, mut left) = (0, 0);
+    for job in planned.pulls_mut() {
+        job.frontends.retain(|f| f.label == label);
+        pulls += 1;
+        left += job.frontends.len();
+    }
+    if pulls > 0 && left == 0 {
+        let known: Vec<String> = known.into_iter().collect();
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("frontend {label:?} is not one of this registry's frontends ({})", known.join(", ")),
+        ));
+    }
+    Ok(())
 }
 
 async fn status_page(State(app): State<App>) -> Html<String> {

@@ -20,16 +20,26 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::serve::alerts::AlertSender;
 use crate::serve::state::ServeState;
 
 /// How often the config file is checked for changes.
 const CONFIG_POLL: Duration = Duration::from_secs(2);
 
-/// Load and check a config for serve.
-pub fn load_config(path: &Path) -> Result<Config, String> {
-    Config::load(path).map_err(|e| e.to_string())
+/// Why serve stopped before it could serve, or its HTTP server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// probes.yaml does not load at start (a reload that fails keeps the running config).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: SocketAddr, source: std::io::Error },
+    /// The listening socket or a signal handler could not be set up.
+    #[error("{0}")]
+    Setup(#[from] std::io::Error),
+    #[error("HTTP server: {0}")]
+    Server(std::io::Error),
 }
 
 fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -38,14 +48,14 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Run until SIGTERM/SIGINT. Errors are for startup only (bad config, port in use).
-pub async fn run(config_path: PathBuf, listen: SocketAddr) -> Result<(), String> {
-    let config = load_config(&config_path)?;
+pub async fn run(config_path: PathBuf, listen: SocketAddr) -> Result<(), ServeError> {
+    let config = Config::load(&config_path)?;
     let listener =
-        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Listen { address: listen, source })?;
+    let local = listener.local_addr()?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
 
     let state = Arc::new(ServeState::new(config_path.clone(), config));
     let alerts = Arc::new(AlertSender::default());
@@ -79,7 +89,7 @@ pub async fn run(config_path: PathBuf, listen: SocketAddr) -> Result<(), String>
                 _ = sigterm.recv() => break None,
                 _ = sigint.recv() => break None,
             };
-            match load_config(&config_path) {
+            match Config::load(&config_path) {
                 Ok(config) => {
                     tracing::info!(trigger = reason, probes = config.probes.len(), "config reloaded");
                     break Some(config);
@@ -102,7 +112,7 @@ pub async fn run(config_path: PathBuf, listen: SocketAddr) -> Result<(), String>
     tracing::info!("stopping");
     let _ = stop_server.send(true);
     match tokio::time::timeout(Duration::from_secs(3), server).await {
-        Ok(Ok(Err(e))) => Err(format!("HTTP server: {e}")),
+        Ok(Ok(Err(e))) => Err(ServeError::Server(e)),
         _ => Ok(()),
     }
 }

@@ -11,11 +11,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::{Config, ProbeConfig, ProbeKind};
+use crate::config::{Config, ProbeConfig};
 use crate::digest::Digest;
+use crate::probe::discover::Coverage;
 use crate::probe::plan::{self, Overrides};
-use crate::probe::run::{RoundOptions, run_jobs};
-use crate::probe::{canary, discover};
+use crate::probe::run::{self, RoundOptions};
 use crate::result::ProbeResult;
 use crate::serve::alerts::AlertSender;
 use crate::serve::state::ServeState;
@@ -65,34 +65,10 @@ async fn probe_loop(
         if scheduled.elapsed() > interval / 10 + Duration::from_secs(1) {
             state.count_late_run(&probe.name);
         }
-        let (results, found) = if matches!(probe.kind, ProbeKind::Canary(_)) {
-            (run_canary(config, probe, &permits).await, None)
-        } else {
-            match plan::plan_probe(config, probe, &Overrides::default(), plan::clock_slot(interval)).await {
-                Ok(planned) => {
-                    let options = RoundOptions {
-                        concurrency: config.defaults.concurrency.max(1),
-                        max_round_bytes: Some(config.limits.max_round_bytes),
-                        round,
-                        progress: None,
-                        permits: Some(permits.clone()),
-                    };
-                    let mut results = planned.failed;
-                    results.extend(run_jobs(planned.jobs, options).await);
-                    if let Some(found) = &planned.discovery {
-                        discover::annotate(&mut results, &[(probe.name.clone(), found.clone())]);
-                    }
-                    (results, planned.discovery)
-                }
-                Err(e) => {
-                    tracing::error!(probe = %probe.name, error = %e, "cannot plan the probe");
-                    (Vec::new(), None)
-                }
-            }
-        };
+        let (results, coverage) = run_once(config, probe, &permits, round).await;
         round += 1;
         if results.is_empty() {
-            // Nothing was probed (the probe could not be planned; logged above): keep the
+            // Nothing was probed (the probe could not be planned; logged): keep the
             // last series rather than wiping them, so staleness alerts see the gap.
             continue;
         }
@@ -110,21 +86,29 @@ async fn probe_loop(
                 "probe result"
             );
         }
-        state.record(&probe.name, &results, found.as_ref());
-        alerts.after_run(config, probe, &results, found.as_ref(), &state.history(), interval).await;
+        state.record(&probe.name, &results, coverage.as_ref());
+        alerts.after_run(config, probe, &results, coverage.as_ref(), &state.history(), interval).await;
     }
 }
 
-/// One run of a canary probe, holding one of the shared permits while it pushes and reads back.
-async fn run_canary(config: &Config, probe: &ProbeConfig, permits: &Semaphore) -> Vec<ProbeResult> {
-    match plan::canary_job_for_probe(config, probe, &Overrides::default()).await {
-        Ok(job) => {
-            let _permit = permits.acquire().await;
-            canary::run(&job).await
-        }
+/// One run of `probe`, planned and run like any other, every job holding one
+/// of the shared permits: its results, and what a discovery rule stands for.
+/// No results when the probe cannot be planned (logged).
+async fn run_once(
+    config: &Config,
+    probe: &ProbeConfig,
+    permits: &Arc<Semaphore>,
+    round: u64,
+) -> (Vec<ProbeResult>, Option<Coverage>) {
+    let slot = plan::clock_slot(config.interval_for(probe));
+    let mut planned = match plan::plan_probe(config, probe, &Overrides::default(), slot).await {
+        Ok(planned) => planned,
         Err(e) => {
             tracing::error!(probe = %probe.name, error = %e, "cannot plan the probe");
-            Vec::new()
+            return (Vec::new(), None);
         }
-    }
+    };
+    let coverage = planned.coverage.remove(&probe.name);
+    let options = RoundOptions { permits: Some(permits.clone()), ..RoundOptions::of(config, round) };
+    (run::run(planned.jobs, options).await, coverage)
 }

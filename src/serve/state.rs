@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::output::gauge_family::{GaugeFamily, Sample};
 use crate::output::history::{self, History, SeriesKey};
 use crate::output::metrics::{self, RunCounters};
-use crate::probe::discover::Found;
+use crate::probe::discover;
 use crate::result::ProbeResult;
 
 /// Results kept per probe for the status page.
@@ -35,13 +35,13 @@ struct Series {
     /// (or first seen, if never): the coverage the round budget's rotation promises.
     layer_reads: BTreeMap<(SeriesKey, String), f64>,
     /// Per discovery probe: what its rule stands for now, and when each was last probed.
-    discovery: BTreeMap<String, Coverage>,
+    discovery: BTreeMap<String, RuleCoverage>,
 }
 
 /// A discovery rule's candidates and when each was last probed (or first seen,
 /// if not yet): the catalog's rotation promises every one within a bounded number of runs.
 #[derive(Debug, Clone, Default)]
-struct Coverage {
+struct RuleCoverage {
     registry: String,
     rounds_to_cover: u64,
     probed: BTreeMap<String, f64>,
@@ -102,13 +102,13 @@ impl ServeState {
 
     /// Record one run of `probe`. Its series not in `results` (a `dns` frontend
     /// that left DNS, a platform no longer in the index) disappear, except those of
-    /// images its discovery rule (`found`) still stands for but did not probe this run.
-    pub fn record(&self, probe: &str, results: &[ProbeResult], found: Option<&Found>) {
+    /// images its discovery rule (`coverage`) still stands for but did not probe this run.
+    pub fn record(&self, probe: &str, results: &[ProbeResult], coverage: Option<&discover::Coverage>) {
         self.counters().observe(results);
         let mut s = lock(&self.series);
         let probed: BTreeSet<&str> = results.iter().map(|r| r.image.as_str()).collect();
-        let carried: BTreeSet<&str> = found
-            .map(|f| f.candidates.iter().map(String::as_str).filter(|i| !probed.contains(i)).collect())
+        let carried: BTreeSet<&str> = coverage
+            .map(|c| c.candidates.iter().map(String::as_str).filter(|i| !probed.contains(i)).collect())
             .unwrap_or_default();
         let replaced = |k: &SeriesKey| k.probe == probe && !carried.contains(k.image.as_str());
         let previous: History =
@@ -138,16 +138,16 @@ impl ServeState {
             }
         }
         s.layer_reads.retain(|slot, _| !replaced(&slot.0) || current.contains(slot));
-        match found {
-            Some(found) => {
+        match coverage {
+            Some(rule) => {
                 let registry = results.first().map(|r| r.registry.clone()).unwrap_or_default();
                 let coverage = s.discovery.entry(probe.to_string()).or_default();
                 if !registry.is_empty() {
                     coverage.registry = registry;
                 }
-                coverage.rounds_to_cover = found.rounds_to_cover;
-                coverage.probed.retain(|image, _| found.candidates.contains(image));
-                for image in &found.candidates {
+                coverage.rounds_to_cover = rule.rounds_to_cover;
+                coverage.probed.retain(|image, _| rule.candidates.contains(image));
+                for image in &rule.candidates {
                     let at = coverage.probed.entry(image.clone()).or_insert(now);
                     if probed.contains(image.as_str()) {
                         *at = now;
@@ -218,7 +218,7 @@ impl ServeState {
                 })
                 .collect(),
         });
-        let labels = |probe: &str, coverage: &Coverage| {
+        let labels = |probe: &str, coverage: &RuleCoverage| {
             vec![("probe".to_string(), probe.to_string()), ("registry".to_string(), coverage.registry.clone())]
         };
         families.push(GaugeFamily {

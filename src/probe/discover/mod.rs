@@ -2,8 +2,10 @@
 //! `image:` with `tags:` pulls the newest matching tags of a repository,
 //! `catalog:` a rotating sample of the registry's repositories, and
 //! `kubernetes:` the images a cluster's workloads use. Each yields a bounded
-//! set of image references, each then pulled and verified like a listed one,
-//! under the rule's name as the `probe` label.
+//! set of [`Target`]s, each then pulled and verified like a listed image,
+//! under the rule's name as the `probe` label. What a rule learns about an
+//! image besides its name (the workloads using it, warnings) travels on its
+//! target to the results of its pull.
 //!
 //! Listing goes through the registry's own URL (not each frontend: which images
 //! exist is the registry's answer; whether each frontend serves them is the pull's).
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 use crate::config::{CatalogDiscovery, Config, KubernetesDiscovery, ProbeConfig, RegistryConfig, TagRule};
-use crate::probe::plan::{self, Overrides};
+use crate::probe::connection::{self, ConnectionOverrides};
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::credentials::Credentials;
@@ -37,36 +39,77 @@ pub struct Target {
     pub registry: Option<String>,
     /// Credentials that override the registry's (a workload's pull secret).
     pub credentials: Option<Credentials>,
-    /// The workloads that use it (`kubernetes:`), for the results.
+    /// The workloads that use it (`kubernetes:`), for each of its results.
     pub used_by: Vec<String>,
+    /// Worth knowing, not failures (a workload image that does not parse, a pull
+    /// secret that cannot be read): the rule's warnings ride on its first target,
+    /// so they reach the first result of the probe.
+    pub warnings: Vec<String>,
 }
 
-/// What one expansion of a rule found.
-#[derive(Debug, Clone, Default)]
-pub struct Found {
-    /// The images pulled this run.
-    pub targets: Vec<Target>,
+impl Target {
+    fn new(image: ImageReference, registry: Option<String>) -> Target {
+        Target { image, registry, credentials: None, used_by: Vec::new(), warnings: Vec::new() }
+    }
+}
+
+/// What a rule stands for now, beyond the images it pulls this run.
+#[derive(Debug, Clone)]
+pub struct Coverage {
     /// Every image the rule stands for now, probed this run or not (the catalog
     /// probes a sample of these per run): their series and alerts outlive a run
     /// that did not probe them.
     pub candidates: Vec<String>,
     /// Runs needed to probe every candidate once (1 unless sampled).
     pub rounds_to_cover: u64,
+}
+
+/// What one expansion of a rule found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The images pulled this run.
+    pub targets: Vec<Target>,
+    pub coverage: Coverage,
     /// Set when the discovery failed: the result that pages.
     pub failure: Option<ProbeResult>,
-    /// Worth knowing, not failures (a workload image that does not parse, a pull
-    /// secret that cannot be read); added to the first result of the run.
-    pub warnings: Vec<String>,
 }
 
 impl Found {
-    fn of(targets: Vec<Target>) -> Found {
+    /// Every target is pulled this run; the rule's `warnings` go with the first.
+    fn of(mut targets: Vec<Target>, warnings: Vec<String>) -> Found {
         let candidates = targets.iter().map(|t| t.image.to_string()).collect();
-        Found { targets, candidates, rounds_to_cover: 1, failure: None, warnings: Vec::new() }
+        with_rule_warnings(&mut targets, warnings);
+        Found { targets, coverage: Coverage { candidates, rounds_to_cover: 1 }, failure: None }
     }
 
     fn failed(failure: ProbeResult) -> Found {
-        Found { failure: Some(failure), rounds_to_cover: 1, ..Found::default() }
+        Found {
+            targets: Vec::new(),
+            coverage: Coverage { candidates: Vec::new(), rounds_to_cover: 1 },
+            failure: Some(failure),
+        }
+    }
+}
+
+/// A rule's warnings ride on its first target (with no target, nothing reports them).
+fn with_rule_warnings(targets: &mut [Target], warnings: Vec<String>) {
+    if let Some(first) = targets.first_mut() {
+        first.warnings.extend(warnings);
+    }
+}
+
+/// A rule that cannot be expanded as written (a listing that fails is a
+/// result, not this): the probe cannot be planned.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("probe {probe:?}: {message}")]
+pub struct RuleError {
+    pub probe: String,
+    pub message: String,
+}
+
+impl RuleError {
+    fn new(probe: &ProbeConfig, message: impl Into<String>) -> RuleError {
+        RuleError { probe: probe.name.clone(), message: message.into() }
     }
 }
 
@@ -129,20 +172,14 @@ fn lister(
     probe: &ProbeConfig,
     registry: Option<&RegistryConfig>,
     image: &ImageReference,
-    overrides: &Overrides,
+    overrides: &ConnectionOverrides,
 ) -> Result<(Transport, Url, Duration), ProbeError> {
-    let mut options = plan::transport_for(config, registry, overrides);
-    options.auth = Some(plan::auth_for(config.limits.max_manifest_bytes, registry, image));
-    let timeout = plan::capped(config.timeout_for(probe), overrides.timeout);
+    let mut options = connection::transport_for(config, registry, overrides);
+    options.auth = Some(connection::auth_for(config.limits.max_manifest_bytes, registry, image));
+    let timeout = connection::capped(config.timeout_for(probe), overrides.timeout);
     options.response_timeout = Some(crate::registry::transport::response_deadline(timeout));
     let base = match registry {
-        Some(registry) => {
-            let mut url = registry.url.clone();
-            if overrides.plain_http {
-                let _ = url.set_scheme("http");
-            }
-            url
-        }
+        Some(registry) => connection::registry_url(registry, overrides),
         None => {
             crate::frontend::default_frontend(image, overrides.plain_http)
                 .map_err(|e| ProbeError::new(Reason::DiscoveryFailed, e))?
@@ -170,8 +207,8 @@ pub async fn tags(
     repository: &ImageReference,
     registry: Option<&RegistryConfig>,
     rule: &TagRule,
-    overrides: &Overrides,
-) -> Result<Found, String> {
+    overrides: &ConnectionOverrides,
+) -> Result<Found, RuleError> {
     let registry_label = registry.map(|r| r.name.clone()).unwrap_or_else(|| repository.registry.clone());
     let listing = Listing::new(config, probe, repository.to_string(), registry_label, repository.registry.clone());
     let listed = async {
@@ -197,15 +234,10 @@ pub async fn tags(
     }
     let mut targets = Vec::new();
     for tag in tags {
-        let image = repository.with_tag(&tag).map_err(|e| format!("probe {:?}: tag {tag:?}: {e}", probe.name))?;
-        targets.push(Target {
-            image,
-            registry: registry.map(|r| r.name.clone()),
-            credentials: None,
-            used_by: Vec::new(),
-        });
+        let image = repository.with_tag(&tag).map_err(|e| RuleError::new(probe, format!("tag {tag:?}: {e}")))?;
+        targets.push(Target::new(image, registry.map(|r| r.name.clone())));
     }
-    Ok(Found::of(targets))
+    Ok(Found::of(targets, Vec::new()))
 }
 
 /// `catalog: {match, sample, tag}`: this run's share of the matching repositories.
@@ -213,14 +245,14 @@ pub async fn catalog(
     config: &Config,
     probe: &ProbeConfig,
     rule: &CatalogDiscovery,
-    overrides: &Overrides,
+    overrides: &ConnectionOverrides,
     slot: u64,
-) -> Result<Found, String> {
+) -> Result<Found, RuleError> {
     let registry = probe
         .registry
         .as_deref()
         .and_then(|name| config.registry(name))
-        .ok_or_else(|| format!("probe {:?}: a catalog needs the `registry:` it lists", probe.name))?;
+        .ok_or_else(|| RuleError::new(probe, "a catalog needs the `registry:` it lists"))?;
     let host = registry.host();
     // The registry itself, no repository: whose credentials and TLS settings list it.
     let catalog_image = ImageReference { registry: host.clone(), repository: String::new(), tag: None, digest: None };
@@ -243,25 +275,22 @@ pub async fn catalog(
         ImageReference::parse(&format!("{host}/{repository}:{}", rule.tag))
             .map_err(|e| format!("probe {:?}: repository {repository:?}: {e}", probe.name))
     };
-    let mut found =
-        Found { rounds_to_cover: catalog::rounds_to_cover(repositories.len(), rule.sample), ..Found::default() };
+    let mut candidates = Vec::new();
+    let mut warnings = Vec::new();
     for repository in &repositories {
         match reference(repository) {
-            Ok(image) => found.candidates.push(image.to_string()),
-            Err(e) => found.warnings.push(e),
+            Ok(image) => candidates.push(image.to_string()),
+            Err(e) => warnings.push(e),
         }
     }
-    for repository in catalog::rotating_sample(&repositories, rule.sample, slot) {
-        if let Ok(image) = reference(&repository) {
-            found.targets.push(Target {
-                image,
-                registry: Some(registry.name.clone()),
-                credentials: None,
-                used_by: Vec::new(),
-            });
-        }
-    }
-    Ok(found)
+    let mut targets: Vec<Target> = catalog::rotating_sample(&repositories, rule.sample, slot)
+        .iter()
+        .filter_map(|repository| reference(repository).ok())
+        .map(|image| Target::new(image, Some(registry.name.clone())))
+        .collect();
+    with_rule_warnings(&mut targets, warnings);
+    let coverage = Coverage { candidates, rounds_to_cover: catalog::rounds_to_cover(repositories.len(), rule.sample) };
+    Ok(Found { targets, coverage, failure: None })
 }
 
 /// `kubernetes: {namespaces, label_selector}`: the distinct images of the workloads
@@ -270,10 +299,10 @@ pub async fn kubernetes(
     config: &Config,
     probe: &ProbeConfig,
     rule: &KubernetesDiscovery,
-    overrides: &Overrides,
-) -> Result<Found, String> {
+    overrides: &ConnectionOverrides,
+) -> Result<Found, RuleError> {
     let listing = Listing::new(config, probe, "kubernetes".into(), "kubernetes".into(), "api-server".into());
-    let timeout = plan::capped(config.timeout_for(probe), overrides.timeout);
+    let timeout = connection::capped(config.timeout_for(probe), overrides.timeout);
     let found = match kubernetes::workloads(rule, config.limits.max_manifest_bytes, timeout).await {
         Ok(found) => found,
         Err(err) => return Ok(Found::failed(listing.failure(err))),
@@ -295,25 +324,8 @@ pub async fn kubernetes(
             image: workload.image,
             credentials: workload.credentials,
             used_by: workload.used_by,
+            warnings: Vec::new(),
         })
         .collect();
-    Ok(Found { warnings: found.warnings, ..Found::of(targets) })
-}
-
-/// What discovery knows that the pulls do not: each rule's warnings go on the
-/// first result of its probe, the workloads using an image on each of its results.
-pub fn annotate(results: &mut [ProbeResult], discovered: &[(String, Found)]) {
-    for (probe, found) in discovered {
-        if !found.warnings.is_empty()
-            && let Some(first) = results.iter_mut().find(|r| &r.probe == probe)
-        {
-            first.warnings.extend(found.warnings.iter().cloned());
-        }
-        for target in found.targets.iter().filter(|t| !t.used_by.is_empty()) {
-            let image = target.image.to_string();
-            for result in results.iter_mut().filter(|r| &r.probe == probe && r.image == image) {
-                result.used_by = target.used_by.clone();
-            }
-        }
-    }
+    Ok(Found::of(targets, found.warnings))
 }

@@ -1,0 +1,113 @@
+//! `pullprobe now`: plan, run, print the results (a table or JSON), deliver
+//! them to `alerting:`, and exit with what happened (DESIGN.md, "Commands").
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::args::{NowArgs, OutputFormat};
+use super::exit;
+use crate::config::AlertingConfig;
+use crate::output::{self, delivery};
+use crate::probe::plan::{self, CommandPlan, Request};
+use crate::probe::run::{self, RoundOptions};
+use crate::result::ProbeResult;
+
+pub(super) async fn now(args: &NowArgs) -> ExitCode {
+    let request = args.request();
+    let CommandPlan { plan, config, options } = match plan::plan_command(&request).await {
+        Ok(planned) => planned,
+        Err(e) => {
+            eprintln!("pullprobe: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let (alerting, context) = delivery_context(&request, config.as_ref(), &plan);
+    let progress = show_progress(args.output);
+    let options = RoundOptions { progress: progress.as_ref().map(|p| p.counter.clone()), ..options };
+    let results = run::run(plan.jobs, options).await;
+    if let Some(p) = progress {
+        p.finish();
+    }
+    match args.output {
+        OutputFormat::Json => println!("{}", output::json::render(&results)),
+        OutputFormat::Table => print!("{}", output::table::render(&results)),
+    }
+    let report = delivery::deliver_now(&results, &alerting, &context, output::http::RetryPolicy::default()).await;
+    ExitCode::from(exit_code(&results, &report, args.no_fail))
+}
+
+/// 1 if a probe failed (unless `--no-fail` and Alertmanager has every failure),
+/// else 3 if an output could not be delivered, else 0.
+fn exit_code(results: &[ProbeResult], report: &delivery::DeliveryReport, no_fail: bool) -> u8 {
+    let failed = results.iter().any(|r| !r.ok);
+    if failed && !(no_fail && report.every_failure_paged(results)) {
+        exit::PROBE_FAILED
+    } else if !report.failures.is_empty() {
+        exit::DELIVERY_FAILED
+    } else {
+        exit::OK
+    }
+}
+
+/// What delivery needs besides the results: `alerting:`, each probe's severity,
+/// the probes whose vanished series this run may resolve (none when the
+/// command line narrowed frontends or platforms: then it did not see them all),
+/// and the images discovery stands for but did not probe this run.
+fn delivery_context(
+    request: &Request,
+    config: Option<&crate::config::Config>,
+    planned: &plan::Plan,
+) -> (AlertingConfig, delivery::RunContext) {
+    let Some(config) = config else { return Default::default() };
+    let context = delivery::RunContext {
+        severities: config.probes.iter().map(|p| (p.name.clone(), p.severity)).collect(),
+        owned_probes: if request.narrows() { Default::default() } else { planned.probes().map(String::from).collect() },
+        carried: planned
+            .coverage
+            .iter()
+            .flat_map(|(probe, coverage)| coverage.candidates.iter().map(|image| (probe.clone(), image.clone())))
+            .collect(),
+    };
+    (config.alerting.clone(), context)
+}
+
+/// A live byte counter on stderr, only on a terminal.
+struct ProgressDisplay {
+    counter: Arc<AtomicU64>,
+    bar: indicatif::ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl ProgressDisplay {
+    fn finish(self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+fn show_progress(format: OutputFormat) -> Option<ProgressDisplay> {
+    if !std::io::stderr().is_terminal() || (format == OutputFormat::Table && !std::io::stdout().is_terminal()) {
+        return None;
+    }
+    let counter = Arc::new(AtomicU64::new(0));
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} pulling: {msg} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let ticker = {
+        let counter = counter.clone();
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_message(output::human_bytes(counter.load(Ordering::Relaxed)));
+                bar.tick();
+                tokio::time::sleep(Duration::from_millis(120)).await;
+            }
+        })
+    };
+    Some(ProgressDisplay { counter, bar, ticker })
+}

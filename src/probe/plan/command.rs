@@ -1,0 +1,119 @@
+//! What `now` and `check` ask for, planned: images given on the command line,
+//! the probes of a config (all, or those named), and the command line's
+//! overrides, into one [`Plan`] with the options of its round.
+
+use std::path::PathBuf;
+
+use crate::config::{Config, ProbeConfig, ProbeKind};
+use crate::platform::PlatformSelection;
+use crate::probe::connection::ConnectionOverrides;
+use crate::probe::plan::{self, Overrides, Plan, PlanError};
+use crate::probe::run::{Job, RoundOptions};
+
+/// One run the command line asks for, as given (DESIGN.md, "Commands").
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Image references to probe with the config's defaults.
+    pub images: Vec<String>,
+    /// probes.yaml; with no image and no config, `./probes.yaml`.
+    pub config: Option<PathBuf>,
+    /// `--probe`: only these probes of the config.
+    pub probes: Vec<String>,
+    /// `--frontend`: exactly these frontends, each separately.
+    pub frontends: Vec<String>,
+    /// `--platform`: `all` or OS/ARCH[/VARIANT], instead of each probe's.
+    pub platform: Option<String>,
+    pub plain_http: bool,
+    pub insecure: bool,
+    /// `--expect-path`: added to every probe's `expect:`.
+    pub expect_paths: Vec<String>,
+    /// `--no-push`: skip `canary:` probes.
+    pub no_push: bool,
+    /// The round number (default: the wall clock over the interval).
+    pub round: Option<u64>,
+}
+
+impl Request {
+    /// Whether the run sees fewer frontends or platforms than its probes have:
+    /// then it cannot tell which of their series vanished.
+    pub fn narrows(&self) -> bool {
+        !self.frontends.is_empty() || self.platform.is_some()
+    }
+}
+
+/// A command-line run, planned.
+#[derive(Debug)]
+pub struct CommandPlan {
+    pub plan: Plan,
+    /// The config read, if any (its `alerting:` and severities are delivery's).
+    pub config: Option<Config>,
+    /// How its round runs (`defaults.concurrency`, `limits.max_round_bytes`, the round number).
+    pub options: RoundOptions,
+}
+
+/// Plan what the command line asks for: the images given (with the config's
+/// defaults and limits, or the built-in ones), then the config's probes it selects.
+pub async fn plan_command(request: &Request) -> Result<CommandPlan, PlanError> {
+    let config_path = match (&request.config, request.images.is_empty()) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => Some(PathBuf::from("probes.yaml")),
+        (None, false) => None,
+    };
+    let config = match &config_path {
+        Some(path) => Some(Config::load(path)?),
+        None => None,
+    };
+    let platforms = match &request.platform {
+        Some(given) => {
+            Some(PlatformSelection::parse(given).map_err(|error| PlanError::Platform { given: given.clone(), error })?)
+        }
+        None => None,
+    };
+    if request.insecure {
+        tracing::warn!("--insecure: TLS certificates are not verified");
+    }
+    let overrides = Overrides {
+        connection: ConnectionOverrides {
+            plain_http: request.plain_http,
+            insecure: request.insecure,
+            frontends: request.frontends.clone(),
+            timeout: None,
+        },
+        platforms,
+        expect_paths: request.expect_paths.clone(),
+    };
+    let base = config.clone().unwrap_or_default();
+    let mut planned = Plan::default();
+    for raw in &request.images {
+        planned.jobs.push(Job::Pull(plan::job_for_image(&base, raw, &overrides).await?));
+    }
+    let mut skipped_canaries = 0;
+    if let Some(config) = &config {
+        for probe in selected_probes(config, request)? {
+            if matches!(probe.kind, ProbeKind::Canary(_)) && request.no_push {
+                skipped_canaries += 1;
+                continue;
+            }
+            let slot = request.round.unwrap_or_else(|| plan::clock_slot(config.interval_for(probe)));
+            planned.extend(plan::plan_probe(config, probe, &overrides, slot).await?);
+        }
+    }
+    if planned.jobs.is_empty() {
+        return Err(PlanError::NothingToProbe { skipped_canaries });
+    }
+    let round = request.round.unwrap_or_else(|| plan::clock_slot(base.defaults.interval));
+    Ok(CommandPlan { plan: planned, options: RoundOptions::of(&base, round), config })
+}
+
+/// The config's probes the request runs, in config order: those `--probe`
+/// names, else all — or none when images are given with `-c` and no
+/// `--probe` (the config then gives defaults, not probes).
+fn selected_probes<'a>(config: &'a Config, request: &Request) -> Result<Vec<&'a ProbeConfig>, PlanError> {
+    if let Some(unknown) = request.probes.iter().find(|wanted| !config.probes.iter().any(|p| &p.name == *wanted)) {
+        return Err(PlanError::UnknownProbe(unknown.clone()));
+    }
+    if !request.images.is_empty() && request.probes.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(config.probes.iter().filter(|p| request.probes.is_empty() || request.probes.contains(&p.name)).collect())
+}
