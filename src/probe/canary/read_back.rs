@@ -107,17 +107,7 @@ pub async fn read_back(
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(POLL_MAX);
     };
-    let timings = client.timings();
-    let mut phases = Vec::new();
-    if let Some(dns) = timings.dns {
-        phases.push(("dns", dns.as_secs_f64()));
-    }
-    if let Some(connect) = timings.connect {
-        phases.push(("connect", connect.as_secs_f64()));
-    }
-    if let Some(auth) = client.transport().auth_time() {
-        phases.push(("auth", auth.as_secs_f64()));
-    }
+    let phases = connection_phases(&client);
     let manifest_served = matches!(pieces[0].1, State::Served(_));
     let blobs = pieces
         .into_iter()
@@ -131,6 +121,16 @@ pub async fn read_back(
         Ok(after) => ReadBack { visible_after: Some(after), failure: None, blobs, phases, manifest_served },
         Err(err) => ReadBack { visible_after: None, failure: Some(err), blobs, phases, manifest_served },
     }
+}
+
+/// `dns`, `connect` and `auth` of the frontend's connection.
+fn connection_phases(client: &RegistryClient) -> Vec<(&'static str, f64)> {
+    let timings = client.timings();
+    let auth = client.transport().auth_time();
+    [("dns", timings.dns), ("connect", timings.connect), ("auth", auth)]
+        .into_iter()
+        .filter_map(|(phase, took)| took.map(|took| (phase, took.as_secs_f64())))
+        .collect()
 }
 
 /// Bytes that are there but wrong: waiting cannot fix them.
@@ -260,5 +260,94 @@ impl Reader<'_> {
         }
         let entry = blob::unread(&pushed.digest, pushed.media_type, pushed.size());
         Ok(blob::judged(entry, &report, &source, started.elapsed(), None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::Router;
+    use axum::extract::{Request, State};
+    use axum::http::{StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+    use bytes::Bytes;
+    use time::OffsetDateTime;
+    use url::Url;
+
+    use super::*;
+
+    /// What a frontend serves in place of the pushed layer.
+    type Edit = fn(&[u8]) -> Vec<u8>;
+
+    /// A frontend on loopback serving the canary as pushed, except the layer, changed by `edit`.
+    async fn frontend_serving(image: &CanaryImage, edit: Edit) -> Frontend {
+        let app = Router::new().fallback(serve).with_state(Arc::new((image.clone(), edit)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Frontend { label: "f1".into(), url, pin: None, repository_prefix: None, ns: None }
+    }
+
+    async fn serve(State(served): State<Arc<(CanaryImage, Edit)>>, request: Request) -> Response {
+        let (image, edit) = &*served;
+        let path = request.uri().path();
+        if path.ends_with(&format!("/manifests/{}", image.tag)) {
+            return ([(header::CONTENT_TYPE, image.manifest.media_type)], image.manifest.bytes.clone()).into_response();
+        }
+        let body = if path.ends_with(&format!("/blobs/{}", image.layer.digest)) {
+            Bytes::from(edit(&image.layer.bytes))
+        } else if path.ends_with(&format!("/blobs/{}", image.config.digest)) {
+            image.config.bytes.clone()
+        } else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        ([("x-cache-status", "HIT")], body).into_response()
+    }
+
+    async fn read_back_through(edit: Edit) -> (CanaryImage, ReadBack) {
+        let image = CanaryImage::build(4096, "pullprobe-canary-test-1", OffsetDateTime::now_utc()).unwrap();
+        let frontend = frontend_serving(&image, edit).await;
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(5);
+        let back = read_back(&frontend, &TransportOptions::default(), "canary", &image, 4 << 20, now, deadline).await;
+        (image, back)
+    }
+
+    #[tokio::test]
+    async fn a_canary_served_as_pushed_is_visible_with_every_blob_checked_by_digest() {
+        let (image, back) = read_back_through(|bytes| bytes.to_vec()).await;
+        assert!(back.failure.is_none(), "{:?}", back.failure);
+        assert!(back.visible_after.is_some() && back.manifest_served, "{back:?}");
+        assert_eq!(back.blobs.len(), image.blobs().len(), "{back:?}");
+        for (check, pushed) in back.blobs.iter().zip(image.blobs()) {
+            assert_eq!(check.digest, pushed.digest.to_string());
+            assert_eq!((check.ok, check.check.as_deref(), check.bytes), (true, Some("digest_only"), pushed.size()));
+            assert_eq!(check.cache_status.as_deref(), Some("HIT"));
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_bytes_get_the_verifiers_verdict_at_once() {
+        let flipped: Edit = |bytes| {
+            let mut bytes = bytes.to_vec();
+            bytes[600] ^= 1;
+            bytes
+        };
+        let cut: Edit = |bytes| bytes[..bytes.len() / 2].to_vec();
+        let longer: Edit = |bytes| [bytes, b"x"].concat();
+        let cases =
+            [(flipped, Reason::BlobDigestMismatch), (cut, Reason::BlobTruncated), (longer, Reason::BlobSizeMismatch)];
+        for (edit, reason) in cases {
+            let (image, back) = read_back_through(edit).await;
+            let failure = back.failure.expect("a verdict on the layer");
+            assert_eq!(failure.reason, reason, "{}", failure.message);
+            let names = failure.message.contains(&image.layer.describe()) && failure.message.contains("cache HIT");
+            assert!(names, "names the layer and the cache that served it: {}", failure.message);
+            let layer = back.blobs.iter().find(|b| b.digest == image.layer.digest.to_string()).expect("the layer");
+            assert_eq!((layer.ok, layer.reason), (false, Some(reason)), "{layer:?}");
+        }
     }
 }
