@@ -7,8 +7,10 @@
 //! - [`config`] reads probes.yaml; [`reference`] parses image references.
 //! - [`registry`] speaks the Distribution API and knows nothing about verdicts.
 //! - [`verify`] is streaming readers (digest, count, decompress, tar walk) that know nothing about HTTP.
-//! - [`probe`] joins them for one image on one frontend and returns a [`result::ProbeResult`].
+//! - [`probe`] joins them for one image on one frontend and returns a [`result::ProbeResult`];
+//!   every mode takes one path through it: [`probe::plan`] → [`probe::run`] → results.
 //! - [`output`] turns results into a table, JSON and the rest; it never touches the network.
+//! - [`cli`] (`now`, `check`, `validate`) and [`serve`] start runs and say where results go.
 //! - [`image_builder`] writes OCI/Docker images in code (tests, demo, benchmark).
 
 pub mod cli;

@@ -242,3 +242,58 @@ fn carry_content_failures(results: &mut [ProbeResult], ledger: &BlobLedger) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::output::history::tests::result;
+    use crate::reason::Reason;
+    use crate::reference::ImageReference;
+
+    fn job(used_by: &[&str], warnings: &[&str]) -> PullJob {
+        let image = ImageReference::parse("registry.example.org/base/buster:latest").expect("a valid reference");
+        PullJob {
+            target: PullTarget {
+                probe: "golden-base".into(),
+                registry: "prod".into(),
+                image,
+                location: "eqiad".into(),
+                platforms: Default::default(),
+                timeout: Duration::from_secs(60),
+                limits: Default::default(),
+                layer_concurrency: 2,
+                expect: Default::default(),
+            },
+            frontends: Vec::new(),
+            transport: Default::default(),
+            used_by: used_by.iter().map(|s| s.to_string()).collect(),
+            warnings: warnings.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn what_discovery_learnt_goes_on_the_jobs_own_results() {
+        let t0 = "2026-11-23T06:00:00Z";
+        let mut results = vec![result("10.0.0.1", None, t0), result("10.0.0.2", Some(Reason::BlobUnknown), t0)];
+        results[0].warnings.push("unusable Docker-Content-Digest header".into());
+        job(&["prod/deployment/app"], &["pull secret prod/regcred: unreadable"]).stamp(&mut results);
+        assert!(results.iter().all(|r| r.used_by == ["prod/deployment/app"]));
+        assert_eq!(
+            results[0].warnings,
+            ["unusable Docker-Content-Digest header", "pull secret prod/regcred: unreadable"]
+        );
+        assert!(results[1].warnings.is_empty());
+        assert_eq!(results[1].reason, Some(Reason::BlobUnknown), "stamping never changes a verdict");
+    }
+
+    #[tokio::test]
+    async fn discovery_failures_come_first_and_as_planned() {
+        let failed = result("api-server", Some(Reason::DiscoveryFailed), "2026-11-23T06:00:00Z");
+        let jobs = vec![Job::Pull(job(&[], &["never shown: the job has no frontend"])), Job::DiscoveryFailed(failed)];
+        let results = run(jobs, RoundOptions { concurrency: 1, ..RoundOptions::default() }).await;
+        assert_eq!(results.len(), 1, "a pull through no frontend has no result");
+        assert_eq!((results[0].reason, results[0].frontend.as_str()), (Some(Reason::DiscoveryFailed), "api-server"));
+    }
+}

@@ -117,3 +117,42 @@ fn selected_probes<'a>(config: &'a Config, request: &Request) -> Result<Vec<&'a 
     }
     Ok(config.probes.iter().filter(|p| request.probes.is_empty() || request.probes.contains(&p.name)).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "registries:\n  - name: prod\n    url: https://docker-registry.example.org\nprobes:\n  \
+                          - {name: write-path, registry: prod, canary: {repository: pullprobe/canary}}\n";
+
+    fn with_config(request: Request) -> (tempfile::TempDir, Request) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("probes.yaml");
+        std::fs::write(&path, CONFIG).expect("probes.yaml written");
+        (dir, Request { config: Some(path), ..request })
+    }
+
+    #[tokio::test]
+    async fn a_platform_that_does_not_parse_is_a_usage_error() {
+        let request = Request { images: vec!["alpine".into()], platform: Some("linux".into()), ..Request::default() };
+        let error = plan_command(&request).await.expect_err("linux alone is not a platform");
+        assert!(matches!(&error, PlanError::Platform { given, .. } if given == "linux"), "{error:?}");
+        assert!(error.to_string().starts_with("--platform \"linux\": expected a platform"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_probe_the_config_does_not_have_is_named() {
+        let (_dir, request) = with_config(Request { probes: vec!["golden-base".into()], ..Request::default() });
+        let error = plan_command(&request).await.expect_err("no such probe");
+        assert!(matches!(&error, PlanError::UnknownProbe(name) if name == "golden-base"), "{error:?}");
+        assert_eq!(error.to_string(), "--probe \"golden-base\": no such probe in the config");
+    }
+
+    #[tokio::test]
+    async fn skipped_canaries_leave_nothing_to_probe_and_say_so() {
+        let (_dir, request) = with_config(Request { no_push: true, ..Request::default() });
+        let error = plan_command(&request).await.expect_err("the only probe is a canary");
+        assert!(matches!(error, PlanError::NothingToProbe { skipped_canaries: 1 }), "{error:?}");
+        assert!(error.to_string().ends_with("(--no-push skipped 1 canary probe(s))"), "{error}");
+    }
+}

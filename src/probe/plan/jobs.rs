@@ -36,16 +36,17 @@ fn layer_concurrency() -> usize {
 
 /// An address-pinned frontend cannot be honoured through a proxy (the proxy
 /// connects by name): refuse it rather than probe some other address unpinned.
-fn check_pinned_without_proxy(frontends: &[Frontend]) -> Result<(), String> {
+fn check_pinned_without_proxy(probe: &str, frontends: &[Frontend]) -> Result<(), PlanError> {
     for frontend in frontends.iter().filter(|f| f.pin.is_some()) {
         if let Some(proxy) = proxy_for(&frontend.url) {
-            return Err(format!(
+            let message = format!(
                 "frontend {}: an address-pinned frontend cannot be probed through the proxy {proxy} \
                  (from HTTPS_PROXY/HTTP_PROXY/ALL_PROXY): the proxy connects by name, not to the pinned address. \
                  Add {} to NO_PROXY, or probe the registry by name (no address frontends)",
                 frontend.label,
                 frontend.url.host_str().unwrap_or_default()
-            ));
+            );
+            return Err(PlanError::probe(probe, message));
         }
     }
     Ok(())
@@ -68,7 +69,7 @@ async fn frontends(
             .collect::<Result<Vec<_>, _>>()
     };
     let frontends = frontends.map_err(|message| PlanError::probe(probe, message))?;
-    check_pinned_without_proxy(&frontends).map_err(|message| PlanError::probe(probe, message))?;
+    check_pinned_without_proxy(probe, &frontends)?;
     Ok(frontends)
 }
 

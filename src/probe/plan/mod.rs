@@ -6,9 +6,9 @@
 //! [`plan_probe`] plans one configured probe of any kind; a discovery rule is
 //! expanded there, once per run, into one pull job per image, and what the rule
 //! learns about an image travels on its job. A step that narrows a run by
-//! image (a shard of the images) is one `retain` over [`Plan::jobs`] after
-//! that expansion. [`command`] plans what the command line asks for,
-//! [`jobs`] builds one job.
+//! image (a shard of the images) belongs at the end of [`plan_probe`], after
+//! that expansion: one `retain` over [`Plan::jobs`], the same in every mode.
+//! [`command`] plans what the command line asks for, [`jobs`] builds one job.
 
 pub mod command;
 pub mod jobs;
