@@ -331,12 +331,7 @@ impl Alertmanager {
             .append_pair("inhibited", "true")
             .append_pair("unprocessed", "true");
         let body = self.client.send_once(reqwest::Method::GET, &url, None).await?;
-        serde_json::from_slice(&body).map_err(|e| DeliveryError {
-            endpoint: self.name(),
-            message: format!("GET /api/v2/alerts: not a list of alerts: {e}"),
-            attempts: 1,
-            retryable: false,
-        })
+        parse_alerts(&body).map_err(|message| DeliveryError { endpoint: self.name(), message, attempts: 1, retryable: false })
     }
 
     /// `POST /api/v2/alerts`, retried with backoff within the policy's budget.
@@ -345,6 +340,11 @@ impl Alertmanager {
         let body = serde_json::to_vec(alerts).unwrap_or_default();
         self.client.send(reqwest::Method::POST, &url, Some(("application/json", body))).await.map(|_| ())
     }
+}
+
+/// The alerts of a `GET /api/v2/alerts` answer.
+pub fn parse_alerts(body: &[u8]) -> Result<Vec<Alert>, String> {
+    serde_json::from_slice(body).map_err(|e| format!("GET /api/v2/alerts: not a list of alerts: {e}"))
 }
 
 /// How delivery to one replica went.

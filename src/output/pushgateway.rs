@@ -199,7 +199,7 @@ struct ReadBackMetric {
 }
 
 /// The series histories in the `/api/v1/metrics` answer that belong to `groups`.
-fn parse_read_back(body: &[u8], groups: &[Group]) -> Result<History, String> {
+pub fn parse_read_back(body: &[u8], groups: &[Group]) -> Result<History, String> {
     let answer: ReadBack =
         serde_json::from_slice(body).map_err(|e| format!("/api/v1/metrics is not the expected JSON: {e}"))?;
     if answer.status != "success" {

@@ -38,9 +38,10 @@ use crate::registry::transport::classify_transport;
 /// Token lifetime when the token endpoint names none (the Docker token spec's default).
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// Challenges and parameters read from one response; the rest is ignored.
-const MAX_CHALLENGES: usize = 16;
-const MAX_PARAMS: usize = 32;
-const MAX_CHALLENGE_TEXT: usize = 16 * 1024;
+pub const MAX_CHALLENGES: usize = 16;
+pub const MAX_PARAMS: usize = 32;
+/// Characters of one `WWW-Authenticate` value read; the rest is ignored.
+pub const MAX_CHALLENGE_TEXT: usize = 16 * 1024;
 
 /// A user name and its secret. Prints without the secret.
 #[derive(Clone, PartialEq, Eq)]
