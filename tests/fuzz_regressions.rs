@@ -8,6 +8,7 @@ use std::path::Path;
 
 use pullprobe::manifest::parse_manifest;
 use pullprobe::media_types;
+use pullprobe::output::alertmanager::parse_alerts;
 use pullprobe::output::pushgateway::{Group, parse_read_back};
 use pullprobe::reason::Reason;
 use pullprobe::registry::client::cache_status;
@@ -79,5 +80,13 @@ fn a_read_back_error_does_not_quote_the_whole_answer() {
     let body = fixture("pushgateway_read_back", "long-string-document");
     let groups = [Group { job: "pullprobe".into(), probe: "golden-base".into(), location: "eqiad".into() }];
     let message = parse_read_back(&body, &groups).expect_err("a string is not a read-back");
+    assert_bounded(&message);
+}
+
+/// The same answer from an Alertmanager replica (`GET /api/v2/alerts`).
+#[test]
+fn an_alerts_error_does_not_quote_the_whole_answer() {
+    let body = fixture("alertmanager_read_back", "long-string-document");
+    let message = parse_alerts(&body).expect_err("a string is not a list of alerts");
     assert_bounded(&message);
 }
