@@ -15,7 +15,7 @@ use crate::config::{AlertAfter, AlertmanagerConfig, Severity};
 use crate::output::history::{History, SeriesHistory, SeriesKey, parse_rfc3339, rfc3339, started_at};
 use crate::output::http::{DeliveryError, EndpointClient, RetryPolicy};
 use crate::output::{human_bytes, one_line};
-use crate::redact::redact_text;
+use crate::redact::{json_error, redact_text};
 use crate::result::ProbeResult;
 
 pub const PULL_ALERT: &str = "RegistryPullFailed";
@@ -331,7 +331,12 @@ impl Alertmanager {
             .append_pair("inhibited", "true")
             .append_pair("unprocessed", "true");
         let body = self.client.send_once(reqwest::Method::GET, &url, None).await?;
-        parse_alerts(&body).map_err(|message| DeliveryError { endpoint: self.name(), message, attempts: 1, retryable: false })
+        parse_alerts(&body).map_err(|message| DeliveryError {
+            endpoint: self.name(),
+            message,
+            attempts: 1,
+            retryable: false,
+        })
     }
 
     /// `POST /api/v2/alerts`, retried with backoff within the policy's budget.
@@ -344,7 +349,7 @@ impl Alertmanager {
 
 /// The alerts of a `GET /api/v2/alerts` answer.
 pub fn parse_alerts(body: &[u8]) -> Result<Vec<Alert>, String> {
-    serde_json::from_slice(body).map_err(|e| format!("GET /api/v2/alerts: not a list of alerts: {e}"))
+    serde_json::from_slice(body).map_err(|e| format!("GET /api/v2/alerts: not a list of alerts: {}", json_error(&e)))
 }
 
 /// How delivery to one replica went.
