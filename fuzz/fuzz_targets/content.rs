@@ -51,7 +51,8 @@ struct FuzzPath {
 
 impl FuzzPath {
     fn text(&self) -> String {
-        let parts: Vec<&str> = self.parts.iter().take(MAX_DEPTH).map(|p| NAMES[usize::from(*p) % NAMES.len()]).collect();
+        let parts: Vec<&str> =
+            self.parts.iter().take(MAX_DEPTH).map(|p| NAMES[usize::from(*p) % NAMES.len()]).collect();
         let prefix = ["", "/", "./"][usize::from(self.prefix % 3)];
         let slash = if self.trailing_slash { "/" } else { "" };
         format!("{prefix}{}{slash}", parts.join("/"))

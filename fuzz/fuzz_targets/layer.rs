@@ -99,7 +99,10 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(report.check == CheckMode::Full, compression.is_some());
     if let (Some(uncompressed), true) = (report.uncompressed_bytes, max_uncompressed_bytes > 0) {
-        assert!(uncompressed <= max_uncompressed_bytes + 1, "{uncompressed} uncompressed bytes, cap {max_uncompressed_bytes}");
+        assert!(
+            uncompressed <= max_uncompressed_bytes + 1,
+            "{uncompressed} uncompressed bytes, cap {max_uncompressed_bytes}"
+        );
     }
     if report.is_ok() && compression.is_some() {
         assert!(report.computed_diff_id.is_some(), "a verified layer has a diff_id");
@@ -118,10 +121,7 @@ fuzz_target!(|data: &[u8]| {
         !matches!(
             reason,
             Some(
-                Reason::DecompressError
-                    | Reason::BlobDigestMismatch
-                    | Reason::BlobSizeMismatch
-                    | Reason::BlobTruncated
+                Reason::DecompressError | Reason::BlobDigestMismatch | Reason::BlobSizeMismatch | Reason::BlobTruncated
             )
         ),
         "{:?}",

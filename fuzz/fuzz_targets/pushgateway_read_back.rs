@@ -40,8 +40,12 @@ fn group(probe: &str) -> Group {
 
 /// The history as `/api/v1/metrics` shows it: one group with a family per gauge.
 fn print(history: &History) -> Value {
-    let mut families: Vec<(&str, Vec<Value>)> =
-        vec![(CONSECUTIVE_FAILURES, vec![]), (LAST_SUCCESS, vec![]), (FAILING_SINCE, vec![]), (LAST_FAILURE_INFO, vec![])];
+    let mut families: Vec<(&str, Vec<Value>)> = vec![
+        (CONSECUTIVE_FAILURES, vec![]),
+        (LAST_SUCCESS, vec![]),
+        (FAILING_SINCE, vec![]),
+        (LAST_FAILURE_INFO, vec![]),
+    ];
     for (key, state) in history {
         let labels: serde_json::Map<String, Value> =
             key.labels().iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();

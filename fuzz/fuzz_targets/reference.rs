@@ -49,7 +49,8 @@ fn name(input: &str) {
         Err(e) => return check_message_within("name error", &e.to_string(), MAX_REFERENCE_MESSAGE_CHARS),
     };
     let printed = parsed.to_string();
-    let again = ImageReference::parse_name(&printed).unwrap_or_else(|e| panic!("{input:?} printed as {printed:?}: {e}"));
+    let again =
+        ImageReference::parse_name(&printed).unwrap_or_else(|e| panic!("{input:?} printed as {printed:?}: {e}"));
     assert_eq!(again, parsed, "{input:?} printed as {printed:?}");
     assert_eq!(ImageReference::names_registry(input), ImageReference::names_registry(input));
 }

@@ -8,7 +8,9 @@
 use http::HeaderMap;
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use libfuzzer_sys::fuzz_target;
-use pullprobe::registry::auth::{Challenge, MAX_CHALLENGE_TEXT, MAX_CHALLENGES, MAX_PARAMS, challenges, parse_challenges};
+use pullprobe::registry::auth::{
+    Challenge, MAX_CHALLENGE_TEXT, MAX_CHALLENGES, MAX_PARAMS, challenges, parse_challenges,
+};
 use pullprobe_fuzz::text;
 
 fuzz_target!(|data: &[u8]| {

@@ -34,7 +34,12 @@ pub fn check_message_within(what: &str, message: &str, limit: usize) {
 
 /// Panic unless `error` has one of `allowed` reasons and a bounded message.
 pub fn check_error(what: &str, error: &ProbeError, allowed: &[Reason]) {
-    assert!(allowed.contains(&error.reason), "{what}: reason {} is not one of {allowed:?}: {}", error.reason, error.message);
+    assert!(
+        allowed.contains(&error.reason),
+        "{what}: reason {} is not one of {allowed:?}: {}",
+        error.reason,
+        error.message
+    );
     check_message(what, &error.message);
     if let Some(code) = &error.registry_error {
         check_message(what, code);
