@@ -14,6 +14,7 @@ use crate::digest::Digest;
 use crate::media_types::{self, ManifestKind};
 use crate::platform::Platform;
 use crate::reason::{ProbeError, Reason};
+use crate::redact::json_error;
 
 /// A content descriptor: what a manifest says about a blob or a child manifest.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,9 +102,10 @@ fn check_descriptor(d: &Descriptor, what: &str) -> Result<BlobRef, ProbeError> {
 
 /// Broken JSON, or JSON whose values do not fit (a size beyond int64, a missing digest).
 fn json_invalid(what: &str, e: &serde_json::Error) -> ProbeError {
+    let detail = json_error(e);
     match e.classify() {
-        serde_json::error::Category::Data => invalid(format!("{what} is JSON of the wrong shape: {e}")),
-        _ => invalid(format!("{what} is not valid JSON: {e}")),
+        serde_json::error::Category::Data => invalid(format!("{what} is JSON of the wrong shape: {detail}")),
+        _ => invalid(format!("{what} is not valid JSON: {detail}")),
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! Secrets are: credentials in URLs (`user:pass@`), query strings (signed
 //! object-storage URLs carry their signature there), and `Authorization`-style
-//! values (`Bearer …`, `Basic …`, `token=…`).
+//! values (`Bearer …`, `Basic …`, `token=…`). It also decides how much of a
+//! JSON document a parse error may quote: serde_json's own message quotes the
+//! offending value whole, which may be a credential or megabytes long.
 
 use url::Url;
 
@@ -79,6 +81,36 @@ fn redact_words(text: &str) -> String {
     out.join(" ")
 }
 
+/// Longest serde_json message kept by [`json_error`].
+const MAX_JSON_ERROR_CHARS: usize = 300;
+
+/// A JSON parse error of a document that holds no secrets (a manifest, an answer
+/// of a server): serde_json's message, which quotes the offending value, cut in the
+/// middle to at most 300 characters so that `at line … column …` stays.
+pub fn json_error(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let chars = message.chars().count();
+    if chars <= MAX_JSON_ERROR_CHARS {
+        return message;
+    }
+    let keep_end = MAX_JSON_ERROR_CHARS / 3;
+    let head: String = message.chars().take(MAX_JSON_ERROR_CHARS - keep_end - 1).collect();
+    let tail: String = message.chars().skip(chars - keep_end).collect();
+    format!("{head}…{tail}")
+}
+
+/// A JSON parse error of a document that may hold secrets (a Docker config, a pull
+/// secret): what kind of problem and where, quoting nothing of the document.
+pub fn json_error_position(error: &serde_json::Error) -> String {
+    let problem = match error.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "JSON of the wrong shape",
+        serde_json::error::Category::Eof => "JSON cut short",
+    };
+    format!("{problem} at line {} column {}", error.line(), error.column())
+}
+
 /// Log output with [`redact_text`] applied to every line: what pullprobe logs
 /// never carries a secret, and this also covers what its libraries log at
 /// debug level (reqwest names redirect targets, signed query strings included).
@@ -145,5 +177,21 @@ mod tests {
         let debug = r#"headers: {"authorization": "Bearer eyJhbGc.payload.sig", "x": (Basic dXNlcjpwdw==)}"#;
         let shown = redact_text(debug);
         assert!(!shown.contains("eyJhbGc") && !shown.contains("dXNlcjpwdw"), "{shown}");
+    }
+
+    #[test]
+    fn json_errors_quote_little_or_nothing() {
+        let long = format!("\"{}\"", "x".repeat(10_000));
+        let error = serde_json::from_str::<u64>(&long).unwrap_err();
+        let shown = json_error(&error);
+        assert_eq!(shown.chars().count(), MAX_JSON_ERROR_CHARS, "{shown}");
+        assert!(shown.starts_with("invalid type: string \"xxx") && shown.ends_with("line 1 column 10002"), "{shown}");
+        let short = serde_json::from_str::<u64>("\"x\"").unwrap_err();
+        assert_eq!(json_error(&short), short.to_string());
+
+        let error = serde_json::from_str::<u64>("\"hunter2\"").unwrap_err();
+        assert_eq!(json_error_position(&error), "JSON of the wrong shape at line 1 column 9");
+        let error = serde_json::from_str::<Vec<u64>>("[1").unwrap_err();
+        assert_eq!(json_error_position(&error), "JSON cut short at line 1 column 2");
     }
 }

@@ -15,7 +15,7 @@ use crate::config::{AlertAfter, AlertmanagerConfig, Severity};
 use crate::output::history::{History, SeriesHistory, SeriesKey, parse_rfc3339, rfc3339, started_at};
 use crate::output::http::{DeliveryError, EndpointClient, RetryPolicy};
 use crate::output::{human_bytes, one_line};
-use crate::redact::redact_text;
+use crate::redact::{json_error, redact_text};
 use crate::result::ProbeResult;
 
 pub const PULL_ALERT: &str = "RegistryPullFailed";
@@ -331,9 +331,9 @@ impl Alertmanager {
             .append_pair("inhibited", "true")
             .append_pair("unprocessed", "true");
         let body = self.client.send_once(reqwest::Method::GET, &url, None).await?;
-        serde_json::from_slice(&body).map_err(|e| DeliveryError {
+        parse_alerts(&body).map_err(|message| DeliveryError {
             endpoint: self.name(),
-            message: format!("GET /api/v2/alerts: not a list of alerts: {e}"),
+            message,
             attempts: 1,
             retryable: false,
         })
@@ -345,6 +345,11 @@ impl Alertmanager {
         let body = serde_json::to_vec(alerts).unwrap_or_default();
         self.client.send(reqwest::Method::POST, &url, Some(("application/json", body))).await.map(|_| ())
     }
+}
+
+/// The alerts of a `GET /api/v2/alerts` answer.
+pub fn parse_alerts(body: &[u8]) -> Result<Vec<Alert>, String> {
+    serde_json::from_slice(body).map_err(|e| format!("GET /api/v2/alerts: not a list of alerts: {}", json_error(&e)))
 }
 
 /// How delivery to one replica went.

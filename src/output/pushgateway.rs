@@ -17,6 +17,7 @@ use crate::output::history::{History, SeriesHistory, SeriesKey};
 use crate::output::http::{DeliveryError, EndpointClient, RetryPolicy};
 use crate::output::metrics;
 use crate::reason::Reason;
+use crate::redact::json_error;
 
 /// The body type of a push: length-delimited `io.prometheus.client.MetricFamily` messages.
 pub const PROTOBUF_CONTENT_TYPE: &str =
@@ -200,9 +201,9 @@ struct ReadBackMetric {
 }
 
 /// The series histories in the `/api/v1/metrics` answer that belong to `groups`.
-fn parse_read_back(body: &[u8], groups: &[Group]) -> Result<History, String> {
-    let answer: ReadBack =
-        serde_json::from_slice(body).map_err(|e| format!("/api/v1/metrics is not the expected JSON: {e}"))?;
+pub fn parse_read_back(body: &[u8], groups: &[Group]) -> Result<History, String> {
+    let answer: ReadBack = serde_json::from_slice(body)
+        .map_err(|e| format!("/api/v1/metrics is not the expected JSON: {}", json_error(&e)))?;
     if answer.status != "success" {
         return Err(format!("/api/v1/metrics answered status {:?}", answer.status));
     }

@@ -12,9 +12,10 @@ use crate::redact::redact_url;
 use crate::registry::scope::{Scope, merge_scopes};
 
 /// Challenges and parameters read from one response; the rest is ignored.
-const MAX_CHALLENGES: usize = 16;
-const MAX_PARAMS: usize = 32;
-const MAX_CHALLENGE_TEXT: usize = 16 * 1024;
+pub const MAX_CHALLENGES: usize = 16;
+pub const MAX_PARAMS: usize = 32;
+/// Characters of one `WWW-Authenticate` value read; the rest is ignored.
+pub const MAX_CHALLENGE_TEXT: usize = 16 * 1024;
 
 /// One challenge of a `WWW-Authenticate` header: scheme (lowercase) and parameters (names lowercase).
 #[derive(Debug, Clone, PartialEq, Eq)]

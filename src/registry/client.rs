@@ -199,7 +199,10 @@ pub fn cache_status(headers: &HeaderMap) -> Option<String> {
         } else {
             first.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(32).collect()
         };
-        return Some(normalised);
+        // A value with no word in it (`-`, `, HIT`) says nothing: ask the next header.
+        if !normalised.is_empty() {
+            return Some(normalised);
+        }
     }
     None
 }

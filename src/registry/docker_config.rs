@@ -16,6 +16,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::reason::{ProbeError, Reason};
+use crate::redact::json_error_position;
 use crate::reference::DOCKER_HUB;
 use crate::registry::credentials::{Credentials, Secret};
 
@@ -81,10 +82,8 @@ pub async fn lookup(path: Option<&Path>, registry_host: &str) -> Result<Option<C
         Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(config_error(&path, &format!("cannot read it: {e}"))),
     };
-    let config: DockerConfigFile = serde_json::from_slice(&text).map_err(|e| {
-        // serde_json's message names a line and column, never the value.
-        config_error(&path, &format!("not a Docker config ({e})"))
-    })?;
+    let config: DockerConfigFile = serde_json::from_slice(&text)
+        .map_err(|e| config_error(&path, &format!("not a Docker config ({})", json_error_position(&e))))?;
     if let Some(helper) = find(&config.cred_helpers, registry_host) {
         return run_helper(helper, &helper_server(registry_host)).await;
     }
@@ -197,13 +196,13 @@ impl PullSecretKeyring {
     pub fn add(&mut self, payload: &[u8], format: PullSecretFormat, source: &str) -> Result<(), ProbeError> {
         let auths: std::collections::BTreeMap<String, AuthEntry> = match format {
             PullSecretFormat::DockerConfigJson => {
-                let config: DockerConfigFile = serde_json::from_slice(payload)
-                    .map_err(|e| source_error(source, &format!("not a .dockerconfigjson ({e})")))?;
+                let config: DockerConfigFile = serde_json::from_slice(payload).map_err(|e| {
+                    source_error(source, &format!("not a .dockerconfigjson ({})", json_error_position(&e)))
+                })?;
                 config.auths
             }
-            PullSecretFormat::DockerCfg => {
-                serde_json::from_slice(payload).map_err(|e| source_error(source, &format!("not a .dockercfg ({e})")))?
-            }
+            PullSecretFormat::DockerCfg => serde_json::from_slice(payload)
+                .map_err(|e| source_error(source, &format!("not a .dockercfg ({})", json_error_position(&e))))?,
         };
         let mut added = Vec::new();
         for (key, entry) in &auths {

@@ -137,7 +137,7 @@ fn link_next(request: &Url, headers: &HeaderMap) -> Option<Url> {
 /// The next page of a paginated listing (`Link: <…>; rel="next"`), if there is
 /// one to follow: `None` at the end, or for a page naming itself (it would loop);
 /// an error for a page on another host, which never gets our credentials.
-pub(crate) fn next_page(request: &Url, headers: &HeaderMap, label: &str) -> Result<Option<Url>, ProbeError> {
+pub fn next_page(request: &Url, headers: &HeaderMap, label: &str) -> Result<Option<Url>, ProbeError> {
     match link_next(request, headers) {
         Some(next) if next.origin() != request.origin() => Err(ProbeError::new(
             Reason::HttpStatus,

@@ -20,7 +20,7 @@
 //! reading anything but the fields needed ([`objects`]).
 
 mod api;
-mod objects;
+pub mod objects;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;

@@ -1,0 +1,92 @@
+//! Inputs the fuzz targets of `fuzz/` found that once broke a parser, replayed
+//! with the property that target checks. Each fixture under
+//! `tests/fixtures/fuzz/<target>/` is the exact input of that target (so
+//! `fuzz/target/<triple>/release/<target> FILE` replays it too); the test reads
+//! it the way the target does and asserts the reason and the message.
+
+use std::path::Path;
+
+use pullprobe::manifest::parse_manifest;
+use pullprobe::media_types;
+use pullprobe::output::alertmanager::parse_alerts;
+use pullprobe::output::pushgateway::{Group, parse_read_back};
+use pullprobe::reason::Reason;
+use pullprobe::registry::client::cache_status;
+use pullprobe::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// Longest error message a parser may return, whatever the input (as in `fuzz/src/lib.rs`).
+const MAX_MESSAGE_CHARS: usize = 4096;
+
+fn fixture(target: &str, name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz").join(target).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn assert_bounded(message: &str) {
+    let chars = message.chars().count();
+    let start: String = message.chars().take(200).collect();
+    assert!(chars <= MAX_MESSAGE_CHARS, "a message of {chars} characters: {start}…");
+}
+
+/// A manifest body that is one long JSON string: serde_json's message quoted it whole.
+#[test]
+fn a_manifest_error_does_not_quote_the_whole_document() {
+    let input = fixture("manifest", "long-string-document");
+    let (_, body) = input.split_first().expect("a content-type byte and a body");
+    let err = parse_manifest(body, Some(media_types::OCI_MANIFEST)).expect_err("a string is not a manifest");
+    assert_eq!(err.reason, Reason::ManifestInvalid);
+    assert_bounded(&err.message);
+    assert!(err.message.contains("line 1 column"), "{}", err.message);
+}
+
+/// `X-Cache: %`: a cache status with no word in it came out as `""` instead of none.
+#[test]
+fn a_cache_header_without_a_word_is_no_cache_status() {
+    let input = fixture("response_headers", "x-cache-percent");
+    let (_, value) = input.split_first().expect("a header-name byte and a value");
+    let mut headers = HeaderMap::new();
+    headers.insert(HeaderName::from_static("x-cache"), HeaderValue::from_bytes(value).expect("a header value"));
+    assert_eq!(cache_status(&headers), None);
+    headers.insert(HeaderName::from_static("x-cache-status"), HeaderValue::from_static(", hit"));
+    assert_eq!(cache_status(&headers), None, "no word before the comma");
+    headers.insert(HeaderName::from_static("cf-cache-status"), HeaderValue::from_static("HIT"));
+    assert_eq!(cache_status(&headers).as_deref(), Some("HIT"), "the next header that has one");
+}
+
+/// A `.dockercfg` that is a number: serde_json's message quoted the value. Values
+/// in a pull secret are credentials; an error names keys, never values.
+#[test]
+fn a_pull_secret_error_never_quotes_a_value() {
+    let input = fixture("docker_config", "dockercfg-number");
+    let (_, payload) = input.split_first().expect("a format byte and a payload");
+    let err = PullSecretKeyring::default()
+        .add(payload, PullSecretFormat::DockerCfg, "imagePullSecret prod/pull")
+        .expect_err("a number is not a .dockercfg");
+    assert_eq!(err.reason, Reason::AuthFailed);
+    assert!(!err.message.contains("e-309"), "{}", err.message);
+    // The same mistake with a real credential: an `auth` string where the entry belongs.
+    let payload = br#"{"auths":{"registry.example.org":"YWxpY2U6aHVudGVyMg=="}}"#;
+    let err = PullSecretKeyring::default()
+        .add(payload, PullSecretFormat::DockerConfigJson, "imagePullSecret prod/pull")
+        .expect_err("a string is not an auths entry");
+    assert!(!err.message.contains("YWxpY2U6aHVudGVyMg"), "{}", err.message);
+    assert!(err.message.contains("line 1 column"), "{}", err.message);
+}
+
+/// A Pushgateway answer that is one long JSON string: the message quoted it whole.
+#[test]
+fn a_read_back_error_does_not_quote_the_whole_answer() {
+    let body = fixture("pushgateway_read_back", "long-string-document");
+    let groups = [Group { job: "pullprobe".into(), probe: "golden-base".into(), location: "eqiad".into() }];
+    let message = parse_read_back(&body, &groups).expect_err("a string is not a read-back");
+    assert_bounded(&message);
+}
+
+/// The same answer from an Alertmanager replica (`GET /api/v2/alerts`).
+#[test]
+fn an_alerts_error_does_not_quote_the_whole_answer() {
+    let body = fixture("alertmanager_read_back", "long-string-document");
+    let message = parse_alerts(&body).expect_err("a string is not a list of alerts");
+    assert_bounded(&message);
+}
