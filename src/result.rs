@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::reason::{Phase, Reason};
 
@@ -19,8 +20,8 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeResult {
     pub probe: String,
-    /// `pull` for image probes.
-    pub kind: String,
+    /// `pull` for image probes, `canary` for write-path probes.
+    pub kind: Kind,
     /// The full reference probed, e.g. `registry.example.org/team/app:1.2`.
     pub image: String,
     pub registry: String,
@@ -35,8 +36,9 @@ pub struct ProbeResult {
     pub registry_error: Option<String>,
     pub retries: u32,
     pub manifest_digest: Option<String>,
-    /// RFC 3339, UTC.
-    pub started_at: String,
+    /// When the run began (RFC 3339, UTC, milliseconds in JSON).
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
     pub duration_seconds: f64,
     /// Seconds per phase: dns, connect, tls, auth, manifest, config, first_byte, transfer.
     pub phases: BTreeMap<String, f64>,
@@ -63,8 +65,8 @@ pub struct LayerCheck {
     pub size: u64,
     pub ok: bool,
     pub reason: Option<Reason>,
-    /// `full` (digest, size, decompression, diff_id, tar) or `digest_only`; null if not checked.
-    pub check: Option<String>,
+    /// How the blob was checked; null if it was not reached.
+    pub check: Option<Check>,
     /// Compressed bytes actually received.
     pub bytes: u64,
     pub uncompressed_bytes: Option<u64>,
@@ -80,12 +82,47 @@ impl ProbeResult {
     pub fn bytes(&self) -> u64 {
         self.layers.iter().map(|l| l.bytes).sum()
     }
+
+    /// `started_at` as the JSON writes it (RFC 3339, UTC).
+    pub fn started_at_rfc3339(&self) -> String {
+        self.started_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    }
 }
 
-/// Now, as RFC 3339 UTC with millisecond precision: the form of `started_at`.
-pub fn now_rfc3339() -> String {
-    // Millisecond precision: run times derived from it (last success) must order runs a second apart.
-    let now = time::OffsetDateTime::now_utc();
-    let now = now.replace_millisecond(now.millisecond()).unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+/// What kind of probe produced a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Pull and verify an image.
+    Pull,
+    /// Push a canary image, then read it back.
+    Canary,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pull => "pull",
+            Kind::Canary => "canary",
+        }
+    }
+}
+
+/// How one blob was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// Digest, size, decompression, diff_id and the tar walk.
+    Full,
+    /// sha256 and size only (verified in full elsewhere this round, or not an image layer).
+    DigestOnly,
+    /// Not read this run: rotated out by the round's byte budget.
+    Skipped,
+}
+
+/// Now, UTC, truncated to milliseconds: the precision of `started_at`.
+/// Run times derived from it (last success) must order runs a second apart.
+pub fn now_utc_millis() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_millisecond(now.millisecond()).unwrap_or(now)
 }

@@ -16,7 +16,7 @@ use crate::output::history::{History, SeriesHistory, SeriesKey, parse_rfc3339, r
 use crate::output::http::{DeliveryError, EndpointClient, RetryPolicy};
 use crate::output::{human_bytes, one_line};
 use crate::redact::{json_error, redact_text};
-use crate::result::ProbeResult;
+use crate::result::{Kind, ProbeResult};
 
 pub const PULL_ALERT: &str = "RegistryPullFailed";
 pub const CANARY_ALERT: &str = "RegistryCanaryFailed";
@@ -26,7 +26,7 @@ const MAX_LAYERS_DESCRIBED: usize = 10;
 
 /// The alert name of a result's kind.
 pub fn alertname(result: &ProbeResult) -> &'static str {
-    if result.kind == "canary" { CANARY_ALERT } else { PULL_ALERT }
+    if result.kind == Kind::Canary { CANARY_ALERT } else { PULL_ALERT }
 }
 
 /// An alert as `POST /api/v2/alerts` takes it (and `GET` returns it, with more fields).
@@ -440,7 +440,7 @@ mod tests {
             size: 412,
             ok: false,
             reason: Some(reason),
-            check: Some("full".into()),
+            check: Some(crate::result::Check::Full),
             bytes: 412,
             uncompressed_bytes: None,
             duration_seconds: 0.1,

@@ -14,10 +14,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::output::gauge_family::{GaugeFamily, Labels, Sample};
-use crate::result::ProbeResult;
+use crate::result::{Kind, ProbeResult};
 
 /// The `kind` of canary results.
-const CANARY: &str = "canary";
 
 pub const PUSH_DURATION: &str = "canary_push_duration_seconds";
 pub const VISIBLE: &str = "canary_visible_seconds";
@@ -37,7 +36,7 @@ fn visible_histogram() -> Histogram {
 /// `canary_push_duration_seconds{probe, registry}`: the last push of each canary probe.
 pub fn push_duration(results: &[ProbeResult]) -> GaugeFamily {
     let mut samples: Vec<Sample> = Vec::new();
-    for result in results.iter().filter(|r| r.kind == CANARY) {
+    for result in results.iter().filter(|r| r.kind == Kind::Canary) {
         let Some(seconds) = result.phases.get("push") else { continue };
         let labels = probe_registry(result);
         if samples.iter().all(|s| s.labels != labels) {
@@ -70,7 +69,7 @@ impl CanaryCounters {
     /// frontend's result, but it is one failure).
     pub fn observe(&self, results: &[ProbeResult]) {
         let mut counted: Vec<Labels> = Vec::new();
-        for result in results.iter().filter(|r| r.kind == CANARY) {
+        for result in results.iter().filter(|r| r.kind == Kind::Canary) {
             if let Some(seconds) = result.phases.get("visible") {
                 let mut labels = probe_registry(result);
                 labels.push(("frontend".into(), result.frontend.clone()));
@@ -105,7 +104,7 @@ mod tests {
 
     fn canary(frontend: &str, reason: Option<Reason>, visible: Option<f64>) -> ProbeResult {
         let mut r = result(frontend, reason, "2026-11-23T06:00:00Z");
-        r.kind = CANARY.into();
+        r.kind = Kind::Canary;
         r.phases.insert("push".into(), 0.5);
         if let Some(v) = visible {
             r.phases.insert("visible".into(), v);

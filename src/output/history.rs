@@ -114,11 +114,9 @@ pub fn advance(previous: &History, results: &[ProbeResult]) -> History {
         .collect()
 }
 
-/// When a result's run started, in Unix seconds (now if `started_at` does not parse).
+/// When a result's run started, in Unix seconds.
 pub fn started_at(result: &ProbeResult) -> f64 {
-    OffsetDateTime::parse(&result.started_at, &Rfc3339)
-        .map(unix_seconds)
-        .unwrap_or_else(|_| unix_seconds(OffsetDateTime::now_utc()))
+    unix_seconds(result.started_at)
 }
 
 pub fn unix_seconds(at: OffsetDateTime) -> f64 {
@@ -145,7 +143,7 @@ pub(crate) mod tests {
     pub(crate) fn result(frontend: &str, reason: Option<Reason>, started_at: &str) -> ProbeResult {
         ProbeResult {
             probe: "golden-base".into(),
-            kind: "pull".into(),
+            kind: crate::result::Kind::Pull,
             image: "registry.example.org/base/buster:latest".into(),
             registry: "prod".into(),
             frontend: frontend.into(),
@@ -158,7 +156,7 @@ pub(crate) mod tests {
             registry_error: None,
             retries: 0,
             manifest_digest: None,
-            started_at: started_at.into(),
+            started_at: OffsetDateTime::parse(started_at, &Rfc3339).unwrap_or(OffsetDateTime::UNIX_EPOCH),
             duration_seconds: 2.0,
             phases: BTreeMap::from([("manifest".to_string(), 0.5), ("transfer".to_string(), 1.5)]),
             tls_not_after: None,

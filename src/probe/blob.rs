@@ -17,8 +17,8 @@ use crate::digest::Digest;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::client::BlobSource;
 use crate::registry::errors::{classify_transport, is_incomplete_body};
-use crate::result::LayerCheck;
-use crate::verify::{self, ChunkReader, LayerReport};
+use crate::result::{Check, LayerCheck};
+use crate::verify::{self, CheckMode, ChunkReader, LayerReport};
 
 /// Chunks and bytes buffered between the network and the verifier of one blob: enough
 /// to keep the verifier fed while the connection is read, little enough that memory stays
@@ -125,7 +125,10 @@ pub fn judged(
     LayerCheck {
         ok: error.is_none(),
         reason: error.map(|e| e.reason),
-        check: Some(report.check.as_str().to_string()),
+        check: Some(match report.check {
+            CheckMode::Full => Check::Full,
+            CheckMode::DigestOnly => Check::DigestOnly,
+        }),
         bytes: report.bytes,
         uncompressed_bytes: report.uncompressed_bytes,
         duration_seconds: took.as_secs_f64(),

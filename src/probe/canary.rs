@@ -33,11 +33,8 @@ use crate::frontend::Frontend;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::transport::{Transport, TransportOptions};
-use crate::result::ProbeResult;
-use crate::result::now_rfc3339;
+use crate::result::{Kind, ProbeResult, now_utc_millis};
 
-/// The `kind` of canary results.
-pub const KIND: &str = "canary";
 /// The platform of the canary image (its config says linux/amd64; its one file runs nowhere).
 pub const PLATFORM: &str = "linux/amd64";
 /// How long the cleanup after a run may take.
@@ -65,7 +62,7 @@ pub struct CanaryJob {
 
 /// The canary's entry point, one run of one canary probe: one result per frontend.
 pub async fn run(job: &CanaryJob) -> Vec<ProbeResult> {
-    let run = Run { job, started_at: now_rfc3339(), started: Instant::now() };
+    let run = Run { job, started_at: now_utc_millis(), started: Instant::now() };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let created = OffsetDateTime::from_unix_timestamp(now.as_secs() as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let tag = cleanup::tag_for(&job.location, now.as_secs());
@@ -135,7 +132,7 @@ pub async fn run(job: &CanaryJob) -> Vec<ProbeResult> {
 
 struct Run<'a> {
     job: &'a CanaryJob,
-    started_at: String,
+    started_at: time::OffsetDateTime,
     started: Instant,
 }
 
@@ -144,7 +141,7 @@ impl Run<'_> {
     fn result(&self, frontend: &Frontend, warnings: &[String]) -> ProbeResult {
         ProbeResult {
             probe: self.job.probe.clone(),
-            kind: KIND.to_string(),
+            kind: Kind::Canary,
             image: self.job.repository.name(),
             registry: self.job.registry.clone(),
             frontend: frontend.label.clone(),
@@ -157,7 +154,7 @@ impl Run<'_> {
             registry_error: None,
             retries: 0,
             manifest_digest: None,
-            started_at: self.started_at.clone(),
+            started_at: self.started_at,
             duration_seconds: self.started.elapsed().as_secs_f64(),
             phases: Default::default(),
             tls_not_after: None,

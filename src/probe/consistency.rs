@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 
 use crate::reason::{Phase, Reason};
-use crate::result::ProbeResult;
+use crate::result::{Kind, ProbeResult};
 
 /// Mark the results of frontends that disagree with the majority.
 pub fn check_frontends(results: &mut [ProbeResult]) {
     let mut groups: BTreeMap<(String, String, String), Vec<usize>> = BTreeMap::new();
     for (i, r) in results.iter().enumerate() {
-        if r.kind != "pull" || r.image.contains('@') {
+        if r.kind != Kind::Pull || r.image.contains('@') {
             continue;
         }
         groups.entry((r.probe.clone(), r.image.clone(), r.registry.clone())).or_default().push(i);
@@ -81,7 +81,7 @@ mod tests {
     fn result(frontend: &str, digest: Option<&str>) -> ProbeResult {
         ProbeResult {
             probe: "p".into(),
-            kind: "pull".into(),
+            kind: Kind::Pull,
             image: "r.example.org/app:1".into(),
             registry: "prod".into(),
             frontend: frontend.into(),
@@ -94,7 +94,7 @@ mod tests {
             registry_error: None,
             retries: 0,
             manifest_digest: digest.map(String::from),
-            started_at: String::new(),
+            started_at: time::OffsetDateTime::UNIX_EPOCH,
             duration_seconds: 0.0,
             phases: Default::default(),
             tls_not_after: None,

@@ -26,7 +26,7 @@ use crate::probe::ledger::BlobLedger;
 use crate::probe::pull::{self, Progress, PullTarget, RoundContext};
 use crate::reason::{Phase, ProbeError};
 use crate::registry::transport::TransportOptions;
-use crate::result::ProbeResult;
+use crate::result::{Check, ProbeResult};
 
 /// One unit of a run, planned and ready to probe.
 #[derive(Debug, Clone)]
@@ -217,7 +217,7 @@ fn carry_content_failures(results: &mut [ProbeResult], ledger: &BlobLedger) {
     for result in results.iter_mut() {
         let mut first: Option<ProbeError> = None;
         for (index, layer) in result.layers.iter_mut().enumerate() {
-            if !layer.ok || layer.check.as_deref() != Some("digest_only") {
+            if !layer.ok || layer.check != Some(Check::DigestOnly) {
                 continue;
             }
             let Ok(digest) = layer.digest.parse::<Digest>() else { continue };

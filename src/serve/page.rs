@@ -70,7 +70,7 @@ pub fn render(config: &Config, latest: &[ProbeResult], recent: &BTreeMap<String,
                 escape(&r.platform),
                 r.duration_seconds,
                 human_bytes(r.bytes()),
-                escape(&r.started_at)
+                escape(&r.started_at_rfc3339())
             );
         }
     }
@@ -86,7 +86,7 @@ pub fn render(config: &Config, latest: &[ProbeResult], recent: &BTreeMap<String,
             let _ = writeln!(
                 out,
                 "<details><summary>{} {} {} {status}</summary><pre>{}</pre></details>",
-                escape(&r.started_at),
+                escape(&r.started_at_rfc3339()),
                 escape(&r.frontend),
                 escape(&r.platform),
                 escape(&json)

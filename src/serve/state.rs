@@ -12,7 +12,7 @@ use crate::output::gauge_family::{GaugeFamily, Sample};
 use crate::output::history::{self, History, SeriesKey};
 use crate::output::metrics::{self, RunCounters};
 use crate::probe::discover;
-use crate::result::ProbeResult;
+use crate::result::{Check, ProbeResult};
 
 /// Results kept per probe for the status page.
 pub const RECENT_RESULTS: usize = 10;
@@ -126,7 +126,7 @@ impl ServeState {
             let key = SeriesKey::of(r);
             for layer in &r.layers {
                 let slot = (key.clone(), layer.digest.clone());
-                let read = layer.check.as_deref().is_some_and(|c| c != "skipped") && layer.bytes >= layer.size;
+                let read = layer.check.is_some_and(|c| c != Check::Skipped) && layer.bytes >= layer.size;
                 match s.layer_reads.get_mut(&slot) {
                     Some(at) if read => *at = now,
                     Some(_) => {}

@@ -17,8 +17,8 @@ use crate::probe::blob;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::client::RegistryClient;
 use crate::registry::transport::TransportOptions;
-use crate::result::LayerCheck;
-use crate::verify::{self, CheckMode, ChunkReader, LayerSpec};
+use crate::result::{Check, LayerCheck};
+use crate::verify::{self, ChunkReader, LayerSpec};
 
 /// The first pause between polls; it doubles up to [`POLL_MAX`].
 const POLL_FIRST: Duration = Duration::from_millis(100);
@@ -238,7 +238,7 @@ impl Reader<'_> {
         }
         let entry = blob::unread(&got, self.image.manifest.media_type, self.image.manifest.size());
         Ok(LayerCheck {
-            check: Some(CheckMode::DigestOnly.as_str().to_string()),
+            check: Some(Check::DigestOnly),
             bytes: response.body.len() as u64,
             duration_seconds: started.elapsed().as_secs_f64(),
             ..entry
@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(back.blobs.len(), image.blobs().len(), "{back:?}");
         for (check, pushed) in back.blobs.iter().zip(image.blobs()) {
             assert_eq!(check.digest, pushed.digest.to_string());
-            assert_eq!((check.ok, check.check.as_deref(), check.bytes), (true, Some("digest_only"), pushed.size()));
+            assert_eq!((check.ok, check.check, check.bytes), (true, Some(Check::DigestOnly), pushed.size()));
             assert_eq!(check.cache_status.as_deref(), Some("HIT"));
         }
     }

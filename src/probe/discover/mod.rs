@@ -29,7 +29,7 @@ use crate::reference::ImageReference;
 use crate::registry::credentials::Credentials;
 use crate::registry::transport::Transport;
 use crate::result::ProbeResult;
-use crate::result::now_rfc3339;
+use crate::result::{Kind, now_utc_millis};
 
 /// One image a rule selected for this run.
 #[derive(Debug, Clone)]
@@ -122,12 +122,12 @@ struct Listing<'a> {
     registry: String,
     frontend: String,
     started: Instant,
-    started_at: String,
+    started_at: time::OffsetDateTime,
 }
 
 impl<'a> Listing<'a> {
     fn new(config: &'a Config, probe: &'a ProbeConfig, image: String, registry: String, frontend: String) -> Self {
-        Listing { config, probe, image, registry, frontend, started: Instant::now(), started_at: now_rfc3339() }
+        Listing { config, probe, image, registry, frontend, started: Instant::now(), started_at: now_utc_millis() }
     }
 
     fn failure(&self, err: ProbeError) -> ProbeResult {
@@ -140,7 +140,7 @@ impl<'a> Listing<'a> {
         };
         ProbeResult {
             probe: self.probe.name.clone(),
-            kind: "pull".into(),
+            kind: Kind::Pull,
             image: self.image.clone(),
             registry: self.registry.clone(),
             frontend: self.frontend.clone(),
@@ -153,7 +153,7 @@ impl<'a> Listing<'a> {
             registry_error: err.registry_error,
             retries: 0,
             manifest_digest: None,
-            started_at: self.started_at.clone(),
+            started_at: self.started_at,
             duration_seconds: self.started.elapsed().as_secs_f64(),
             phases: BTreeMap::new(),
             tls_not_after: None,

@@ -14,7 +14,7 @@ use crate::platform::PlatformSelection;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::registry::client::RegistryClient;
 use crate::registry::transport::response_deadline;
-use crate::result::ProbeResult;
+use crate::result::{Kind, ProbeResult};
 
 impl PullRun<'_> {
     /// A client through the frontend whose every response must come within the pull's timeout.
@@ -109,7 +109,7 @@ impl PullRun<'_> {
         };
         ProbeResult {
             probe: self.target.probe.clone(),
-            kind: "pull".to_string(),
+            kind: Kind::Pull,
             image: self.target.image.to_string(),
             registry: self.target.registry.clone(),
             frontend: self.frontend.label.clone(),
@@ -122,7 +122,7 @@ impl PullRun<'_> {
             registry_error,
             retries,
             manifest_digest: state.manifest_digest,
-            started_at: clock.started_at.clone(),
+            started_at: clock.started_at,
             duration_seconds: clock.started.elapsed().as_secs_f64(),
             phases: state.phases,
             tls_not_after: state.tls_not_after,

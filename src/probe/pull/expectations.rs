@@ -13,6 +13,7 @@ use crate::manifest::ImageManifest;
 use crate::probe::expect;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::registry::client::RegistryClient;
+use crate::result::Check;
 use crate::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
 
 impl PullRun<'_> {
@@ -35,7 +36,7 @@ impl PullRun<'_> {
         };
         let mut failures = Vec::new();
         if let Some(plan) = content {
-            let skipped = lock(state).layers.iter().any(|l| l.check.as_deref() == Some("skipped"));
+            let skipped = lock(state).layers.iter().any(|l| l.check == Some(Check::Skipped));
             if skipped {
                 let warning = "path assertions not checked: max_round_bytes left layers unread this round";
                 lock(state).warnings.push(warning.to_string());

@@ -22,7 +22,7 @@ use crate::probe::blob;
 use crate::probe::ledger::BlobLedger;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::client::{BlobSource, RegistryClient};
-use crate::result::LayerCheck;
+use crate::result::{Check, LayerCheck};
 use crate::verify::content::ContentPlan;
 use crate::verify::{self, CheckMode, ChunkReader, EntryVisitor, LayerLimits, LayerReport, LayerSpec};
 
@@ -206,7 +206,7 @@ impl LayerJob {
 /// A layer left for a later round by the bandwidth rotation: not a failure.
 pub(super) fn skipped_check(layer: &BlobRef) -> LayerCheck {
     let entry = blob::unread(&layer.digest, &layer.media_type, layer.size);
-    LayerCheck { check: Some("skipped".to_string()), ..entry }
+    LayerCheck { check: Some(Check::Skipped), ..entry }
 }
 
 /// A layer that failed before (or without) a verdict on its bytes.

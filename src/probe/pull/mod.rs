@@ -34,7 +34,7 @@ use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::client::RegistryClient;
 use crate::registry::transport::TransportOptions;
-use crate::result::{LayerCheck, ProbeResult, now_rfc3339};
+use crate::result::{LayerCheck, ProbeResult, now_utc_millis};
 
 use manifest::PlatformSource;
 
@@ -111,13 +111,13 @@ struct PullRun<'a> {
 /// When a pull began: `started_at` for the result, and the start of its deadline.
 #[derive(Debug, Clone)]
 struct Clock {
-    started_at: String,
+    started_at: time::OffsetDateTime,
     started: Instant,
 }
 
 impl Clock {
     fn start() -> Clock {
-        Clock { started_at: now_rfc3339(), started: Instant::now() }
+        Clock { started_at: now_utc_millis(), started: Instant::now() }
     }
 }
 
