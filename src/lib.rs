@@ -9,14 +9,12 @@
 //! - [`verify`] is streaming readers (digest, count, decompress, tar walk) that know nothing about HTTP.
 //! - [`probe`] joins them for one image on one frontend and returns a [`result::ProbeResult`].
 //! - [`output`] turns results into a table, JSON and the rest; it never touches the network.
-//! - [`image_builder`] writes OCI/Docker images in code (tests, demo, benchmark).
 
 pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod frontend;
 pub mod glob;
-pub mod image_builder;
 pub mod manifest;
 pub mod media_types;
 pub mod output;

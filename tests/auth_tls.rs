@@ -546,7 +546,7 @@ fn canary_tags(registry: &Registry) -> Vec<String> {
 
 /// Push a distinct small image under each tag, so that deleting one manifest deletes one tag.
 async fn seed_canary_tags(registry: &Registry, tags: &[&str]) {
-    use pullprobe::image_builder::{Format, ImageBuilder, LayerBuilder, LayerCompression};
+    use image_builder::{Format, ImageBuilder, LayerBuilder, LayerCompression};
     for tag in tags {
         let dir = registry.scratch().join(tag);
         fs::create_dir_all(&dir).expect("scratch dir");

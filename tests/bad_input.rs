@@ -27,7 +27,7 @@ use futures_util::stream::{self, BoxStream};
 use serde_json::{Value, json};
 
 use common::{ResultJson, json_results, run_pullprobe};
-use pullprobe::digest::Digest;
+use image_builder::Digest;
 use pullprobe::media_types;
 
 const REPO: &str = "repo";

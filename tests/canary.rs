@@ -25,7 +25,7 @@ use serde_json::Value;
 use common::balancer::Balancer;
 use common::process::http_request;
 use common::{Nginx, Registry, RegistryOptions, ResultJson, json_results, push, result_for, run_pullprobe_with};
-use pullprobe::image_builder::{Format, ImageBuilder, LayerBuilder, LayerCompression};
+use image_builder::{Format, ImageBuilder, LayerBuilder, LayerCompression};
 
 const REPO: &str = "pullprobe/canary";
 const LOCATION: &str = "test";

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pullprobe::digest::Digest;
+use image_builder::Digest;
 use tempfile::TempDir;
 use url::Url;
 
