@@ -1,12 +1,14 @@
-//! The helper of `bench/throughput`: builds and pushes the benchmark images with
-//! pullprobe's own image builder, and measures the in-process limits the bench
-//! compares `pullprobe now` against.
+//! The helper of `bench/throughput`: writes the benchmark images with the
+//! project's image builder, and measures the in-process limits the bench
+//! compares `pullprobe now` against with the prober's own verifier. It lives
+//! with the prober's examples because it uses both.
 //!
 //! ```text
-//! bench_throughput build REGISTRY_URL WORK_DIR MIB
-//!     push bench/big:latest (about MIB MiB uncompressed, 5 gzip layers: binaries,
-//!     text, incompressible random, many small files, one small layer) and
-//!     bench/small:latest (about 3 MB); write WORK_DIR/layers.json
+//! bench_throughput build WORK_DIR MIB
+//!     write the OCI image layout WORK_DIR with the tags `big` (about MIB MiB
+//!     uncompressed, 5 gzip layers: binaries, text, incompressible random, many
+//!     small files, one small layer) and `small` (about 3 MB), for the bench to
+//!     push; write WORK_DIR/layers.json
 //! bench_throughput inflate BLOB
 //!     decompress one gzip layer blob on this thread with the prober's decoder
 //! bench_throughput verify WORK_DIR THREADS [largest-first|manifest-order]
@@ -23,11 +25,10 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use pullprobe::digest::Digest;
-use pullprobe::image_builder::{
-    CompressionLevel, Format, GeneratedContent, ImageBuilder, Layer, LayerBuilder, LayerCompression,
+use image_builder::{
+    CompressionLevel, Format, GeneratedContent, Image, ImageBuilder, Layer, LayerBuilder, LayerCompression, Layout,
 };
-use pullprobe::registry::push::{UploadMethod, push_image};
+use pullprobe::digest::Digest;
 use pullprobe::verify::{self, CheckMode, Compression, LayerLimits, LayerSpec};
 use serde::{Deserialize, Serialize};
 
@@ -62,8 +63,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let outcome = match args.as_slice() {
-        ["build", url, dir, mib] => match mib.parse::<u64>() {
-            Ok(mib) => build(url, Path::new(dir), mib),
+        ["build", dir, mib] => match mib.parse::<u64>() {
+            Ok(mib) => build(Path::new(dir), mib),
             Err(_) => Err(format!("MIB must be a whole number, not {mib:?}").into()),
         },
         ["inflate", blob] => inflate(Path::new(blob)),
@@ -74,7 +75,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: bench_throughput build REGISTRY_URL WORK_DIR MIB | inflate BLOB | verify WORK_DIR THREADS [largest-first|manifest-order]"
+                "usage: bench_throughput build WORK_DIR MIB | inflate BLOB | verify WORK_DIR THREADS [largest-first|manifest-order]"
             );
             return ExitCode::from(2);
         }
@@ -160,7 +161,7 @@ fn write_image(
     dir: &Path,
     repository: &str,
     layers: Vec<(&'static str, LayerBuilder)>,
-) -> Result<(pullprobe::image_builder::Image, ImageRecord), BoxError> {
+) -> Result<(Image, ImageRecord), BoxError> {
     let mut written: Vec<(&'static str, Layer)> = Vec::new();
     for (name, builder) in layers {
         let started = Instant::now();
@@ -177,8 +178,8 @@ fn write_image(
         .iter()
         .map(|(name, l)| LayerRecord {
             name: name.to_string(),
-            digest: l.blob.digest,
-            diff_id: l.diff_id,
+            digest: Digest::from_bytes(*l.blob.digest.as_bytes()),
+            diff_id: Digest::from_bytes(*l.diff_id.as_bytes()),
             size: l.blob.size,
             uncompressed: l.uncompressed_size,
             path: l.blob.path.clone(),
@@ -194,23 +195,14 @@ fn write_image(
     Ok((image, record))
 }
 
-fn build(url: &str, dir: &Path, mib: u64) -> Result<(), BoxError> {
-    std::fs::create_dir_all(dir)?;
-    let blobs = dir.join("blobs");
-    let (big, big_record) = write_image(&blobs, "bench/big", big_layers(mib))?;
-    let (small, small_record) = write_image(&blobs, "bench/small", small_layers())?;
-    let base_url = url::Url::parse(url)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let client = reqwest::Client::new();
-        for (image, repository) in [(&big, "bench/big"), (&small, "bench/small")] {
-            let digest = push_image(&client, &base_url, repository, "latest", image, UploadMethod::Monolithic)
-                .await
-                .map_err(|e| format!("pushing {repository}: {e}"))?;
-            eprintln!("pushed {repository}:latest {digest}");
-        }
-        Ok::<(), BoxError>(())
-    })?;
+fn build(dir: &Path, mib: u64) -> Result<(), BoxError> {
+    let mut layout = Layout::new(dir)?;
+    let (big, big_record) = write_image(dir, "bench/big", big_layers(mib))?;
+    let (small, small_record) = write_image(dir, "bench/small", small_layers())?;
+    for (image, tag) in [(&big, "big"), (&small, "small")] {
+        eprintln!("wrote {tag} {}", layout.add(image, tag)?);
+    }
+    layout.finish()?;
     let images = Images { big: big_record, small: small_record };
     std::fs::write(dir.join("layers.json"), serde_json::to_vec_pretty(&images)?)?;
     println!("{}", serde_json::to_string(&images)?);

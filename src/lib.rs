@@ -11,14 +11,12 @@
 //!   every mode takes one path through it: [`probe::plan`] → [`probe::run`] → results.
 //! - [`output`] turns results into a table, JSON and the rest; it never touches the network.
 //! - [`cli`] (`now`, `check`, `validate`) and [`serve`] start runs and say where results go.
-//! - [`image_builder`] writes OCI/Docker images in code (tests, demo, benchmark).
 
 pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod frontend;
 pub mod glob;
-pub mod image_builder;
 pub mod manifest;
 pub mod media_types;
 pub mod output;

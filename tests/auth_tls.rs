@@ -19,10 +19,9 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -34,9 +33,8 @@ use tempfile::TempDir;
 
 use common::cli::Run;
 use common::pki::{PemPair, TestCa, TokenSigner};
-use common::process::{free_port, require_binary, stop_child};
 use common::registry::RegistryAuth;
-use common::{Registry, RegistryOptions, ResultJson, push_small_image, run_pullprobe_with};
+use common::{Nginx, Registry, RegistryOptions, ResultJson, push_small_image, run_pullprobe_with};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "Pa55-w0rd-that-must-never-print";
@@ -546,7 +544,7 @@ fn canary_tags(registry: &Registry) -> Vec<String> {
 
 /// Push a distinct small image under each tag, so that deleting one manifest deletes one tag.
 async fn seed_canary_tags(registry: &Registry, tags: &[&str]) {
-    use pullprobe::image_builder::{Format, ImageBuilder, LayerBuilder, LayerCompression};
+    use image_builder::{Format, ImageBuilder, LayerBuilder, LayerCompression};
     for tag in tags {
         let dir = registry.scratch().join(tag);
         fs::create_dir_all(&dir).expect("scratch dir");
@@ -676,81 +674,6 @@ async fn token_mode_canary_with_pull_only_credentials_is_auth_failed_naming_the_
 // ---------------------------------------------------------------------------
 // mTLS: nginx with `ssl_verify_client on` in front of a registry.
 
-/// nginx terminating TLS, demanding a client certificate signed by `client_ca`.
-struct MtlsNginx {
-    dir: TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl MtlsNginx {
-    fn start(upstream: &str, server: &PemPair, client_ca: &Path) -> MtlsNginx {
-        let binary = require_binary("/usr/sbin/nginx", "nginx");
-        let dir = tempfile::Builder::new().prefix("pullprobe-mtls-").tempdir().expect("temp dir");
-        fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        for _ in 0..8 {
-            let port = free_port();
-            let d = dir.path().display();
-            let conf = format!(
-                "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-                 events {{ worker_connections 64; }}\n\
-                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/tmp/b;\n  proxy_temp_path {d}/tmp/p;\n\
-                 \x20 fastcgi_temp_path {d}/tmp/f;\n  uwsgi_temp_path {d}/tmp/u;\n  scgi_temp_path {d}/tmp/s;\n\
-                 \x20 server {{\n    listen 127.0.0.1:{port} ssl;\n\
-                 \x20   ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
-                 \x20   ssl_client_certificate {ca};\n    ssl_verify_client on;\n\
-                 \x20   location / {{ proxy_pass http://{upstream}; proxy_http_version 1.1; proxy_set_header Host $http_host; }}\n\
-                 \x20 }}\n}}\n",
-                cert = server.cert.display(),
-                key = server.key.display(),
-                ca = client_ca.display(),
-            );
-            let conf_path = dir.path().join("nginx.conf");
-            fs::write(&conf_path, conf).unwrap();
-            let mut child = Command::new(&binary)
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(&conf_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting nginx");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // lost the port, or a bad config: see below
-                }
-                let pid = fs::read_to_string(dir.path().join("nginx.pid")).unwrap_or_default();
-                if pid.trim() == child.id().to_string() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return MtlsNginx { dir, port, child: Some(child) };
-                }
-                assert!(Instant::now() < deadline, "nginx did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            stop_child(&mut child);
-            let log = fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-            assert!(log.contains("Address already in use"), "nginx did not start:\n{log}");
-        }
-        panic!("nginx found no free port");
-    }
-
-    fn access_log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for MtlsNginx {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            stop_child(&mut child);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_through_nginx_with_and_without_a_client_certificate() {
     let pki = pki();
@@ -758,8 +681,8 @@ async fn mtls_through_nginx_with_and_without_a_client_certificate() {
     push_small_image(&registry, "small", "latest").await;
     let client_ca = TestCa::new(pki.dir.path(), "clients");
     let client = client_ca.client("prober", "pullprobe-prober");
-    let nginx = MtlsNginx::start(&registry.host_port(), &pki.server, &client_ca.cert);
-    let url = format!("https://127.0.0.1:{}", nginx.port);
+    let nginx = Nginx::start_mtls(&registry.host_port(), &pki.server, &client_ca.cert);
+    let url = format!("https://127.0.0.1:{}", nginx.port());
     let with_cert = format!(
         "    tls: {{ca_file: {}, client_cert: {}, client_key: {}}}\n",
         pki.ca.cert.display(),

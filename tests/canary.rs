@@ -11,21 +11,18 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
-use common::balancer::Balancer;
+use common::cli::config_file;
+use common::fake_registry::{Content, FakeRegistry, Seen, respond};
 use common::process::http_request;
 use common::{Nginx, Registry, RegistryOptions, ResultJson, json_results, push, result_for, run_pullprobe_with};
-use pullprobe::image_builder::{Format, ImageBuilder, LayerBuilder, LayerCompression};
+use image_builder::{Format, ImageBuilder, LayerBuilder, LayerCompression};
 
 const REPO: &str = "pullprobe/canary";
 const LOCATION: &str = "test";
@@ -42,11 +39,7 @@ fn config(url: &str, frontends: &[(&str, String)], more: &str) -> (tempfile::Tem
          canary: {{repository: {REPO}, consistency_deadline: 2s, size: 64KiB, chunk_size: 16KiB, sessions: 2}}\n{more}",
         listed.join(", ")
     );
-    let dir = tempfile::Builder::new().prefix("pullprobe-canary-").tempdir().expect("temp dir");
-    let path = dir.path().join("probes.yaml");
-    std::fs::write(&path, yaml).expect("writing probes.yaml");
-    let path = path.to_str().expect("UTF-8 path").to_string();
-    (dir, path)
+    config_file(&yaml)
 }
 
 /// `pullprobe now -c CONFIG -o json ARGS…`: exit code, results, stderr.
@@ -186,11 +179,11 @@ async fn a_registry_that_refuses_deletes_is_a_warning() {
 }
 
 /// Two instances behind one round-robin balancer, each with its own storage.
-fn split_pair(secret_a: &str, secret_b: &str) -> (Registry, Registry, Balancer) {
+fn split_pair(secret_a: &str, secret_b: &str) -> (Registry, Registry, Nginx) {
     let options = |secret: &str| RegistryOptions { secret: secret.to_string(), ..RegistryOptions::default() };
     let a = Registry::start_with(options(secret_a));
     let b = Registry::start_with(options(secret_b));
-    let balancer = Balancer::start(&[a.host_port(), b.host_port()]);
+    let balancer = Nginx::start_balancer(&[a.host_port(), b.host_port()]);
     (a, b, balancer)
 }
 
@@ -266,7 +259,7 @@ async fn shared_storage_behind_a_round_robin_passes() {
         || RegistryOptions { shared_storage: Some(storage.path().to_path_buf()), ..RegistryOptions::default() };
     let a = Registry::start_with(options());
     let b = Registry::start_with(options());
-    let balancer = Balancer::start(&[a.host_port(), b.host_port()]);
+    let balancer = Nginx::start_balancer(&[a.host_port(), b.host_port()]);
     let frontends = [("site-a", a.url().to_string()), ("site-b", b.url().to_string())];
     let (_dir, path) = config(balancer.url().as_str(), &frontends, "");
     let (code, results, stderr) = run_now(&path, &[]);
@@ -361,95 +354,41 @@ fn canaries_validate_with_and_without_credentials() {
 // ---------------------------------------------------------------------------
 // Hostile upload answers from a small in-test server.
 
-/// How the test server answers one request: method, path, and how many requests came before.
-type Answer = Box<dyn Fn(&Method, &str, usize) -> Response + Send + Sync>;
-
-struct FakeState {
-    answer: Answer,
-    seen: Mutex<Vec<(Method, String)>>,
-}
-
-struct FakeRegistry {
-    addr: SocketAddr,
-    state: Arc<FakeState>,
-}
-
-impl FakeRegistry {
-    async fn start(answer: impl Fn(&Method, &str, usize) -> Response + Send + Sync + 'static) -> Self {
-        let state = Arc::new(FakeState { answer: Box::new(answer), seen: Mutex::new(Vec::new()) });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address");
-        let app = Router::new().fallback(fake_handle).with_state(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        FakeRegistry { addr, state }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn seen(&self) -> Vec<(Method, String)> {
-        self.state.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Run the canary against it (the registry is its only frontend); its one result.
-    fn run(&self) -> Value {
-        let (_dir, path) = config(&self.url(), &[("fake", self.url())], "");
-        let (code, results, stderr) = run_now(&path, &[]);
-        assert_eq!(code, 1, "{results:?}\n{stderr}");
-        assert_eq!(results.len(), 1, "{results:?}");
-        results[0].clone()
-    }
-}
-
-async fn fake_handle(State(state): State<Arc<FakeState>>, request: Request) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let before = {
-        let mut seen = state.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.push((method.clone(), path.clone()));
-        seen.len() - 1
-    };
-    // Read the body so the client is not cut off mid-send.
-    let _ = axum::body::to_bytes(request.into_body(), 16 << 20).await;
-    (state.answer)(&method, &path, before)
-}
-
-fn answer(status: StatusCode, headers: &[(&str, String)], body: &str) -> Response {
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    for (name, value) in headers {
-        let name = header::HeaderName::from_bytes(name.as_bytes()).expect("header name");
-        response.headers_mut().insert(name, value.parse().expect("header value"));
-    }
-    response
+/// Run the canary against `fake` (the registry is its only frontend); its one result.
+fn run_against(fake: &FakeRegistry) -> Value {
+    let (_dir, path) = config(&fake.url(), &[("fake", fake.url())], "");
+    let (code, results, stderr) = run_now(&path, &[]);
+    assert_eq!(code, 1, "{results:?}\n{stderr}");
+    assert_eq!(results.len(), 1, "{results:?}");
+    results[0].clone()
 }
 
 /// An upload session that works: 202 with a Location for POST and PATCH, 201 for PUT, 204 for DELETE.
-fn well_behaved(method: &Method, path: &str) -> Response {
+fn well_behaved(seen: &Seen) -> Response {
     let location = format!("/v2/{REPO}/blobs/uploads/session-1?_state=opaque");
-    match *method {
-        Method::POST | Method::PATCH => answer(StatusCode::ACCEPTED, &[("location", location)], ""),
-        Method::PUT => answer(StatusCode::CREATED, &[], ""),
-        Method::DELETE => answer(StatusCode::NO_CONTENT, &[], ""),
-        _ => answer(StatusCode::NOT_FOUND, &[], &format!("no {path}")),
+    match seen.method {
+        Method::POST | Method::PATCH => respond(StatusCode::ACCEPTED, &[("location", &location)], ""),
+        Method::PUT => respond(StatusCode::CREATED, &[], ""),
+        Method::DELETE => respond(StatusCode::NO_CONTENT, &[], ""),
+        _ => respond(StatusCode::NOT_FOUND, &[], format!("no {}", seen.path)),
     }
 }
 
-fn count(seen: &[(Method, String)], method: Method) -> usize {
-    seen.iter().filter(|(m, _)| *m == method).count()
+/// How many of the requests used `method`.
+fn count(seen: &[Seen], method: Method) -> usize {
+    seen.iter().filter(|s| s.method == method).count()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_accepted_without_a_location_fails_clearly() {
-    let fake = FakeRegistry::start(|method, path, _| match *method {
-        Method::POST => answer(StatusCode::ACCEPTED, &[], ""),
-        _ => well_behaved(method, path),
+    let fake = FakeRegistry::start(Content::none(), |seen| {
+        Some(match seen.method {
+            Method::POST => respond(StatusCode::ACCEPTED, &[], ""),
+            _ => well_behaved(seen),
+        })
     })
     .await;
-    let result = fake.run();
+    let result = run_against(&fake);
     assert_eq!(result.reason(), Some("upload_failed"), "{result}");
     assert_eq!(result.str_field("phase"), Some("upload"));
     let error = result.error_message().unwrap_or_default();
@@ -462,12 +401,14 @@ async fn an_upload_accepted_without_a_location_fails_clearly() {
 async fn an_upload_sent_to_another_host_fails_clearly() {
     let closed = common::process::free_port();
     let elsewhere = format!("http://127.0.0.2:{closed}/v2/{REPO}/blobs/uploads/session-1?_state=secret-state");
-    let fake = FakeRegistry::start(move |method, path, _| match *method {
-        Method::POST => answer(StatusCode::ACCEPTED, &[("location", elsewhere.clone())], ""),
-        _ => well_behaved(method, path),
+    let fake = FakeRegistry::start(Content::none(), move |seen| {
+        Some(match seen.method {
+            Method::POST => respond(StatusCode::ACCEPTED, &[("location", &elsewhere)], ""),
+            _ => well_behaved(seen),
+        })
     })
     .await;
-    let result = fake.run();
+    let result = run_against(&fake);
     assert_eq!(result.reason(), Some("upload_failed"), "the registry's answer broke the upload: {result}");
     let error = result.error_message().unwrap_or_default();
     assert!(error.contains("PATCH chunk 1 of 4"), "{error}");
@@ -483,15 +424,15 @@ async fn an_upload_sent_to_another_host_fails_clearly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_500_in_the_middle_of_an_upload_fails_clearly_and_the_session_is_cancelled() {
-    let fake = FakeRegistry::start(|method, path, before| {
+    let fake = FakeRegistry::start(Content::none(), |seen| {
         // Requests: POST, PATCH 1, PATCH 2 → 500.
-        if *method == Method::PATCH && before == 2 {
-            return answer(StatusCode::INTERNAL_SERVER_ERROR, &[], "storage backend unavailable");
+        if seen.method == Method::PATCH && seen.before == 2 {
+            return Some(respond(StatusCode::INTERNAL_SERVER_ERROR, &[], "storage backend unavailable"));
         }
-        well_behaved(method, path)
+        Some(well_behaved(seen))
     })
     .await;
-    let result = fake.run();
+    let result = run_against(&fake);
     assert_eq!(result.reason(), Some("upload_failed"), "{result}");
     assert_eq!(result.registry_error(), None);
     let error = result.error_message().unwrap_or_default();
@@ -500,8 +441,8 @@ async fn a_500_in_the_middle_of_an_upload_fails_clearly_and_the_session_is_cance
     assert!(error.contains("the upload session was cancelled"), "{error}");
     assert!(error.contains("upload 1 of 3 failed") && error.contains("no manifest was pushed"), "{error}");
     let seen = fake.seen();
-    assert_eq!(seen[3].0, Method::DELETE, "the failed session is cancelled at once: {seen:?}");
-    assert!(!seen.iter().any(|(m, p)| *m == Method::PUT && p.contains("/manifests/")), "no manifest: {seen:?}");
+    assert_eq!(seen[3].method, Method::DELETE, "the failed session is cancelled at once: {seen:?}");
+    assert!(!seen.iter().any(|s| s.method == Method::PUT && s.path.contains("/manifests/")), "no manifest: {seen:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -511,91 +452,59 @@ async fn a_500_in_the_middle_of_an_upload_fails_clearly_and_the_session_is_cance
 const STORAGE_PASSWORD: &str = "st0rage-test-password-never-printed";
 const REGISTRY_TOKEN: &str = "registry-token-that-must-stay-on-the-registry";
 
-/// One request as a test server saw it: method, path, and its `Authorization` header.
-type Seen = (Method, String, Option<String>);
-
-#[derive(Default)]
-struct HandOffState {
-    /// `http://127.0.0.1:<port>` of the storage host, set once it listens.
-    storage: Mutex<String>,
-    realm: Mutex<String>,
-    registry_seen: Mutex<Vec<Seen>>,
-    storage_seen: Mutex<Vec<Seen>>,
-}
-
-async fn serve_on(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
-}
-
-fn record(log: &Mutex<Vec<Seen>>, request: &Request) {
-    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-    log.lock().unwrap_or_else(|p| p.into_inner()).push((
-        request.method().clone(),
-        request.uri().path().to_string(),
-        authorization,
-    ));
-}
-
-/// The registry: Bearer token auth for everything under `/v2/`, uploads handed to the storage host.
-async fn hand_off_registry(State(state): State<Arc<HandOffState>>, request: Request) -> Response {
-    record(&state.registry_seen, &request);
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
-    let _ = axum::body::to_bytes(request.into_body(), 16 << 20).await;
-    if path == "/token" {
-        return answer(
+/// The registry: Bearer token auth for everything under `/v2/`, uploads handed to
+/// the storage host at `storage` (`http://127.0.0.1:<port>`), tokens from `realm`.
+fn hand_off_registry(seen: &Seen, storage: &str, realm: &str) -> Response {
+    if seen.path == "/token" {
+        return respond(
             StatusCode::OK,
-            &[("content-type", "application/json".into())],
-            &format!(r#"{{"token":"{REGISTRY_TOKEN}"}}"#),
+            &[("content-type", "application/json")],
+            format!(r#"{{"token":"{REGISTRY_TOKEN}"}}"#),
         );
     }
-    if authorization.as_deref() != Some(&format!("Bearer {REGISTRY_TOKEN}")) {
-        let realm = state.realm.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if seen.authorization.as_deref() != Some(&format!("Bearer {REGISTRY_TOKEN}")) {
         let challenge = format!(r#"Bearer realm="{realm}",service="hand-off",scope="repository:{REPO}:pull,push""#);
-        return answer(
+        return respond(
             StatusCode::UNAUTHORIZED,
-            &[("www-authenticate", challenge), ("content-type", "application/json".into())],
+            &[("www-authenticate", &challenge), ("content-type", "application/json")],
             r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
         );
     }
-    match method {
+    let path = seen.path.as_str();
+    match seen.method {
         Method::POST if path == format!("/v2/{REPO}/blobs/uploads/") => {
-            let storage = state.storage.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            answer(StatusCode::ACCEPTED, &[("location", format!("{storage}/upload/session-1?_state=opaque"))], "")
+            respond(StatusCode::ACCEPTED, &[("location", &format!("{storage}/upload/session-1?_state=opaque"))], "")
         }
-        Method::PUT if path.starts_with(&format!("/v2/{REPO}/manifests/")) => answer(StatusCode::CREATED, &[], ""),
-        Method::GET if path.ends_with("/tags/list") => answer(StatusCode::OK, &[], r#"{"tags":[]}"#),
-        _ => answer(StatusCode::NOT_FOUND, &[], r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#),
+        Method::PUT if path.starts_with(&format!("/v2/{REPO}/manifests/")) => respond(StatusCode::CREATED, &[], ""),
+        Method::GET if path.ends_with("/tags/list") => respond(StatusCode::OK, &[], r#"{"tags":[]}"#),
+        _ => respond(StatusCode::NOT_FOUND, &[], r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#),
     }
 }
 
 /// The storage host: takes the upload without asking who sends it (its URL is the credential).
-async fn hand_off_storage(State(state): State<Arc<HandOffState>>, request: Request) -> Response {
-    record(&state.storage_seen, &request);
-    let method = request.method().clone();
-    let _ = axum::body::to_bytes(request.into_body(), 16 << 20).await;
-    match method {
-        Method::PATCH => answer(StatusCode::ACCEPTED, &[("location", "/upload/session-1?_state=next".into())], ""),
-        Method::PUT => answer(StatusCode::CREATED, &[], ""),
-        _ => answer(StatusCode::NO_CONTENT, &[], ""),
+fn hand_off_storage(seen: &Seen) -> Response {
+    match seen.method {
+        Method::PATCH => respond(StatusCode::ACCEPTED, &[("location", "/upload/session-1?_state=next")], ""),
+        Method::PUT => respond(StatusCode::CREATED, &[], ""),
+        _ => respond(StatusCode::NO_CONTENT, &[], ""),
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_handed_to_another_host_gets_no_authorization() {
-    let state = Arc::new(HandOffState::default());
-    let registry = serve_on(Router::new().fallback(hand_off_registry).with_state(state.clone())).await;
-    let storage = serve_on(Router::new().fallback(hand_off_storage).with_state(state.clone())).await;
-    *state.storage.lock().unwrap() = format!("http://{storage}");
-    *state.realm.lock().unwrap() = format!("http://{registry}/token");
+    let storage = FakeRegistry::start(Content::none(), |seen| Some(hand_off_storage(seen))).await;
+    let storage_url = storage.url();
+    // The realm names the registry itself, whose port is known once it listens.
+    let realm: Arc<Mutex<String>> = Arc::default();
+    let realm_for_hook = realm.clone();
+    let registry = FakeRegistry::start(Content::none(), move |seen| {
+        let realm = realm_for_hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Some(hand_off_registry(seen, &storage_url, &realm))
+    })
+    .await;
+    *realm.lock().unwrap() = format!("{}/token", registry.url());
 
-    let url = format!("http://{registry}");
+    let url = registry.url();
     let (_dir, path) = config(&url, &[("registry", url.clone())], "");
     let yaml = std::fs::read_to_string(&path).expect("config").replace(
         "    frontends:",
@@ -614,28 +523,29 @@ async fn an_upload_handed_to_another_host_gets_no_authorization() {
     assert_eq!(result.reason(), Some("not_replicated"), "{result}");
     assert!(result["warnings"].to_string().contains("another host than the registry URL"), "{result}");
 
-    let registry_seen = state.registry_seen.lock().unwrap().clone();
-    let storage_seen = state.storage_seen.lock().unwrap().clone();
+    let registry_seen = registry.seen();
+    let storage_seen = storage.seen();
     let bearer = format!("Bearer {REGISTRY_TOKEN}");
-    let token_request = registry_seen.iter().find(|(_, p, _)| p == "/token").expect("a token was asked for");
-    assert!(token_request.2.as_deref().is_some_and(|a| a.starts_with("Basic ")), "with credentials: {registry_seen:?}");
+    let token_request = registry_seen.iter().find(|s| s.path == "/token").expect("a token was asked for");
+    assert!(
+        token_request.authorization.as_deref().is_some_and(|a| a.starts_with("Basic ")),
+        "with credentials: {registry_seen:?}"
+    );
     let authorized = |method: Method, prefix: &str| {
-        registry_seen.iter().any(|(m, p, a)| *m == method && p.starts_with(prefix) && a.as_deref() == Some(&bearer))
+        registry_seen
+            .iter()
+            .any(|s| s.method == method && s.path.starts_with(prefix) && s.authorization.as_deref() == Some(&bearer))
     };
     assert!(authorized(Method::POST, &format!("/v2/{REPO}/blobs/uploads/")), "{registry_seen:?}");
     assert!(authorized(Method::PUT, &format!("/v2/{REPO}/manifests/pullprobe-canary-test-")), "{registry_seen:?}");
     // Two chunked sessions of 4 PATCHes and a PUT each, then the monolithic config PUT: none authorized.
-    assert_eq!(count_seen(&storage_seen, Method::PATCH), 8, "{storage_seen:?}");
-    assert_eq!(count_seen(&storage_seen, Method::PUT), 3, "{storage_seen:?}");
+    assert_eq!(count(&storage_seen, Method::PATCH), 8, "{storage_seen:?}");
+    assert_eq!(count(&storage_seen, Method::PUT), 3, "{storage_seen:?}");
     assert!(
-        storage_seen.iter().all(|(_, _, a)| a.is_none()),
+        storage_seen.iter().all(|s| s.authorization.is_none()),
         "Authorization sent to the storage host: {storage_seen:?}"
     );
     for secret in [STORAGE_PASSWORD, REGISTRY_TOKEN] {
         assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} printed:\n{stdout}\n{stderr}");
     }
-}
-
-fn count_seen(seen: &[Seen], method: Method) -> usize {
-    seen.iter().filter(|(m, _, _)| *m == method).count()
 }

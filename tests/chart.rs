@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use common::monitoring::{Alertmanager, Webhook, promtool};
 use common::process::{CommandOutput, require_binary, run_with_timeout};
+use common::skopeo;
 use common::{Registry, ResultJson, json_results, push_small_image, run_pullprobe, run_pullprobe_with};
 use serde_json::{Value, json};
 
@@ -282,17 +283,6 @@ fn example_files() -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-#[test]
-fn chart_rules_are_the_contrib_rules() {
-    let contrib = std::fs::read(repo_path("contrib/prometheus/pullprobe.rules.yml")).expect("contrib rules");
-    let chart = std::fs::read(chart_dir().join("files/pullprobe.rules.yml")).expect("chart rules");
-    assert!(
-        contrib == chart,
-        "charts/pullprobe/files/pullprobe.rules.yml differs from contrib/prometheus/pullprobe.rules.yml: \
-         cp contrib/prometheus/pullprobe.rules.yml charts/pullprobe/files/"
-    );
 }
 
 #[test]
@@ -811,24 +801,6 @@ impl Drop for ServeProcess {
     }
 }
 
-/// skopeo with its own accept-anything policy and no registries.conf, as in `common::skopeo`.
-fn skopeo(args: &[&str]) -> CommandOutput {
-    let scratch = tempfile::Builder::new().prefix("pullprobe-skopeo-").tempdir().expect("temp dir");
-    std::fs::write(scratch.path().join("policy.json"), r#"{"default":[{"type":"insecureAcceptAnything"}]}"#)
-        .expect("policy.json");
-    std::fs::write(scratch.path().join("registries.conf"), "").expect("registries.conf");
-    let mut command = Command::new(require_binary("/usr/bin/skopeo", "skopeo"));
-    command
-        .arg("--policy")
-        .arg(scratch.path().join("policy.json"))
-        .arg("--registries-conf")
-        .arg(scratch.path().join("registries.conf"))
-        .args(args)
-        .env("TMPDIR", scratch.path())
-        .env("HOME", scratch.path());
-    run_with_timeout(&mut command, Duration::from_secs(120))
-}
-
 #[tokio::test]
 async fn engine_less_image_is_verified_by_pullprobe_and_runs_as_the_chart_runs_it() {
     // The image packages this test's own (debug) build of the binary, debug
@@ -845,7 +817,7 @@ async fn engine_less_image_is_verified_by_pullprobe_and_runs_as_the_chart_runs_i
 
     // Pushed by an independent client, then verified end to end by pullprobe.
     let reference = registry.reference("tools/pullprobe", "test");
-    let copy = skopeo(&[
+    let copy = skopeo::run(&[
         "copy",
         "--dest-tls-verify=false",
         &format!("oci:{}:test", layout.display()),

@@ -15,10 +15,8 @@ use std::time::Duration;
 use common::process::{require_binary, run_with_timeout};
 use common::verdict::{assert_failed, assert_passed, pretty, pull_json};
 use common::*;
-use pullprobe::digest::Digest;
-use pullprobe::image_builder::{
-    Entry, Format, GeneratedContent, Image, ImageBuilder, Layer, LayerBuilder, LayerCompression,
-};
+use image_builder::Digest;
+use image_builder::{Entry, Format, GeneratedContent, Image, ImageBuilder, Layer, LayerBuilder, LayerCompression};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 

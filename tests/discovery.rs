@@ -36,10 +36,10 @@ use url::Url;
 
 use common::images::Pushed;
 use common::{Nginx, Registry, RegistryOptions, ResultJson, http_get, json_results, push, run_pullprobe};
-use pullprobe::config::TagRule;
-use pullprobe::image_builder::{
+use image_builder::{
     Format, GeneratedContent, Image, ImageBuilder, Index, IndexBuilder, Layer, LayerBuilder, LayerCompression, Platform,
 };
+use pullprobe::config::TagRule;
 use pullprobe::probe::discover::catalog::{repositories, rotating_sample, rounds_to_cover};
 use pullprobe::probe::discover::tags::newest_tags;
 use pullprobe::reason::Reason;

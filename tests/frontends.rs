@@ -11,11 +11,11 @@ use std::process::Command;
 
 use common::images::Pushed;
 use common::{Nginx, Registry, ResultJson, json_results, push, push_small_image, result_for, run_pullprobe};
-use pullprobe::digest::Digest;
-use pullprobe::image_builder::{Format, GeneratedContent, ImageBuilder, LayerBuilder, LayerCompression};
+use image_builder::Digest;
+use image_builder::{Format, GeneratedContent, ImageBuilder, LayerBuilder, LayerCompression};
 use serde_json::Value;
 
-fn layer_digests(pushed: &Pushed<pullprobe::image_builder::Image>) -> Vec<Digest> {
+fn layer_digests(pushed: &Pushed<image_builder::Image>) -> Vec<Digest> {
     pushed.content.layers.iter().map(|l| l.blob.digest).collect()
 }
 

@@ -7,33 +7,21 @@ mod common;
 use std::io::Read;
 use std::process::Command;
 
-use common::images::{EXAMPLE_ARTIFACT_CONFIG, every_layer_kind_image, example_artifact, multi_arch_index};
+use common::images::{
+    EXAMPLE_ARTIFACT_CONFIG, Upload, blob_to_push, every_layer_kind_image, example_artifact, multi_arch_index,
+    push_with_a_lost_layer, unique_image,
+};
 use common::process::run_with_timeout;
 use common::*;
-use pullprobe::digest::Digest;
-use pullprobe::image_builder::{
-    Format, GeneratedContent, Image, ImageBuilder, ImageConfig, IndexManifest, LayerBuilder, LayerCompression,
-    write_blob,
+use image_builder::{
+    Compression, Digest, Format, GeneratedContent, ImageBuilder, ImageConfig, IndexManifest, LayerBuilder,
+    LayerCompression,
 };
-use pullprobe::media_types::{self, Compression};
+use pullprobe::media_types;
 use pullprobe::reason::Reason;
 use pullprobe::registry::push::{
     BlobPushed, BlobSource, BlobToPush, UploadMethod, UploadSession, push_blob, push_image,
 };
-
-/// An image whose two layers no other test image shares (storage is shared by digest).
-fn unique_image(registry: &Registry, seed: u64) -> Image {
-    let dir = registry.scratch();
-    let a = LayerBuilder::new()
-        .file("a.bin", GeneratedContent::random(seed, 50_000))
-        .write(&dir, LayerCompression::Gzip)
-        .unwrap();
-    let b = LayerBuilder::new()
-        .file("b.txt", GeneratedContent::text(seed, 80_000))
-        .write(&dir, LayerCompression::Gzip)
-        .unwrap();
-    ImageBuilder::new(Format::Oci).layer(a).layer(b).build(&dir).unwrap()
-}
 
 #[tokio::test]
 async fn oci_and_docker_images_pass_skopeo() {
@@ -157,7 +145,13 @@ async fn storage_faults_make_skopeo_fail() {
         ("replace", |r, d| r.replace_blob(d, b"something else entirely")),
     ];
     for (seed, (name, fault)) in faults.into_iter().enumerate() {
-        let pushed = push(&registry, &format!("fault/{name}"), "v1", unique_image(&registry, seed as u64 + 100)).await;
+        let pushed = push(
+            &registry,
+            &format!("fault/{name}"),
+            "v1",
+            unique_image(&registry.scratch(), seed as u64 + 100, Format::Oci),
+        )
+        .await;
         skopeo::copy_to_dir(&pushed.reference, &[]).unwrap();
         fault(&registry, &pushed.content.layers[1].digest());
         let err = skopeo::copy_to_dir(&pushed.reference, &[]).err().unwrap_or_else(|| panic!("{name}: copy succeeded"));
@@ -169,7 +163,7 @@ async fn storage_faults_make_skopeo_fail() {
 async fn lying_manifests_are_pushed_and_caught_where_they_can_be() {
     let registry = Registry::start();
     let dir = registry.scratch();
-    let honest = unique_image(&registry, 200);
+    let honest = unique_image(&registry.scratch(), 200, Format::Oci);
 
     // A wrong diff_id: the registry cannot tell (only a pull that unpacks can).
     let wrong = Digest::of(b"not the tar");
@@ -203,31 +197,22 @@ async fn lying_manifests_are_pushed_and_caught_where_they_can_be() {
         .lie_about_layer_digest(1, missing)
         .build(&dir)
         .unwrap();
-    let err = push_image(&client(), &registry.url(), "lie/missing", "v1", &lying, UploadMethod::Monolithic)
+    let err = push_image(&client(), &registry.url(), "lie/missing", "v1", &Upload(&lying), UploadMethod::Monolithic)
         .await
         .unwrap_err();
     assert_eq!(err.reason, Reason::UploadFailed);
     assert_eq!(err.registry_error.as_deref(), Some("MANIFEST_BLOB_UNKNOWN"), "{err}");
     assert!(err.message.starts_with("PUT manifest lie/missing:v1: HTTP status 400"), "{err}");
     // So such a manifest is served by pushing its blob, then deleting it from storage.
-    let decoy = write_blob(&dir, b"decoy").unwrap();
-    let lying = ImageBuilder::new(Format::Oci)
-        .layers(honest.layers.clone())
-        .lie_about_layer_digest(1, decoy.digest)
-        .lie_about_layer_size(1, decoy.size)
-        .build(&dir)
-        .unwrap();
-    push_blob(&client(), &registry.url(), "lie/missing", &decoy.to_push(), UploadMethod::Monolithic).await.unwrap();
-    let lying = push(&registry, "lie/missing", "v1", lying).await;
-    registry.delete_blob(&decoy.digest);
+    let (lying, _) = push_with_a_lost_layer(&registry, "lie/missing", "v1", &honest, 1, b"decoy").await;
     assert!(skopeo::copy_to_dir(&lying.reference, &[]).is_err());
 }
 
 #[tokio::test]
 async fn restart_keeps_storage_and_forgets_the_descriptor_cache() {
     let mut registry = Registry::start();
-    let kept = push(&registry, "restart/kept", "v1", unique_image(&registry, 300)).await;
-    let gone = push(&registry, "restart/gone", "v1", unique_image(&registry, 301)).await;
+    let kept = push(&registry, "restart/kept", "v1", unique_image(&registry.scratch(), 300, Format::Oci)).await;
+    let gone = push(&registry, "restart/gone", "v1", unique_image(&registry.scratch(), 301, Format::Oci)).await;
     let layer = gone.content.layers[0].digest();
     let path = format!("/v2/restart/gone/blobs/{layer}");
     registry.delete_blob(&layer);
@@ -251,7 +236,7 @@ async fn restart_keeps_storage_and_forgets_the_descriptor_cache() {
 async fn nginx_cache_hits_and_serves_a_poisoned_blob() {
     let registry = Registry::start();
     let cache = Nginx::start_cache(&registry.host_port());
-    let pushed = push(&registry, "cached", "v1", unique_image(&registry, 400)).await;
+    let pushed = push(&registry, "cached", "v1", unique_image(&registry.scratch(), 400, Format::Oci)).await;
     let layer = &pushed.content.layers[0];
     let path = format!("/v2/cached/blobs/{}", layer.digest());
 
@@ -293,7 +278,7 @@ async fn uploads_stream_files_skip_present_blobs_and_name_the_failed_request() {
         .write(&registry.scratch(), LayerCompression::None)
         .unwrap();
     assert!(layer.blob.data.is_none(), "a big blob is only on disk");
-    let blob = layer.blob.to_push();
+    let blob = blob_to_push(&layer.blob);
     assert!(matches!(blob.source, BlobSource::File(_)));
 
     let monolithic = push_blob(&client, &registry.url(), "up/mono", &blob, UploadMethod::Monolithic).await.unwrap();
@@ -323,7 +308,8 @@ async fn uploads_stream_files_skip_present_blobs_and_name_the_failed_request() {
     assert!(err.message.starts_with("PATCH chunk 2 of 2: HTTP status 404 (BLOB_UPLOAD_UNKNOWN"), "{err}");
 
     // A blob whose bytes do not match its digest is refused at the closing PUT.
-    let wrong = BlobToPush { digest: Digest::of(b"other"), size: 5, source: BlobSource::Memory("bytes".into()) };
+    let other = pullprobe::digest::Digest::of(b"other");
+    let wrong = BlobToPush { digest: other, size: 5, source: BlobSource::Memory("bytes".into()) };
     let err = push_blob(&client, &registry.url(), "up/wrong", &wrong, UploadMethod::Chunked { chunk_size: 2 })
         .await
         .unwrap_err();

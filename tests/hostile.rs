@@ -17,17 +17,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use base64::Engine;
 use bytes::Bytes;
@@ -36,11 +33,14 @@ use futures_util::stream;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use common::cli::Run;
-use common::{ResultJson, run_pullprobe_measured, run_pullprobe_with};
+use common::ResultJson;
+use common::cli::{Run, config_file, run_now, run_now_measured};
+use common::fake_registry::{
+    Content, FakeRegistry, REPO, Seen, TestImage, TestLayer, blob_path, digest_of, is_manifest, is_v2_repo, respond,
+    respond_body,
+};
 use pullprobe::media_types;
 
-const REPO: &str = "repo";
 const USER: &str = "alice";
 const PASSWORD: &str = "h0stile-Secret-never-printed";
 const PASSWORD_ENV: &str = "PULLPROBE_TEST_HOSTILE_PASSWORD";
@@ -48,179 +48,10 @@ const PASSWORD_ENV: &str = "PULLPROBE_TEST_HOSTILE_PASSWORD";
 const RSS_LIMIT_KIB: u64 = 200 * 1024;
 
 // ---------------------------------------------------------------------------
-// A small image and a fake registry.
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(data).expect("gzip");
-    encoder.finish().expect("gzip end")
-}
-
-fn tar_with_file(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut head = tar::Header::new_ustar();
-    head.set_size(data.len() as u64);
-    head.set_mode(0o644);
-    head.set_mtime(0);
-    builder.append_data(&mut head, name, data).expect("tar entry");
-    builder.into_inner().expect("tar end")
-}
-
-/// An OCI image of one layer: its manifest, config and blobs.
-#[derive(Clone)]
-struct TestImage {
-    manifest: Bytes,
-    blobs: HashMap<String, Bytes>,
-    layer_digest: String,
-}
-
-impl TestImage {
-    fn small() -> TestImage {
-        let tar = tar_with_file("hello.txt", b"hello from a hostile test\n");
-        let layer = Bytes::from(gzip(&tar));
-        TestImage::with_layer(layer.clone(), layer.len() as u64, &sha256(&layer), &sha256(&tar))
-    }
-
-    /// An image whose one layer is described as `size` bytes with `digest` (its bytes may be served by a hook).
-    fn with_layer(layer: Bytes, size: u64, digest: &str, diff_id: &str) -> TestImage {
-        let config = Bytes::from(
-            json!({"architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z", "config": {},
-                   "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
-            .to_string(),
-        );
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": media_types::OCI_MANIFEST,
-            "config": {"mediaType": media_types::OCI_CONFIG, "digest": sha256(&config), "size": config.len()},
-            "layers": [{"mediaType": media_types::OCI_LAYER_GZIP, "digest": digest, "size": size}],
-        });
-        let mut blobs = HashMap::new();
-        blobs.insert(sha256(&config), config);
-        blobs.insert(digest.to_string(), layer);
-        TestImage { manifest: Bytes::from(manifest.to_string()), blobs, layer_digest: digest.to_string() }
-    }
-}
-
-/// One request as a fake server saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    query: String,
-    authorization: Option<String>,
-}
-
-type Hook = Box<dyn Fn(&Seen, usize) -> Option<Response> + Send + Sync>;
-
-struct FakeState {
-    image: TestImage,
-    hook: Hook,
-    seen: Mutex<Vec<Seen>>,
-}
-
-struct Fake {
-    addr: SocketAddr,
-    state: Arc<FakeState>,
-}
-
-impl Fake {
-    /// Serve `image` like a registry; `hook` (the request, its number among requests to that path) answers first.
-    async fn start(image: TestImage, hook: impl Fn(&Seen, usize) -> Option<Response> + Send + Sync + 'static) -> Fake {
-        let state = Arc::new(FakeState { image, hook: Box::new(hook), seen: Mutex::default() });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let app = Router::new().fallback(fake_handler).with_state(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Fake { addr, state }
-    }
-
-    fn reference(&self) -> String {
-        format!("{}/{REPO}:v1", self.addr)
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.state.seen.lock().unwrap().clone()
-    }
-
-    fn requests_to(&self, prefix: &str) -> Vec<Seen> {
-        self.seen().into_iter().filter(|s| s.path.starts_with(prefix)).collect()
-    }
-}
-
-async fn fake_handler(State(state): State<Arc<FakeState>>, request: Request) -> Response {
-    let seen = Seen {
-        path: request.uri().path().to_string(),
-        query: request.uri().query().unwrap_or_default().to_string(),
-        authorization: request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string),
-    };
-    let nth = {
-        let mut all = state.seen.lock().unwrap();
-        all.push(seen.clone());
-        all.iter().filter(|s| s.path == seen.path).count()
-    };
-    if let Some(response) = (state.hook)(&seen, nth) {
-        return response;
-    }
-    let image = &state.image;
-    if seen.path.starts_with(&format!("/v2/{REPO}/manifests/")) {
-        return respond(
-            StatusCode::OK,
-            &[("content-type", media_types::OCI_MANIFEST), ("docker-content-digest", &sha256(&image.manifest))],
-            image.manifest.clone(),
-        );
-    }
-    if let Some(digest) = seen.path.strip_prefix(&format!("/v2/{REPO}/blobs/"))
-        && let Some(blob) = image.blobs.get(digest)
-    {
-        return respond(StatusCode::OK, &[("content-type", "application/octet-stream")], blob.clone());
-    }
-    respond(StatusCode::NOT_FOUND, &[("content-type", "application/json")], r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#)
-}
-
-fn respond(status: StatusCode, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response {
-    respond_body(status, headers, Body::from(body.into()))
-}
-
-fn respond_body(status: StatusCode, headers: &[(&str, &str)], body: Body) -> Response {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    for (name, value) in headers {
-        response.headers_mut().append(
-            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
-            HeaderValue::from_str(value).expect("header value"),
-        );
-    }
-    response
-}
-
-fn is_manifest(path: &str) -> bool {
-    path.starts_with(&format!("/v2/{REPO}/manifests/"))
-}
-
-fn is_v2_repo(path: &str) -> bool {
-    path.starts_with(&format!("/v2/{REPO}/"))
-}
-
-// ---------------------------------------------------------------------------
 // Running pullprobe.
 
-/// The checks only these tests make: a deadline kept, memory bounded.
+/// The check only these tests make: memory bounded.
 impl Run {
-    fn assert_within(&self, limit: Duration) {
-        let elapsed = self.elapsed.expect("a timed run");
-        assert!(elapsed < limit, "took {elapsed:?}, more than {limit:?}: {}", self.context());
-    }
-
     fn assert_rss_bounded(&self) {
         let peak = self.peak_rss_kib.expect("a measured run");
         eprintln!("pullprobe peak RSS {peak} KiB, {:?}", self.elapsed);
@@ -228,51 +59,8 @@ impl Run {
     }
 }
 
-/// `pullprobe now -o json ARGS…` (blocking, on a blocking thread so the in-test servers keep running).
-async fn pullprobe(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut full: Vec<String> = ["now", "-o", "json"].iter().map(|s| s.to_string()).collect();
-    full.extend(args.iter().map(|s| s.to_string()));
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let started = Instant::now();
-    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = full.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_pullprobe_with(&args, &env, None, Duration::from_secs(120))
-    })
-    .await
-    .expect("running pullprobe");
-    Run { elapsed: Some(started.elapsed()), ..Run::new(code, stdout, stderr) }
-}
-
-/// Like [`pullprobe`], under `/usr/bin/time -v` for the peak RSS (no extra environment).
-async fn pullprobe_measured(args: &[&str]) -> Run {
-    let mut full: Vec<String> = ["now", "-o", "json"].iter().map(|s| s.to_string()).collect();
-    full.extend(args.iter().map(|s| s.to_string()));
-    let started = Instant::now();
-    let run = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = full.iter().map(String::as_str).collect();
-        run_pullprobe_measured(&args, Duration::from_secs(120))
-    })
-    .await
-    .expect("running pullprobe");
-    Run {
-        elapsed: Some(started.elapsed()),
-        peak_rss_kib: Some(run.peak_rss_kib),
-        ..Run::new(run.code, run.stdout, run.stderr)
-    }
-}
-
-/// A probes.yaml in a temporary directory.
-fn config_file(yaml: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::Builder::new().prefix("pullprobe-hostile-").tempdir().expect("temp dir");
-    let path = dir.path().join("probes.yaml");
-    std::fs::write(&path, yaml).expect("writing probes.yaml");
-    let path = path.to_str().expect("UTF-8 path").to_string();
-    (dir, path)
-}
-
 /// A config probing `fake`'s image as registry `fake` with `registry_extra` (auth…) and `top` (limits…).
-fn fake_config(fake: &Fake, top: &str, registry_extra: &str) -> (tempfile::TempDir, String) {
+fn fake_config(fake: &FakeRegistry, top: &str, registry_extra: &str) -> (tempfile::TempDir, String) {
     config_file(&format!(
         "{top}registries:\n  - name: fake\n    url: {url}\n{registry_extra}\
          probes:\n  - name: hostile\n    registry: fake\n    image: {REPO}:v1\n",
@@ -327,22 +115,19 @@ async fn ten_gigabyte_gzip_bomb_is_too_large_quickly_in_flat_memory() {
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     let size = head.len() as u64 + chunk.len() as u64 * count + trailer.len() as u64;
     assert!(size < 20 << 20, "the bomb is small compressed: {size} bytes");
-    let image = TestImage::with_layer(Bytes::new(), size, &digest, &sha256(b"never reached"));
-    let path = format!("/v2/{REPO}/blobs/{digest}");
-    let fake = Fake::start(image, move |seen, _| {
-        (seen.path == path).then(|| {
-            let parts = stream::iter([head.clone()])
-                .chain(stream::iter(std::iter::repeat_n(chunk.clone(), count as usize)))
-                .chain(stream::iter([trailer.clone()]))
-                .map(Ok::<Bytes, io::Error>);
-            let length = size.to_string();
-            respond_body(StatusCode::OK, &[("content-length", &length)], Body::from_stream(parts))
-        })
+    let image = TestImage::of_layers(vec![TestLayer::described(size, &digest, &digest_of(b"never reached"))]);
+    let fake = FakeRegistry::answering_at(&image, &blob_path(&digest), move |_| {
+        let parts = stream::iter([head.clone()])
+            .chain(stream::iter(std::iter::repeat_n(chunk.clone(), count as usize)))
+            .chain(stream::iter([trailer.clone()]))
+            .map(Ok::<Bytes, io::Error>);
+        let length = size.to_string();
+        respond_body(StatusCode::OK, &[("content-length", &length)], Body::from_stream(parts))
     })
     .await;
 
     let (_dir, config) = fake_config(&fake, "limits:\n  max_uncompressed_bytes: 256MiB\n", "");
-    let run = pullprobe_measured(&["-c", &config]).await;
+    let run = run_now_measured(&["-c", &config]).await;
     let result = run.assert_failed("too_large", "blob", &["layer 1", "max_uncompressed_bytes"]);
     assert_eq!(result.layers()[0].reason(), Some("too_large"), "{}", run.context());
     assert_eq!(result.u64_field("retries"), Some(0), "{}", run.context());
@@ -350,7 +135,7 @@ async fn ten_gigabyte_gzip_bomb_is_too_large_quickly_in_flat_memory() {
     run.assert_rss_bounded();
 
     let (_dir, config) = fake_config(&fake, "limits:\n  max_uncompressed_ratio: 10\n", "");
-    let run = pullprobe_measured(&["-c", &config]).await;
+    let run = run_now_measured(&["-c", &config]).await;
     run.assert_failed("too_large", "blob", &["layer 1", "max_uncompressed_ratio 10"]);
     run.assert_within(Duration::from_secs(30));
     run.assert_rss_bounded();
@@ -396,7 +181,7 @@ async fn slowloris_headers_time_out_at_the_first_byte_deadline() {
     let addr = slowloris_server().await;
     // A 9 s timeout gives each request 3 s for its headers: the first attempt and its retry both end there.
     let (_dir, config) = config_file("defaults:\n  timeout: 9s\n");
-    let run = pullprobe_measured(&["-c", &config, &format!("{addr}/{REPO}:v1")]).await;
+    let run = run_now_measured(&["-c", &config, &format!("{addr}/{REPO}:v1")]).await;
     let result = run.assert_failed("timeout", "manifest", &["no response headers within 3s"]);
     assert_eq!(result.u64_field("retries"), Some(1), "a timeout is retried once: {}", run.context());
     run.assert_within(Duration::from_secs(9));
@@ -409,16 +194,16 @@ async fn slowloris_headers_time_out_at_the_first_byte_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_mebibyte_header_and_twenty_thousand_headers_are_too_large() {
     let huge = "a".repeat(1 << 20);
-    let fake = Fake::start(TestImage::small(), move |seen, _| {
+    let fake = FakeRegistry::start(Content::of(&TestImage::small()), move |seen| {
         is_manifest(&seen.path).then(|| respond(StatusCode::OK, &[("x-huge", &huge)], "{}"))
     })
     .await;
-    let run = pullprobe_measured(&[&fake.reference()]).await;
+    let run = run_now_measured(&[&fake.reference()]).await;
     run.assert_failed("too_large", "manifest", &["response headers over the size or count limit"]);
     run.assert_within(Duration::from_secs(20));
     run.assert_rss_bounded();
 
-    let fake = Fake::start(TestImage::small(), |seen, _| {
+    let fake = FakeRegistry::start(Content::of(&TestImage::small()), |seen| {
         is_manifest(&seen.path).then(|| {
             let mut response = respond(StatusCode::OK, &[], "{}");
             for i in 0..20_000 {
@@ -429,7 +214,7 @@ async fn a_one_mebibyte_header_and_twenty_thousand_headers_are_too_large() {
         })
     })
     .await;
-    let run = pullprobe_measured(&[&fake.reference()]).await;
+    let run = run_now_measured(&[&fake.reference()]).await;
     run.assert_failed("too_large", "manifest", &["response headers over the size or count limit"]);
     run.assert_within(Duration::from_secs(20));
     run.assert_rss_bounded();
@@ -447,10 +232,10 @@ fn raw_header(response: &mut Response, name: &str, value: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_that_are_not_utf8_are_survived() {
     let image = TestImage::small();
-    let manifest = image.manifest.clone();
-    let layer_path = format!("/v2/{REPO}/blobs/{}", image.layer_digest);
-    let layer = image.blobs[&image.layer_digest].clone();
-    let fake = Fake::start(image, move |seen, _| {
+    let manifest = image.manifest_bytes();
+    let layer_path = blob_path(&image.layers[0].digest);
+    let layer = image.layers[0].blob.clone();
+    let fake = FakeRegistry::start(Content::of(&image), move |seen| {
         if is_manifest(&seen.path) {
             let mut response = respond(StatusCode::OK, &[], manifest.clone());
             raw_header(&mut response, "content-type", b"application/vnd.oci.image.manifest.v1+json\xff");
@@ -465,13 +250,13 @@ async fn headers_that_are_not_utf8_are_survived() {
         })
     })
     .await;
-    let run = pullprobe(&[&fake.reference()], &[]).await;
+    let run = run_now(&[&fake.reference()], &[]).await;
     let result = run.assert_ok();
     let warnings = result.get("warnings").map(Value::to_string).unwrap_or_default();
     assert!(warnings.contains("Docker-Content-Digest"), "the unreadable digest header is noted: {}", run.context());
 
     // A challenge that is not UTF-8 cannot be answered: the 401 stands.
-    let fake = Fake::start(TestImage::small(), |seen, _| {
+    let fake = FakeRegistry::start(Content::of(&TestImage::small()), |seen| {
         is_v2_repo(&seen.path).then(|| {
             let mut response = respond(StatusCode::UNAUTHORIZED, &[], "");
             raw_header(&mut response, "www-authenticate", b"Bearer realm=\"http://127.0.0.1:1/\xff\",service=\"\xfe\"");
@@ -479,7 +264,7 @@ async fn headers_that_are_not_utf8_are_survived() {
         })
     })
     .await;
-    let run = pullprobe(&[&fake.reference()], &[]).await;
+    let run = run_now(&[&fake.reference()], &[]).await;
     run.assert_failed("auth_failed", "auth", &["HTTP status 401"]);
 }
 
@@ -495,15 +280,15 @@ fn demand_basic(seen: &Seen) -> Option<Response> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_never_follows_a_redirect_to_another_host() {
     let image = TestImage::small();
-    let layer = image.blobs[&image.layer_digest].clone();
-    let store = Fake::start(image.clone(), move |seen, _| {
+    let layer = image.layers[0].blob.clone();
+    let store = FakeRegistry::start(Content::of(&image), move |seen| {
         seen.path.starts_with("/objects/").then(|| respond(StatusCode::OK, &[], layer.clone()))
     })
     .await;
     // `localhost`: another host name for the same loopback, as an object store would be.
     let target = format!("http://localhost:{}/objects/blob?X-Amz-Signature=sig-secret-value", store.addr.port());
-    let layer_path = format!("/v2/{REPO}/blobs/{}", image.layer_digest);
-    let fake = Fake::start(image, move |seen, _| {
+    let layer_path = blob_path(&image.layers[0].digest);
+    let fake = FakeRegistry::start(Content::of(&image), move |seen| {
         demand_basic(seen).or_else(|| {
             (seen.path == layer_path).then(|| respond(StatusCode::TEMPORARY_REDIRECT, &[("location", &target)], ""))
         })
@@ -511,7 +296,7 @@ async fn authorization_never_follows_a_redirect_to_another_host() {
     .await;
     let (_dir, config) = fake_config(&fake, "", &basic_auth_yaml());
     let env = [(PASSWORD_ENV, PASSWORD), ("PULLPROBE_LOG", "debug")];
-    let run = pullprobe(&["-c", &config], &env).await;
+    let run = run_now(&["-c", &config], &env).await;
     let result = run.assert_ok();
     assert_eq!(result.layers()[0].str_field("served_by"), Some(format!("localhost:{}", store.addr.port()).as_str()));
     let blob_requests = fake.requests_to(&format!("/v2/{REPO}/blobs/"));
@@ -531,7 +316,7 @@ async fn authorization_never_follows_a_redirect_to_another_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_report_ratelimit_remaining() {
-    let fake = Fake::start(TestImage::small(), |seen, _| {
+    let fake = FakeRegistry::start(Content::of(&TestImage::small()), |seen| {
         is_manifest(&seen.path).then(|| {
             respond(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -546,14 +331,14 @@ async fn rate_limits_report_ratelimit_remaining() {
         })
     })
     .await;
-    let run = pullprobe(&[&fake.reference()], &[]).await;
+    let run = run_now(&[&fake.reference()], &[]).await;
     let result = run.assert_failed("rate_limited", "manifest", &["429", "Retry-After 3600"]);
     assert_eq!(result.u64_field("ratelimit_remaining"), Some(0), "{}", run.context());
     assert_eq!(result.u64_field("retries"), Some(0), "Retry-After is past the deadline: {}", run.context());
 
     let image = TestImage::small();
-    let manifest = image.manifest.clone();
-    let fake = Fake::start(image, move |seen, _| {
+    let manifest = image.manifest_bytes();
+    let fake = FakeRegistry::start(Content::of(&image), move |seen| {
         is_manifest(&seen.path).then(|| {
             respond(
                 StatusCode::OK,
@@ -563,7 +348,7 @@ async fn rate_limits_report_ratelimit_remaining() {
         })
     })
     .await;
-    let run = pullprobe(&[&fake.reference()], &[]).await;
+    let run = run_now(&[&fake.reference()], &[]).await;
     let result = run.assert_ok();
     assert_eq!(result.u64_field("ratelimit_remaining"), Some(76), "{}", run.context());
 }
@@ -574,14 +359,14 @@ async fn rate_limits_report_ratelimit_remaining() {
 /// A registry that sends a Bearer challenge naming its own `/token` (with `challenge_extra`
 /// appended), accepts any token the hook for `/token` handed out, and lets `token` answer `/token`.
 async fn bearer_fake(
-    token: impl Fn(&Seen, usize) -> Option<Response> + Send + Sync + 'static,
+    token: impl Fn(&Seen) -> Option<Response> + Send + Sync + 'static,
     accepts: impl Fn(&str) -> bool + Send + Sync + 'static,
-) -> Fake {
+) -> FakeRegistry {
     let port_cell: Arc<Mutex<u16>> = Arc::default();
     let port_for_hook = port_cell.clone();
-    let fake = Fake::start(TestImage::small(), move |seen, nth| {
+    let fake = FakeRegistry::start(Content::of(&TestImage::small()), move |seen| {
         if seen.path == "/token" {
-            return token(seen, nth);
+            return token(seen);
         }
         if !is_v2_repo(&seen.path) {
             return None;
@@ -611,8 +396,8 @@ fn token_body(token: &str) -> Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_challenge_with_quoted_commas_and_several_schemes_is_answered() {
-    let fake = bearer_fake(|_, n| Some(token_body(&format!("tok-{n}"))), |t| t == "tok-1").await;
-    let run = pullprobe(&[&fake.reference()], &[]).await;
+    let fake = bearer_fake(|seen| Some(token_body(&format!("tok-{}", seen.attempt))), |t| t == "tok-1").await;
+    let run = run_now(&[&fake.reference()], &[]).await;
     run.assert_ok();
     let asked = fake.requests_to("/token");
     assert_eq!(asked.len(), 1, "one token for the whole pull: {asked:?}");
@@ -629,7 +414,7 @@ async fn a_cached_token_refused_later_is_fetched_anew_once() {
     // tok-1 is good for two requests (it "expires"), tok-2 for the rest of the pull.
     let uses = Arc::new(AtomicUsize::new(0));
     let fake = bearer_fake(
-        |_, n| Some(token_body(&format!("tok-{n}"))),
+        |seen| Some(token_body(&format!("tok-{}", seen.attempt))),
         move |t| match t {
             "tok-1" => uses.fetch_add(1, Ordering::Relaxed) < 2,
             "tok-2" => true,
@@ -637,7 +422,7 @@ async fn a_cached_token_refused_later_is_fetched_anew_once() {
         },
     )
     .await;
-    let run = pullprobe(&[&fake.reference()], &[]).await;
+    let run = run_now(&[&fake.reference()], &[]).await;
     run.assert_ok();
     assert_eq!(run.result().u64_field("retries"), Some(0), "{}", run.context());
     assert_eq!(fake.requests_to("/token").len(), 2, "{:?}", fake.seen());
@@ -647,7 +432,7 @@ async fn a_cached_token_refused_later_is_fetched_anew_once() {
 async fn hostile_token_endpoints_are_bounded() {
     // An endless token body: capped by limits.max_manifest_bytes.
     let fake = bearer_fake(
-        |_, _| {
+        |_| {
             let endless = stream::repeat_with(|| Ok::<Bytes, io::Error>(Bytes::from_static(&[b' '; 8192])));
             Some(respond_body(StatusCode::OK, &[("content-type", "application/json")], Body::from_stream(endless)))
         },
@@ -655,42 +440,39 @@ async fn hostile_token_endpoints_are_bounded() {
     )
     .await;
     let (_dir, config) = fake_config(&fake, "limits:\n  max_manifest_bytes: 64KiB\n", "");
-    let run = pullprobe_measured(&["-c", &config]).await;
+    let run = run_now_measured(&["-c", &config]).await;
     run.assert_failed("too_large", "manifest", &["token endpoint", "over the limit of 65536 bytes"]);
     run.assert_within(Duration::from_secs(20));
     run.assert_rss_bounded();
 
     // A token endpoint that never sends its headers: the first-byte deadline.
     let fake = bearer_fake(
-        |_, _| {
-            Some(respond_body(StatusCode::OK, &[], Body::from_stream(stream::pending::<Result<Bytes, io::Error>>())))
-        },
+        |_| Some(respond_body(StatusCode::OK, &[], Body::from_stream(stream::pending::<Result<Bytes, io::Error>>()))),
         |_| false,
     )
     .await;
     // Headers do come here (axum sends them before the body): the body stalls instead, until the pull's timeout.
     let (_dir, config) = fake_config(&fake, "defaults:\n  timeout: 6s\n", "");
-    let run = pullprobe(&["-c", &config], &[]).await;
+    let run = run_now(&["-c", &config], &[]).await;
     run.assert_failed("timeout", "manifest", &["6s"]);
     run.assert_within(Duration::from_secs(12));
 
     // Garbage where the token should be.
-    let fake = bearer_fake(|_, _| Some(respond(StatusCode::OK, &[], "<html>login</html>")), |_| false).await;
-    let run = pullprobe(&[&fake.reference()], &[]).await;
+    let fake = bearer_fake(|_| Some(respond(StatusCode::OK, &[], "<html>login</html>")), |_| false).await;
+    let run = run_now(&[&fake.reference()], &[]).await;
     run.assert_failed("auth_failed", "auth", &["token realm", "service \"fake,svc\"", "not a token"]);
 
     // A token endpoint that rate-limits.
     let fake =
-        bearer_fake(|_, _| Some(respond(StatusCode::TOO_MANY_REQUESTS, &[("retry-after", "3600")], "")), |_| false)
-            .await;
-    let run = pullprobe(&[&fake.reference()], &[]).await;
+        bearer_fake(|_| Some(respond(StatusCode::TOO_MANY_REQUESTS, &[("retry-after", "3600")], "")), |_| false).await;
+    let run = run_now(&[&fake.reference()], &[]).await;
     run.assert_failed("rate_limited", "manifest", &["token realm", "HTTP status 429", "Retry-After 3600"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_never_travel_to_a_plain_http_token_endpoint_elsewhere() {
     // The challenge names a non-loopback plain-HTTP realm: credentials stay home (and nothing is sent there).
-    let fake = Fake::start(TestImage::small(), |seen, _| {
+    let fake = FakeRegistry::start(Content::of(&TestImage::small()), |seen| {
         is_v2_repo(&seen.path).then(|| {
             respond(
                 StatusCode::UNAUTHORIZED,
@@ -701,7 +483,7 @@ async fn credentials_never_travel_to_a_plain_http_token_endpoint_elsewhere() {
     })
     .await;
     let (_dir, config) = fake_config(&fake, "", &basic_auth_yaml());
-    let run = pullprobe(&["-c", &config], &[(PASSWORD_ENV, PASSWORD)]).await;
+    let run = run_now(&["-c", &config], &[(PASSWORD_ENV, PASSWORD)]).await;
     run.assert_failed("auth_failed", "auth", &["refusing to send credentials", "plain HTTP"]);
     run.assert_no_secret(&[PASSWORD]);
 }

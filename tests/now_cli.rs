@@ -10,7 +10,7 @@ use common::cli::DEFAULT_TIMEOUT;
 use common::images::unique_image;
 use common::verdict::{assert_failed, assert_layers_verified, assert_passed, layer_entry, pretty, pull_json};
 use common::*;
-use pullprobe::image_builder::{Format, Image};
+use image_builder::{Format, Image};
 use serde_json::Value;
 
 /// The keys of one result and of one layer entry (DESIGN.md, "Result").

@@ -5,16 +5,12 @@
 
 mod common;
 
-use common::images::{gzip, raw_layer, tar_bytes, unique_image};
+use common::images::{gzip, push_with_a_lost_layer, raw_layer, tar_bytes, unique_image};
 use common::verdict::{
     assert_failed, assert_layer_failed, assert_layer_verified, error_naming, layer_entry, pretty, pull_json,
 };
 use common::*;
-use pullprobe::digest::Digest;
-use pullprobe::image_builder::{
-    Format, GeneratedContent, Image, ImageBuilder, LayerBuilder, LayerCompression, write_blob,
-};
-use pullprobe::registry::push::{UploadMethod, push_blob};
+use image_builder::{Digest, Format, GeneratedContent, Image, ImageBuilder, LayerBuilder, LayerCompression};
 
 /// The sha256 of what the registry now stores for a blob.
 fn stored_digest(registry: &Registry, digest: &Digest) -> Digest {
@@ -119,19 +115,9 @@ async fn corrupt_config_fails_in_the_config_phase() {
 
 /// An image whose second layer descriptor names a blob that was pushed, then lost from storage.
 async fn push_image_with_a_lost_layer(registry: &Registry, seed: u64) -> (Pushed<Image>, Digest, u64) {
-    let dir = registry.scratch();
-    let honest = unique_image(&dir, seed, Format::Oci);
-    let lost = write_blob(&dir, format!("a blob that will be lost {seed}").as_bytes()).unwrap();
-    let lying = ImageBuilder::new(Format::Oci)
-        .layers(honest.layers.clone())
-        .lie_about_layer_digest(1, lost.digest)
-        .lie_about_layer_size(1, lost.size)
-        .build(&dir)
-        .unwrap();
-    // distribution refuses a manifest naming a blob it lacks: push the blob first.
-    push_blob(&client(), &registry.url(), "fault/lost", &lost.to_push(), UploadMethod::Monolithic).await.unwrap();
-    let pushed = push(registry, "fault/lost", "v1", lying).await;
-    registry.delete_blob(&lost.digest);
+    let honest = unique_image(&registry.scratch(), seed, Format::Oci);
+    let lost_bytes = format!("a blob that will be lost {seed}");
+    let (pushed, lost) = push_with_a_lost_layer(registry, "fault/lost", "v1", &honest, 1, lost_bytes.as_bytes()).await;
     (pushed, lost.digest, lost.size)
 }
 

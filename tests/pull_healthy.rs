@@ -16,7 +16,7 @@ use common::verdict::{
     pull_json,
 };
 use common::*;
-use pullprobe::image_builder::{
+use image_builder::{
     ArtifactBlob, ArtifactBuilder, CompressionLevel, Format, GeneratedContent, ImageBuilder, Index, Layer,
     LayerBuilder, LayerCompression,
 };

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{free_port, require_binary};
 use common::{Registry, http_get, http_request, push_small_image};
-use pullprobe::digest::Digest;
+use image_builder::Digest;
 
 /// A running `pullprobe serve`, stopped by PID when dropped.
 struct Serve {
@@ -291,8 +291,8 @@ async fn a_broken_reload_keeps_the_old_config_and_sigterm_stops_promptly() {
 }
 
 /// One single-layer image per seed: no two share a blob, so a fault hits one repository.
-fn seeded_image(registry: &Registry, seed: u64) -> pullprobe::image_builder::Image {
-    use pullprobe::image_builder::{Format, GeneratedContent, ImageBuilder, LayerBuilder, LayerCompression};
+fn seeded_image(registry: &Registry, seed: u64) -> image_builder::Image {
+    use image_builder::{Format, GeneratedContent, ImageBuilder, LayerBuilder, LayerCompression};
     let dir = registry.scratch();
     let layer = LayerBuilder::new()
         .file("srv/data.bin", GeneratedContent::random(seed, 30_000))

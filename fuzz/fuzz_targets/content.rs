@@ -16,7 +16,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use pullprobe::config::{PathExpectation, PathType};
 use pullprobe::digest::Digest;
-use pullprobe::image_builder::{Entry, LayerBuilder};
+use image_builder::{Entry, LayerBuilder};
 use pullprobe::reason::{ProbeError, Reason};
 use pullprobe::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
 use pullprobe::verify::{CheckMode, Compression, LayerLimits, LayerSpec, verify_layer};

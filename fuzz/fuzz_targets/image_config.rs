@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pullprobe::image_builder::{ImageConfig, RootFs};
+use image_builder::{ImageConfig, RootFs};
 use pullprobe::manifest::parse_image_config;
 use pullprobe::reason::Reason;
 use pullprobe_fuzz::check_error;

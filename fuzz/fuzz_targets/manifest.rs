@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use pullprobe::image_builder::{Descriptor, ImageManifest, IndexManifest};
+use image_builder::{Descriptor, ImageManifest, IndexManifest};
 use pullprobe::manifest::{BlobRef, IndexEntry, Manifest, parse_manifest};
 use pullprobe::media_types::{self, ManifestKind};
 use pullprobe::reason::Reason;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -34,6 +34,52 @@ pub fn run_pullprobe_with(
     }
     let out = run_with_timeout(&mut command, timeout);
     (out.code, out.stdout, out.stderr)
+}
+
+/// `pullprobe now -o json ARGS…` with extra environment, from async code: on a
+/// blocking thread, so the in-test servers of the same runtime keep answering. Timed.
+pub async fn run_now(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let args = now_json(args);
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let started = Instant::now();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_pullprobe_with(&args, &env, None, DEFAULT_TIMEOUT)
+    })
+    .await
+    .expect("running pullprobe");
+    Run { elapsed: Some(started.elapsed()), ..Run::new(code, stdout, stderr) }
+}
+
+/// [`run_now`] under `/usr/bin/time -v`, for the peak RSS too (no extra environment).
+pub async fn run_now_measured(args: &[&str]) -> Run {
+    let args = now_json(args);
+    let started = Instant::now();
+    let run = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_pullprobe_measured(&args, DEFAULT_TIMEOUT)
+    })
+    .await
+    .expect("running pullprobe");
+    Run {
+        elapsed: Some(started.elapsed()),
+        peak_rss_kib: Some(run.peak_rss_kib),
+        ..Run::new(run.code, run.stdout, run.stderr)
+    }
+}
+
+fn now_json(args: &[&str]) -> Vec<String> {
+    ["now", "-o", "json"].iter().chain(args).map(|s| s.to_string()).collect()
+}
+
+/// A probes.yaml holding `yaml` in a temporary directory, and its path; keep the directory while it is used.
+pub fn config_file(yaml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::Builder::new().prefix("pullprobe-config-").tempdir().expect("temp dir");
+    let path = dir.path().join("probes.yaml");
+    std::fs::write(&path, yaml).expect("writing probes.yaml");
+    let path = path.to_str().expect("UTF-8 temp path").to_string();
+    (dir, path)
 }
 
 /// What [`run_pullprobe_measured`] saw.
@@ -159,10 +205,32 @@ impl Run {
         results[0].clone()
     }
 
+    /// The result's error message ("" without one).
+    pub fn error(&self) -> String {
+        self.result().error_message().unwrap_or_default().to_string()
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.result().u64_field("retries").unwrap_or_else(|| panic!("no retries: {}", self.context()))
+    }
+
+    /// The result's layer entry `index`.
+    pub fn layer(&self, index: usize) -> Value {
+        self.result().layers().get(index).cloned().unwrap_or_else(|| panic!("no layer {index}: {}", self.context()))
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        let result = self.result();
+        let warnings = result.get("warnings").and_then(Value::as_array);
+        warnings.map(|w| w.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default()
+    }
+
+    /// A pass: exit 0, `ok`, no reason.
     pub fn assert_ok(&self) -> Value {
         let result = self.result();
         assert_eq!(self.code, 0, "{}", self.context());
         assert!(result.is_ok(), "{}", self.context());
+        assert_eq!(result.get("reason"), Some(&Value::Null), "{}", self.context());
         result
     }
 
@@ -170,6 +238,7 @@ impl Run {
     pub fn assert_failed(&self, reason: &str, phase: &str, error_has: &[&str]) -> Value {
         let result = self.result();
         assert_eq!(self.code, 1, "{}", self.context());
+        assert!(!result.is_ok(), "{}", self.context());
         assert_eq!(result.reason(), Some(reason), "{}", self.context());
         assert_eq!(result.str_field("phase"), Some(phase), "{}", self.context());
         let error = result.error_message().unwrap_or_default();
@@ -177,6 +246,12 @@ impl Run {
             assert!(error.contains(needle), "the error should name {needle:?}: {}", self.context());
         }
         result
+    }
+
+    /// The run, timed by its caller, took less than `limit`.
+    pub fn assert_within(&self, limit: Duration) {
+        let elapsed = self.elapsed.expect("a timed run");
+        assert!(elapsed < limit, "took {elapsed:?}, more than {limit:?}: {}", self.context());
     }
 
     /// Neither stdout nor stderr holds any of `secrets`.

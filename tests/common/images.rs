@@ -1,16 +1,20 @@
-//! Standard test images, built with `pullprobe::image_builder` and pushed
-//! through the registry's real upload API, so a test reads
-//! `let img = push_small_image(&registry, "small", "latest").await;`.
+//! Standard test images, built with the `image_builder` crate and pushed
+//! through the registry's real upload API (pullprobe's own push code), so a
+//! test reads `let img = push_small_image(&registry, "small", "latest").await;`.
+//!
+//! The builder shares no types with pullprobe: [`Upload`] is the one seam
+//! where what it built becomes what pullprobe's upload code reads.
 
 use std::path::Path;
 
-use pullprobe::digest::Digest;
-use pullprobe::image_builder::{
-    Artifact, ArtifactBlob, ArtifactBuilder, Entry, Format, GeneratedContent, IN_TOTO_PREDICATE_TYPE_ANNOTATION, Image,
-    ImageBuilder, Index, IndexBuilder, Layer, LayerBuilder, LayerCompression, Platform, attestation, in_toto_statement,
-    write_blob,
+use image_builder::{
+    Artifact, ArtifactBlob, ArtifactBuilder, Blob, Digest, Entry, Format, GeneratedContent,
+    IN_TOTO_PREDICATE_TYPE_ANNOTATION, Image, ImageBuilder, Index, IndexBuilder, Layer, LayerBuilder, LayerCompression,
+    ManifestBytes, Parts, Platform, attestation, in_toto_statement, write_blob,
 };
-use pullprobe::registry::push::{PushableImage, UploadMethod, push_image};
+use pullprobe::registry::push::{
+    BlobSource, BlobToPush, ManifestToPush, PushableImage, UploadMethod, push_blob, push_image,
+};
 use url::Url;
 
 use super::registry::Registry;
@@ -42,18 +46,58 @@ impl<T> Pushed<T> {
     }
 }
 
+/// Something the builder wrote, as pullprobe's upload code reads it.
+pub struct Upload<'a, T: ?Sized>(pub &'a T);
+
+impl<T: Parts + ?Sized> PushableImage for Upload<'_, T> {
+    fn blobs(&self) -> Vec<BlobToPush<'_>> {
+        self.0.blobs().into_iter().map(blob_to_push).collect()
+    }
+
+    fn manifests(&self) -> Vec<ManifestToPush<'_>> {
+        self.0.manifests().into_iter().map(manifest_to_push).collect()
+    }
+}
+
+/// A written blob as the upload code reads it: from memory when it is there, else streamed from its file.
+pub fn blob_to_push(blob: &Blob) -> BlobToPush<'_> {
+    let source = match &blob.data {
+        Some(data) => BlobSource::Memory(data.clone()),
+        None => BlobSource::File(&blob.path),
+    };
+    BlobToPush { digest: prober_digest(&blob.digest), size: blob.size, source }
+}
+
+fn manifest_to_push(manifest: &ManifestBytes) -> ManifestToPush<'_> {
+    ManifestToPush {
+        media_type: &manifest.media_type,
+        digest: prober_digest(&manifest.digest),
+        bytes: manifest.bytes.clone(),
+    }
+}
+
+/// The same digest as pullprobe's type.
+pub fn prober_digest(digest: &Digest) -> pullprobe::digest::Digest {
+    pullprobe::digest::Digest::from_bytes(*digest.as_bytes())
+}
+
+/// A digest pullprobe computed, as the builder's type.
+pub fn builder_digest(digest: &pullprobe::digest::Digest) -> Digest {
+    digest.to_string().parse().expect("pullprobe prints sha256 digests")
+}
+
 /// A client for pushing (plain HTTP to loopback).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().expect("reqwest client")
 }
 
 /// Push anything pushable to the registry under `repo:tag` (monolithic uploads).
-pub async fn push<T: PushableImage>(registry: &Registry, repo: &str, tag: &str, content: T) -> Pushed<T> {
+pub async fn push<T: Parts>(registry: &Registry, repo: &str, tag: &str, content: T) -> Pushed<T> {
     push_via(&registry.url(), registry, repo, tag, content, UploadMethod::Monolithic).await
 }
 
 /// Push through any base URL (a frontend in front of `registry`) with a chosen upload method.
-pub async fn push_via<T: PushableImage>(
+pub async fn push_via<T: Parts>(
     base: &Url,
     registry: &Registry,
     repo: &str,
@@ -61,9 +105,10 @@ pub async fn push_via<T: PushableImage>(
     content: T,
     method: UploadMethod,
 ) -> Pushed<T> {
-    let digest = push_image(&client(), base, repo, tag, &content, method)
+    let digest = push_image(&client(), base, repo, tag, &Upload(&content), method)
         .await
         .unwrap_or_else(|e| panic!("pushing {repo}:{tag} to {base}: {e}\nregistry log tail:\n{}", log_tail(registry)));
+    let digest = builder_digest(&digest);
     Pushed { content, repo: repo.to_string(), tag: tag.to_string(), digest, reference: registry.reference(repo, tag) }
 }
 
@@ -71,6 +116,35 @@ fn log_tail(registry: &Registry) -> String {
     let log = registry.log();
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+/// Push `honest` with its layer `index` replaced by a blob of `lost_bytes` that is
+/// pushed and then deleted from storage: distribution refuses a manifest naming a
+/// blob it lacks, so the blob goes first, then the manifest, then the blob.
+/// The pushed image and the lost blob.
+pub async fn push_with_a_lost_layer(
+    registry: &Registry,
+    repo: &str,
+    tag: &str,
+    honest: &Image,
+    index: usize,
+    lost_bytes: &[u8],
+) -> (Pushed<Image>, Blob) {
+    let dir = registry.scratch();
+    let lost = write_blob(&dir, lost_bytes).expect("lost blob");
+    let lying = ImageBuilder::new(honest.format)
+        .platform(honest.platform.clone())
+        .layers(honest.layers.clone())
+        .lie_about_layer_digest(index, lost.digest)
+        .lie_about_layer_size(index, lost.size)
+        .build(&dir)
+        .expect("lying image");
+    push_blob(&client(), &registry.url(), repo, &blob_to_push(&lost), UploadMethod::Monolithic)
+        .await
+        .unwrap_or_else(|e| panic!("pushing the blob to lose to {repo}: {e}"));
+    let pushed = push(registry, repo, tag, lying).await;
+    registry.delete_blob(&lost.digest);
+    (pushed, lost)
 }
 
 /// The base layer of the standard images: a few directories, files and a symlink.

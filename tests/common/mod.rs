@@ -1,7 +1,9 @@
 //! The real-server test harness: every integration test does `mod common;`.
 //!
 //! - [`Registry`]: a real distribution registry on loopback, with storage faults.
-//! - [`Nginx`]: a real nginx proxy or `proxy_cache` frontend, with the poisoned-cache fault.
+//! - [`Nginx`]: a real nginx in front of registries — proxy, `proxy_cache` (with the
+//!   poisoned-cache fault), round-robin balancer, mTLS.
+//! - [`fake_registry`]: a small in-process registry for answers no real one gives.
 //! - [`skopeo`]: an independent client that checks digests.
 //! - [`images`]: standard test images, built and pushed.
 //! - [`cli`]: run the `pullprobe` binary and read its JSON.
@@ -12,8 +14,8 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
-pub mod balancer;
 pub mod cli;
+pub mod fake_registry;
 pub mod images;
 pub mod kube;
 pub mod monitoring;

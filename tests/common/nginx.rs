@@ -1,9 +1,18 @@
-//! A real nginx in front of a registry, on an ephemeral loopback port, with
-//! everything it writes (pid, logs, temp files, cache) in its own temp dir:
-//! a plain reverse proxy, or a `proxy_cache` frontend keyed on the URI that
-//! says `X-Cache-Status` — and the "poisoned cache" fault, a cached blob whose
-//! body is corrupted on disk and then served as a HIT.
+//! A real nginx in front of registries, on an ephemeral loopback port, with
+//! everything it writes (pid, logs, temp files, cache) in its own temp dir —
+//! the one launcher for every frontend the tests need:
 //!
+//! - a plain reverse proxy, on one or several loopback addresses, optionally
+//!   answering `/v2/_catalog` with its own 404;
+//! - a `proxy_cache` frontend keyed on the URI that says `X-Cache-Status`, and
+//!   the "poisoned cache" fault: a cached blob whose body is corrupted on disk
+//!   and then served as a HIT;
+//! - a round-robin load balancer over several registries, every request routed
+//!   on its own (no keep-alive to the upstreams, nothing retried on another);
+//! - TLS with `ssl_verify_client on` (mTLS) in front of a registry.
+//!
+//! One access log format serves them all:
+//! `ADDR host=HOST "REQUEST" STATUS BYTES cache=… upstream=UPSTREAM server=LISTEN_ADDR`.
 //! nginx runs with `master_process off` (one process), so stopping the child
 //! we started stops all of it.
 
@@ -12,10 +21,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pullprobe::digest::Digest;
+use image_builder::Digest;
 use tempfile::TempDir;
 use url::Url;
 
+use super::pki::PemPair;
 use super::process::{
     INSTANCE_HEADER, Readiness, free_port, instance_id, require_binary, stop_child, wait_until_ready,
 };
@@ -26,68 +36,80 @@ const PACKAGE: &str = "nginx";
 const START_ATTEMPTS: usize = 8;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// What one nginx does with the requests it gets.
+#[derive(Debug, Clone, Default)]
+struct Site {
+    /// Where requests go (`127.0.0.1:PORT`); several are balanced round-robin.
+    upstreams: Vec<String>,
+    /// Loopback addresses it listens on, all on one port (the first is used for readiness and `url()`).
+    listen_ips: Vec<String>,
+    cache: bool,
+    /// Answer `/v2/_catalog` with nginx's own 404 page instead of proxying it.
+    hide_catalog: bool,
+    /// Serve TLS with this certificate and demand client certificates signed by `client_ca`.
+    mtls: Option<(PemPair, PathBuf)>,
+}
+
+impl Site {
+    /// Everything to `upstream`, listening on 127.0.0.1.
+    fn proxy(upstream: &str) -> Site {
+        Site { upstreams: vec![upstream.to_string()], listen_ips: vec!["127.0.0.1".to_string()], ..Site::default() }
+    }
+}
+
 /// A running nginx; stopped (by PID) when dropped.
 pub struct Nginx {
     dir: TempDir,
     port: u16,
-    upstream: String,
-    cache: bool,
-    /// Loopback addresses it listens on, all on one port (the first is used for readiness and `url()`).
-    listen_ips: Vec<String>,
+    site: Site,
     instance: String,
-    /// Answer `/v2/_catalog` with nginx's own 404 page instead of proxying it.
-    hide_catalog: bool,
     child: Option<Child>,
 }
 
 impl Nginx {
     /// A plain reverse proxy to `upstream` (`127.0.0.1:PORT`).
     pub fn start_proxy(upstream: &str) -> Nginx {
-        Nginx::start(upstream, false)
+        Nginx::start(Site::proxy(upstream))
     }
 
     /// A caching frontend for `upstream`: `proxy_cache` keyed on `$request_uri`,
     /// 200s kept a day, `X-Cache-Status` on every answer.
     pub fn start_cache(upstream: &str) -> Nginx {
-        Nginx::start(upstream, true)
+        Nginx::start(Site { cache: true, ..Site::proxy(upstream) })
     }
 
     /// A plain reverse proxy listening on several loopback addresses (e.g. 127.0.0.2 and
     /// 127.0.0.3) on one port: the several A records behind one registry name.
     pub fn start_proxy_on(upstream: &str, ips: &[&str]) -> Nginx {
-        Nginx::start_on(upstream, false, ips)
+        Nginx::start(Site { listen_ips: ips.iter().map(|ip| ip.to_string()).collect(), ..Site::proxy(upstream) })
     }
 
     /// A plain reverse proxy that answers `/v2/_catalog` with its own 404, as many
     /// production frontends do to keep the repository list private.
     pub fn start_proxy_hiding_catalog(upstream: &str) -> Nginx {
-        Nginx::start_configured(upstream, false, &["127.0.0.1"], true)
+        Nginx::start(Site { hide_catalog: true, ..Site::proxy(upstream) })
     }
 
-    fn start(upstream: &str, cache: bool) -> Nginx {
-        Nginx::start_on(upstream, cache, &["127.0.0.1"])
+    /// A load balancer: every request to the next of `upstreams`, round-robin — the
+    /// way one client's upload session is spread over several registry instances.
+    pub fn start_balancer(upstreams: &[String]) -> Nginx {
+        assert!(!upstreams.is_empty(), "a balancer needs upstreams");
+        Nginx::start(Site { upstreams: upstreams.to_vec(), ..Site::proxy("") })
     }
 
-    fn start_on(upstream: &str, cache: bool, ips: &[&str]) -> Nginx {
-        Nginx::start_configured(upstream, cache, ips, false)
+    /// TLS with the `server` certificate in front of `upstream`, demanding a client
+    /// certificate signed by `client_ca` (`ssl_verify_client on`).
+    pub fn start_mtls(upstream: &str, server: &PemPair, client_ca: &Path) -> Nginx {
+        Nginx::start(Site { mtls: Some((server.clone(), client_ca.to_path_buf())), ..Site::proxy(upstream) })
     }
 
-    fn start_configured(upstream: &str, cache: bool, ips: &[&str], hide_catalog: bool) -> Nginx {
+    fn start(site: Site) -> Nginx {
         require_binary(BINARY, PACKAGE);
         let dir = tempfile::Builder::new().prefix("pullprobe-nginx-").tempdir().expect("temp dir");
         for sub in ["tmp", "cache"] {
             fs::create_dir_all(dir.path().join(sub)).expect("nginx dirs");
         }
-        let mut nginx = Nginx {
-            dir,
-            port: 0,
-            upstream: upstream.to_string(),
-            cache,
-            listen_ips: ips.iter().map(|ip| ip.to_string()).collect(),
-            instance: instance_id(),
-            hide_catalog,
-            child: None,
-        };
+        let mut nginx = Nginx { dir, port: 0, site, instance: instance_id(), child: None };
         for _ in 0..START_ATTEMPTS {
             nginx.port = free_port();
             if nginx.spawn() {
@@ -113,7 +135,8 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {BINARY}: {e}"));
-        // Any path answers with our instance header, even if the upstream is down (502).
+        // Any path answers with our instance header, even if the upstream is down (502),
+        // and a TLS port answers plain HTTP with its own 400.
         match wait_until_ready(&mut child, &self.host_port(), "/nginx-ready", &self.instance, READY_TIMEOUT) {
             Readiness::Ready => {
                 self.child = Some(child);
@@ -129,7 +152,9 @@ impl Nginx {
 
     fn config(&self) -> String {
         let d = self.dir.path().display();
-        let (cache_path, cache) = if self.cache {
+        let site = &self.site;
+        let instance = format!("add_header {INSTANCE_HEADER} {} always;", self.instance);
+        let (cache_path, cache) = if site.cache {
             (
                 format!(
                     "    proxy_cache_path {d}/cache levels=1:2 keys_zone=pullprobe_test:10m max_size=10g inactive=1d use_temp_path=off;\n"
@@ -143,6 +168,37 @@ impl Nginx {
         } else {
             (String::new(), String::new())
         };
+        let (upstream_block, upstream, balancing) = if site.upstreams.len() > 1 {
+            let servers: String = site.upstreams.iter().map(|u| format!("        server {u} max_fails=0;\n")).collect();
+            (
+                format!("    upstream registries {{\n{servers}    }}\n"),
+                "registries".to_string(),
+                "            proxy_set_header Connection \"\";\n\
+                 \x20           proxy_next_upstream off;\n",
+            )
+        } else {
+            (String::new(), site.upstreams[0].clone(), "")
+        };
+        let (ssl, tls) = match &site.mtls {
+            Some((server, client_ca)) => (
+                " ssl",
+                format!(
+                    "        ssl_certificate {};\n        ssl_certificate_key {};\n\
+                     \x20       ssl_client_certificate {};\n        ssl_verify_client on;\n",
+                    server.cert.display(),
+                    server.key.display(),
+                    client_ca.display()
+                ),
+            ),
+            None => ("", String::new()),
+        };
+        let listen: String =
+            site.listen_ips.iter().map(|ip| format!("        listen {ip}:{}{ssl};\n", self.port)).collect();
+        let catalog = if site.hide_catalog {
+            format!("        location = /v2/_catalog {{\n            {instance}\n            return 404;\n        }}\n")
+        } else {
+            String::new()
+        };
         format!(
             "master_process off;\n\
              daemon off;\n\
@@ -150,7 +206,8 @@ impl Nginx {
              error_log {d}/error.log info;\n\
              events {{ worker_connections 512; }}\n\
              http {{\n\
-             \x20   log_format pullprobe_test '$remote_addr host=$host \"$request\" $status $body_bytes_sent cache=$upstream_cache_status server=$server_addr';\n\
+             \x20   log_format pullprobe_test '$remote_addr host=$host \"$request\" $status $body_bytes_sent \
+             cache=$upstream_cache_status upstream=$upstream_addr server=$server_addr';\n\
              \x20   access_log {d}/access.log pullprobe_test;\n\
              \x20   client_body_temp_path {d}/tmp/client_body;\n\
              \x20   proxy_temp_path {d}/tmp/proxy;\n\
@@ -159,33 +216,24 @@ impl Nginx {
              \x20   scgi_temp_path {d}/tmp/scgi;\n\
              \x20   client_max_body_size 0;\n\
              {cache_path}\
+             {upstream_block}\
              \x20   server {{\n\
              {listen}\
+             {tls}\
+             \x20       {instance}\n\
              {catalog}\
              \x20       location / {{\n\
              \x20           proxy_pass http://{upstream};\n\
              \x20           proxy_http_version 1.1;\n\
              \x20           proxy_set_header Host $http_host;\n\
+             {balancing}\
              \x20           proxy_request_buffering off;\n\
              \x20           proxy_read_timeout 300s;\n\
              {cache}\
-             \x20           add_header {INSTANCE_HEADER} {instance} always;\n\
+             \x20           {instance}\n\
              \x20       }}\n\
              \x20   }}\n\
              }}\n",
-            listen =
-                self.listen_ips.iter().map(|ip| format!("        listen {ip}:{};\n", self.port)).collect::<String>(),
-            upstream = self.upstream,
-            instance = self.instance,
-            catalog = if self.hide_catalog {
-                format!(
-                    "        location = /v2/_catalog {{\n            add_header {INSTANCE_HEADER} {} always;\n            \
-                     return 404;\n        }}\n",
-                    self.instance
-                )
-            } else {
-                String::new()
-            },
         )
     }
 
@@ -196,7 +244,7 @@ impl Nginx {
 
     /// `127.0.0.1:PORT` (the first listen address)
     pub fn host_port(&self) -> String {
-        format!("{}:{}", self.listen_ips[0], self.port)
+        format!("{}:{}", self.site.listen_ips[0], self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -220,7 +268,7 @@ impl Nginx {
         fs::read_to_string(self.error_log_path()).unwrap_or_default()
     }
 
-    /// One line per request: `ADDR host=HOST "GET /v2/… HTTP/1.1" STATUS BYTES cache=HIT|MISS|- server=LISTEN_ADDR`.
+    /// One line per request: `ADDR host=HOST "GET /v2/… HTTP/1.1" STATUS BYTES cache=HIT|MISS|- upstream=ADDR server=LISTEN_ADDR`.
     pub fn access_log(&self) -> String {
         fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pullprobe::digest::Digest;
+use image_builder::Digest;
 use tempfile::TempDir;
 use url::Url;
 

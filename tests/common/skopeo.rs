@@ -47,6 +47,11 @@ impl Scratch {
     }
 }
 
+/// `skopeo ARGS…` with a scratch of its own, however it ends.
+pub fn run(args: &[&str]) -> CommandOutput {
+    Scratch::new().run(args)
+}
+
 /// `skopeo inspect --raw docker://REFERENCE`: the manifest bytes exactly as served.
 /// `reference` is `127.0.0.1:PORT/repo:tag` or `…@sha256:…`.
 pub fn inspect_raw(reference: &str) -> Result<Vec<u8>, String> {

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use pullprobe::digest::Digest;
-use pullprobe::image_builder::{Format, Layer};
+use image_builder::Digest;
+use image_builder::{Format, Layer};
 use serde_json::Value;
 
 use super::cli::{DEFAULT_TIMEOUT, ResultJson, json_results, run_pullprobe_with};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::observe::{Bloom, Touch};
 use super::*;
 use crate::config::PathType;
-use crate::image_builder::{Entry, LayerBuilder};
 use crate::verify::{CheckMode, Compression, LayerLimits, LayerSpec, verify_layer};
+use image_builder::{Entry, LayerBuilder};
 
 /// In which order the layers are walked the first time: in order, or top layer first
 /// (the worst case for links: nothing lower is known when a layer streams).

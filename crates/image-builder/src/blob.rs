@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use crate::digest::{Digest, DigestHasher};
-use crate::registry::push::{BlobSource, BlobToPush};
 
 /// Blobs up to this size are kept in memory as well as on disk.
 pub const SMALL_BLOB_BYTES: u64 = 1 << 20;
@@ -36,15 +35,6 @@ impl Blob {
             Some(data) => Ok(data.clone()),
             None => fs::read(&self.path).map(Bytes::from),
         }
-    }
-
-    /// How the upload code reads this blob: from memory when it is there, else streamed from the file.
-    pub fn to_push(&self) -> BlobToPush<'_> {
-        let source = match &self.data {
-            Some(data) => BlobSource::Memory(data.clone()),
-            None => BlobSource::File(&self.path),
-        };
-        BlobToPush { digest: self.digest, size: self.size, source }
     }
 }
 
@@ -168,6 +158,5 @@ mod tests {
         let blob = write_blob(dir.path(), &data).unwrap();
         assert_eq!(blob.data, None);
         assert_eq!(blob.read().unwrap().len(), data.len());
-        assert!(matches!(blob.to_push().source, BlobSource::File(_)));
     }
 }

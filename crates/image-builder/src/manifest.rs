@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::media_types;
-use crate::registry::push::ManifestToPush;
+use crate::platform::Platform;
 
 /// Which family of media types an image uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,8 +45,6 @@ impl Format {
         }
     }
 }
-
-pub use crate::platform::Platform;
 
 /// A content descriptor: what a manifest says about a blob or a child manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,10 +152,6 @@ impl ManifestBytes {
     /// A descriptor of this manifest, for an index entry.
     pub fn descriptor(&self) -> Descriptor {
         Descriptor::new(&self.media_type, self.digest, self.bytes.len() as u64)
-    }
-
-    pub fn to_push(&self) -> ManifestToPush<'_> {
-        ManifestToPush { media_type: &self.media_type, digest: self.digest, bytes: self.bytes.clone() }
     }
 }
 

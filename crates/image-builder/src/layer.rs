@@ -16,11 +16,11 @@ use bytes::Bytes;
 use tar::{EntryType, Header};
 
 use super::blob::{Blob, BlobWriter, HashingWriter};
-use super::compression::{CompressionLevel, Compressor, LayerCompression};
+use super::compression::{Compression, CompressionLevel, Compressor, LayerCompression};
 use super::content::GeneratedContent;
 use super::manifest::Format;
 use crate::digest::Digest;
-use crate::media_types::{self, Compression};
+use crate::media_types;
 
 /// The mtime of every entry that does not set its own (2020-09-13T12:26:40Z).
 pub const DEFAULT_MTIME: u64 = 1_600_000_000;
@@ -364,7 +364,7 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-    use crate::image_builder::content::GeneratedContent;
+    use crate::content::GeneratedContent;
 
     fn sample() -> LayerBuilder {
         let long = format!("srv/{}/deep/file.txt", "d".repeat(140));

@@ -7,10 +7,12 @@
 use std::collections::BTreeMap;
 
 use super::artifact::Artifact;
+use super::blob::Blob;
 use super::image::Image;
-use super::manifest::{Descriptor, Format, IndexManifest, ManifestBytes, Platform};
+use super::manifest::{Descriptor, Format, IndexManifest, ManifestBytes};
+use crate::Parts;
 use crate::digest::Digest;
-use crate::registry::push::{BlobToPush, ManifestToPush, PushableImage};
+use crate::platform::Platform;
 
 /// The annotation that marks an index entry as an attestation (BuildKit, Docker).
 pub const REFERENCE_TYPE_ANNOTATION: &str = "vnd.docker.reference.type";
@@ -120,10 +122,10 @@ impl Index {
     }
 }
 
-impl PushableImage for Index {
-    fn blobs(&self) -> Vec<BlobToPush<'_>> {
+impl Parts for Index {
+    fn blobs(&self) -> Vec<&Blob> {
         let children = self.images.iter().map(|i| i.blobs()).chain(self.artifacts.iter().map(|a| a.blobs()));
-        let mut blobs: Vec<BlobToPush<'_>> = Vec::new();
+        let mut blobs: Vec<&Blob> = Vec::new();
         for blob in children.flatten() {
             if blobs.iter().all(|b| b.digest != blob.digest) {
                 blobs.push(blob);
@@ -132,19 +134,23 @@ impl PushableImage for Index {
         blobs
     }
 
-    fn manifests(&self) -> Vec<ManifestToPush<'_>> {
-        let mut manifests: Vec<ManifestToPush<'_>> = self.images.iter().map(|i| i.manifest.to_push()).collect();
-        manifests.extend(self.artifacts.iter().map(|a| a.manifest.to_push()));
-        manifests.push(self.manifest.to_push());
+    fn manifests(&self) -> Vec<&ManifestBytes> {
+        let mut manifests: Vec<&ManifestBytes> = self.images.iter().map(|i| &i.manifest).collect();
+        manifests.extend(self.artifacts.iter().map(|a| &a.manifest));
+        manifests.push(&self.manifest);
         manifests
+    }
+
+    fn descriptor(&self) -> Descriptor {
+        self.manifest.descriptor()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image_builder::{ArtifactBlob, ImageBuilder, LayerBuilder, LayerCompression, attestation};
     use crate::media_types;
+    use crate::{ArtifactBlob, ImageBuilder, LayerBuilder, LayerCompression, attestation};
 
     #[test]
     fn index_lists_platforms_and_an_attestation_like_buildkit() {

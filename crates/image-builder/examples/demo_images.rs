@@ -1,25 +1,24 @@
-//! Builds the demo images with pullprobe's own image builder and pushes them
-//! through a registry's upload API. Used by `scripts/demo`.
+//! Writes the demo images into an OCI image layout, which `scripts/demo` pushes
+//! to its registry with skopeo.
 //!
-//! Usage: `demo_images REGISTRY_URL WORK_DIR`. Prints, on its last line, the
-//! digest of the layer the demo later corrupts.
+//! Usage: `demo_images LAYOUT_DIR`. The layout holds `app` (gzip, zstd and
+//! uncompressed layers in one image) and `base` (a two-platform index). Prints,
+//! on its last line, the digest of the layer the demo later corrupts.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
-use pullprobe::image_builder::{
-    Entry, Format, GeneratedContent, ImageBuilder, IndexBuilder, LayerBuilder, LayerCompression, Platform,
+use image_builder::{
+    Entry, Format, GeneratedContent, ImageBuilder, IndexBuilder, LayerBuilder, LayerCompression, Layout, Platform,
 };
-use pullprobe::registry::push::{UploadMethod, push_image};
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(url), Some(dir)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: demo_images REGISTRY_URL WORK_DIR");
+    let [_, dir] = args.as_slice() else {
+        eprintln!("usage: demo_images LAYOUT_DIR");
         return ExitCode::from(2);
     };
-    match run(url, &PathBuf::from(dir)).await {
+    match write(Path::new(dir)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo_images: {e}");
@@ -28,12 +27,9 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(url: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let base_url = url::Url::parse(url)?;
-    let client = reqwest::Client::new();
-    std::fs::create_dir_all(dir)?;
+fn write(dir: &Path) -> std::io::Result<()> {
+    let mut layout = Layout::new(dir)?;
 
-    // demo/app: gzip, zstd and uncompressed layers in one image.
     let base = LayerBuilder::new()
         .dir("etc")
         .file("etc/os-release", "ID=pullprobe-demo\n")
@@ -46,10 +42,8 @@ async fn run(url: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error:
     let config = LayerBuilder::new().file("etc/app.conf", "listen = 8080\n").write(dir, LayerCompression::None)?;
     let victim = base.blob.digest;
     let app = ImageBuilder::new(Format::Oci).layer(base).layer(data).layer(config).build(dir)?;
-    let digest = push_image(&client, &base_url, "demo/app", "latest", &app, UploadMethod::Monolithic).await?;
-    println!("pushed demo/app:latest {digest}");
+    println!("app {}", layout.add(&app, "app")?);
 
-    // demo/base: a two-platform index.
     let mut index = IndexBuilder::new(Format::Oci);
     for (platform, seed) in [(Platform::linux_amd64(), 10), (Platform::linux_arm64_v8(), 11)] {
         let layer = LayerBuilder::new()
@@ -58,16 +52,8 @@ async fn run(url: &str, dir: &std::path::Path) -> Result<(), Box<dyn std::error:
             .write(dir, LayerCompression::Gzip)?;
         index = index.image(ImageBuilder::new(Format::Oci).platform(platform).layer(layer).build(dir)?);
     }
-    let digest = push_image(
-        &client,
-        &base_url,
-        "demo/base",
-        "latest",
-        &index.build(),
-        UploadMethod::Chunked { chunk_size: 1 << 20 },
-    )
-    .await?;
-    println!("pushed demo/base:latest {digest}");
+    println!("base {}", layout.add(&index.build(), "base")?);
+    layout.finish()?;
     println!("{victim}");
     Ok(())
 }

@@ -15,10 +15,11 @@ use bytes::Bytes;
 
 use super::blob::{Blob, write_blob};
 use super::image::Image;
-use super::manifest::{Descriptor, ImageConfig, ImageManifest, ManifestBytes, Platform, RootFs, to_json};
+use super::manifest::{Descriptor, ImageConfig, ImageManifest, ManifestBytes, RootFs, to_json};
+use crate::Parts;
 use crate::digest::Digest;
 use crate::media_types;
-use crate::registry::push::{BlobToPush, ManifestToPush, PushableImage};
+use crate::platform::Platform;
 
 /// The annotation BuildKit puts on an in-toto statement layer.
 pub const IN_TOTO_PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";
@@ -189,18 +190,22 @@ impl Artifact {
     }
 }
 
-impl PushableImage for Artifact {
-    fn blobs(&self) -> Vec<BlobToPush<'_>> {
-        let mut blobs = vec![self.config.to_push()];
+impl Parts for Artifact {
+    fn blobs(&self) -> Vec<&Blob> {
+        let mut blobs = vec![&self.config];
         for blob in &self.blobs {
             if blobs.iter().all(|b| b.digest != blob.digest) {
-                blobs.push(blob.to_push());
+                blobs.push(blob);
             }
         }
         blobs
     }
 
-    fn manifests(&self) -> Vec<ManifestToPush<'_>> {
-        vec![self.manifest.to_push()]
+    fn manifests(&self) -> Vec<&ManifestBytes> {
+        vec![&self.manifest]
+    }
+
+    fn descriptor(&self) -> Descriptor {
+        self.manifest.descriptor()
     }
 }

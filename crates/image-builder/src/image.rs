@@ -17,9 +17,10 @@ use time::format_description::well_known::Rfc3339;
 
 use super::blob::{Blob, write_blob};
 use super::layer::Layer;
-use super::manifest::{Descriptor, Format, ImageConfig, ImageManifest, ManifestBytes, Platform, RootFs, to_json};
+use super::manifest::{Descriptor, Format, ImageConfig, ImageManifest, ManifestBytes, RootFs, to_json};
+use crate::Parts;
 use crate::digest::Digest;
-use crate::registry::push::{BlobToPush, ManifestToPush, PushableImage};
+use crate::platform::Platform;
 
 /// The `created` time of images that do not set one: the epoch, as reproducible builds write.
 pub const DEFAULT_CREATED: &str = "1970-01-01T00:00:00Z";
@@ -194,27 +195,31 @@ impl Image {
     }
 }
 
-impl PushableImage for Image {
-    fn blobs(&self) -> Vec<BlobToPush<'_>> {
-        let mut blobs = vec![self.config.to_push()];
+impl Parts for Image {
+    fn blobs(&self) -> Vec<&Blob> {
+        let mut blobs = vec![&self.config];
         for layer in &self.layers {
             if blobs.iter().all(|b| b.digest != layer.blob.digest) {
-                blobs.push(layer.blob.to_push());
+                blobs.push(&layer.blob);
             }
         }
         blobs
     }
 
-    fn manifests(&self) -> Vec<ManifestToPush<'_>> {
-        vec![self.manifest.to_push()]
+    fn manifests(&self) -> Vec<&ManifestBytes> {
+        vec![&self.manifest]
+    }
+
+    fn descriptor(&self) -> Descriptor {
+        self.index_descriptor()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image_builder::{LayerBuilder, LayerCompression};
     use crate::media_types;
+    use crate::{LayerBuilder, LayerCompression};
 
     fn image(dir: &Path, format: Format) -> ImageBuilder {
         let base = LayerBuilder::new().file("etc/os-release", "ID=test\n").write(dir, LayerCompression::Gzip).unwrap();

@@ -10,8 +10,6 @@ use std::io::{self, Write};
 
 use flate2::GzBuilder;
 
-use crate::media_types::Compression;
-
 /// The compression of a layer blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LayerCompression {
@@ -56,6 +54,14 @@ impl LayerCompression {
             _ => None,
         }
     }
+}
+
+/// The decompression a layer needs: what its media type says, whatever the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
 }
 
 /// Compression effort. `Fast` keeps a several-hundred-megabyte test layer to seconds.

@@ -1,6 +1,6 @@
 //! Writes pullprobe's container image as an OCI image layout, without a
-//! container engine, with pullprobe's own image builder. Used by
-//! `scripts/build-image`, which picks the binary and the shared libraries.
+//! container engine. Used by `scripts/build-image`, which picks the binary, the
+//! shared libraries and the labels (pullprobe's version, description, licence).
 //!
 //! The image holds what the binary needs and nothing else: the binary at
 //! `/usr/local/bin/pullprobe`, the shared libraries it links (at the paths the
@@ -11,24 +11,20 @@
 //! runs unchanged with a read-only root filesystem. Layers are deterministic:
 //! the same inputs give the same digests.
 //!
-//! Usage: `oci_image --out DIR --binary PATH --ca-bundle PATH [--lib PATH]… [--tag TAG]`
+//! Usage: `oci_image --out DIR --binary PATH --ca-bundle PATH --tag TAG [--lib PATH]… [--label KEY=VALUE]…`
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use pullprobe::image_builder::{
-    Entry, Format, ImageBuilder, IndexManifest, LayerBuilder, LayerCompression, Platform, write_blob,
-};
-use pullprobe::media_types;
+use image_builder::{Entry, Format, ImageBuilder, LayerBuilder, LayerCompression, Layout, Platform};
 use serde_json::json;
 
 /// The user the image runs as (distroless' `nonroot`).
 const NONROOT: u64 = 65532;
 const BINARY_PATH: &str = "usr/local/bin/pullprobe";
 const CA_BUNDLE_PATH: &str = "etc/ssl/certs/ca-certificates.crt";
-const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
 #[derive(Debug, Parser)]
 #[command(about = "Write pullprobe's container image as an OCI image layout")]
@@ -46,8 +42,18 @@ struct Args {
     #[arg(long)]
     ca_bundle: PathBuf,
     /// The tag (`org.opencontainers.image.ref.name`) of the image in the layout.
-    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    #[arg(long)]
     tag: String,
+    /// A label of the image config (`org.opencontainers.image.version=0.1.0`; repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+fn parse_label(label: &str) -> Result<(String, String), String> {
+    match label.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("want KEY=VALUE, not {label:?}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -79,7 +85,7 @@ fn write_layout(args: &Args) -> Result<String, Box<dyn std::error::Error>> {
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         return Err(format!("{} exists and is not empty", out.display()).into());
     }
-    std::fs::create_dir_all(out)?;
+    let mut layout = Layout::new(out)?;
 
     // The base layer: what the binary needs from an operating system.
     let mut files: BTreeMap<String, Entry> = BTreeMap::new();
@@ -131,31 +137,13 @@ fn write_layout(args: &Args) -> Result<String, Box<dyn std::error::Error>> {
         .runtime_config("Cmd", json!(["--help"]))
         .runtime_config("WorkingDir", json!("/"))
         .runtime_config("Env", json!(["PATH=/usr/local/bin:/usr/bin:/bin", format!("SSL_CERT_FILE=/{CA_BUNDLE_PATH}")]))
-        .runtime_config(
-            "Labels",
-            json!({
-                "org.opencontainers.image.title": "pullprobe",
-                "org.opencontainers.image.description": env!("CARGO_PKG_DESCRIPTION"),
-                "org.opencontainers.image.licenses": env!("CARGO_PKG_LICENSE"),
-                "org.opencontainers.image.version": env!("CARGO_PKG_VERSION"),
-            }),
-        )
+        .runtime_config("Labels", json!(args.labels.iter().cloned().collect::<BTreeMap<String, String>>()))
         .layer(base)
         .layer(app)
         .build(out)?;
-    write_blob(out, &image.manifest.bytes)?;
-
-    let mut descriptor = image.index_descriptor();
-    descriptor.annotations.insert(REF_NAME_ANNOTATION.to_string(), args.tag.clone());
-    let index = IndexManifest {
-        schema_version: 2,
-        media_type: media_types::OCI_INDEX.to_string(),
-        manifests: vec![descriptor],
-        annotations: BTreeMap::new(),
-    };
-    std::fs::write(out.join("index.json"), serde_json::to_vec(&index)?)?;
-    std::fs::write(out.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    Ok(image.digest().to_string())
+    let digest = layout.add(&image, &args.tag)?;
+    layout.finish()?;
+    Ok(digest.to_string())
 }
 
 /// The platform of the machine that built the binary, in OCI's names.
