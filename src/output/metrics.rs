@@ -252,7 +252,9 @@ impl RunCounters {
                 ("frontend".to_string(), result.frontend.clone()),
             ];
             let histogram = self.layer_duration.get_or_create(&layer_labels);
-            for layer in result.layers.iter().filter(|l| l.check.is_some()) {
+            // A layer never reached (no check) or rotated out by the round
+            // budget ("skipped") took no time: it is not an observation.
+            for layer in result.layers.iter().filter(|l| l.check.as_deref().is_some_and(|c| c != "skipped")) {
                 histogram.observe(layer.duration_seconds);
             }
         }
@@ -323,6 +325,7 @@ mod tests {
     use crate::output::history::advance;
     use crate::output::history::tests::result;
     use crate::reason::Reason;
+    use crate::result::LayerCheck;
 
     fn sample<'a>(families: &'a [GaugeFamily], name: &str, frontend: &str) -> Option<&'a Sample> {
         let family = families.iter().find(|f| f.name == name)?;
@@ -392,5 +395,50 @@ mod tests {
         assert!(!text.contains("# EOF"), "{text}");
         assert!(text.contains("pullprobe_probe_failures_total{"), "{text}");
         assert!(text.contains("# TYPE pullprobe_layer_duration_seconds histogram"), "{text}");
+    }
+
+    /// The value of the one sample of `name` in `text`.
+    fn value(text: &str, name: &str) -> f64 {
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        assert_eq!(values.len(), 1, "{name} in:\n{text}");
+        values[0]
+    }
+
+    #[test]
+    fn layer_durations_observe_read_layers_only() {
+        let layer = |check: Option<&str>, bytes: u64, seconds: f64| LayerCheck {
+            digest: format!("sha256:{}", "c".repeat(64)),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            size: 100,
+            ok: true,
+            reason: None,
+            check: check.map(String::from),
+            bytes,
+            uncompressed_bytes: None,
+            duration_seconds: seconds,
+            cache_status: None,
+            served_by: None,
+            error: None,
+        };
+        let mut read = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
+        // Read in full, read on another frontend already (digest only), rotated
+        // out by the round budget, and never reached.
+        read.layers = vec![
+            layer(Some("full"), 100, 0.4),
+            layer(Some("digest_only"), 100, 0.2),
+            layer(Some("skipped"), 0, 0.0),
+            layer(None, 0, 0.0),
+        ];
+        let counters = RunCounters::default();
+        counters.observe(&[read]);
+        let text = encode_text(&[], Some(&counters));
+        assert_eq!(value(&text, "pullprobe_layer_duration_seconds_count"), 2.0, "{text}");
+        assert!((value(&text, "pullprobe_layer_duration_seconds_sum") - 0.6).abs() < 1e-9, "{text}");
+        let fastest = text.lines().find(|l| l.contains("_bucket{") && l.contains(r#"le="0.01""#)).expect("bucket");
+        assert!(fastest.ends_with(" 0"), "no layer took 0 s: {fastest}");
     }
 }
