@@ -22,6 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::config::Severity;
 use crate::output::canary_metrics::{self, CanaryCounters};
 use crate::output::history::{History, SeriesKey, parse_rfc3339};
 use crate::result::ProbeResult;
@@ -172,6 +173,34 @@ pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFa
     ];
     families.push(canary_metrics::push_duration(results));
     families
+}
+
+/// `probe_info{probe, image, registry, frontend, platform, location, kind,
+/// severity} 1`, one per series: what an alert of the series carries besides
+/// the series labels — the prober's `location`, the `kind` (a canary pages as
+/// `RegistryCanaryFailed`) and the probe's `severity` (by probe name from
+/// `severities`, else `critical`) — so that the Prometheus rules page with the
+/// same alert names, severities and identity labels as direct alerting. A
+/// gauge family of its own, so the other families keep their labels.
+pub fn probe_info(results: &[ProbeResult], severities: &BTreeMap<String, Severity>) -> GaugeFamily {
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for result in results {
+        let key = SeriesKey::of(result);
+        let severity = severities.get(&result.probe).copied().unwrap_or_default();
+        let mut labels = series_labels(&key);
+        if seen.insert(key) {
+            labels.push(("location".into(), result.location.clone()));
+            labels.push(("kind".into(), result.kind.clone()));
+            labels.push(("severity".into(), severity.as_str().into()));
+            samples.push(Sample { labels, value: 1.0 });
+        }
+    }
+    GaugeFamily {
+        name: "probe_info",
+        help: "How a failure of the series pages: the prober's location, the probe's kind and severity; always 1",
+        samples,
+    }
 }
 
 /// Per (probe, registry): false if a result says `frontend_inconsistent`, or if
@@ -361,6 +390,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn probe_info_carries_location_kind_and_severity() {
+        let pull = result("10.0.0.1", Some(Reason::BlobDigestMismatch), "2026-11-23T06:00:00Z");
+        let mut canary = result("10.0.0.1", Some(Reason::NotReplicated), "2026-11-23T06:00:00Z");
+        canary.probe = "write-path".into();
+        canary.kind = "canary".into();
+        let severities = BTreeMap::from([("golden-base".to_string(), Severity::Warning)]);
+        let info = probe_info(&[pull.clone(), pull, canary], &severities);
+        assert_eq!(info.samples.len(), 2, "one series each: {info:?}");
+        let labels = |s: &Sample| -> BTreeMap<String, String> { s.labels.iter().cloned().collect() };
+        let pull = labels(&info.samples[0]);
+        assert_eq!(
+            pull.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["frontend", "image", "kind", "location", "platform", "probe", "registry", "severity"]
+        );
+        assert_eq!(
+            (pull["kind"].as_str(), pull["severity"].as_str(), pull["location"].as_str()),
+            ("pull", "warning", "eqiad")
+        );
+        let canary = labels(&info.samples[1]);
+        assert_eq!(
+            (canary["kind"].as_str(), canary["severity"].as_str()),
+            ("canary", "critical"),
+            "not listed: critical"
+        );
+        assert!(info.samples.iter().all(|s| s.value == 1.0));
     }
 
     #[test]
