@@ -285,91 +285,143 @@ fn example_files() -> Vec<PathBuf> {
     files
 }
 
+/// `helm lint --strict` with the values file at `path`, then its rendering:
+/// every manifest validated, the pod secure, the mode's wiring, the
+/// PrometheusRule checked, and the rendered probes.yaml accepted by
+/// `pullprobe validate`. Returns the mode it rendered.
+fn check_values_file(path: &Path, dir: &Path) -> &'static str {
+    let name = path.file_stem().and_then(|s| s.to_str()).expect("values file name").to_string();
+    let values = Values::file(path);
+    let lint = lint(&values);
+    assert_eq!(lint.code, 0, "helm lint {name}:\n{}{}", lint.stdout, lint.stderr);
+
+    let rendered = Rendered::of(&values);
+    let unchecked = validate_manifests(&rendered, dir, &name);
+    assert_secure_pod(&rendered, &name);
+    let config = rendered.config();
+    let direct_alerting = !config["alerting"]["alertmanager"].is_null();
+
+    let mode = if rendered.find("CronJob").is_some() { "cronjob" } else { "deployment" };
+    if mode == "cronjob" {
+        let cronjob = &rendered.get("CronJob")["spec"];
+        assert_eq!(cronjob["concurrencyPolicy"], "Forbid", "{name}");
+        assert!(cronjob["startingDeadlineSeconds"].as_u64().is_some_and(|s| s >= 10), "{name}");
+        assert!(cronjob["successfulJobsHistoryLimit"].is_u64() && cronjob["failedJobsHistoryLimit"].is_u64());
+        let job = &cronjob["jobTemplate"]["spec"];
+        assert_eq!(job["backoffLimit"], 0, "{name}");
+        assert_eq!(job["template"]["spec"]["restartPolicy"], "Never", "{name}");
+        assert!(job["activeDeadlineSeconds"].as_u64().is_some_and(|s| s > 120), "{name}");
+        assert_eq!(rendered.args().contains(&"--no-fail"), direct_alerting, "{name}: --no-fail iff direct alerting");
+        assert_eq!(
+            !config["alerting"]["alertmanager"]["resolve_timeout"].is_null(),
+            direct_alerting,
+            "{name}: resolve_timeout"
+        );
+        assert!(config["defaults"]["interval"].is_string(), "{name}: the schedule's interval");
+        assert!(rendered.find("Service").is_none() && rendered.find("Deployment").is_none(), "{name}");
+    } else {
+        let container = rendered.container();
+        let port = container["ports"][0]["containerPort"].as_u64().expect("container port");
+        assert_eq!(rendered.args()[..2], ["serve", "--config"], "{name}");
+        assert_eq!(rendered.args().last(), Some(&format!("0.0.0.0:{port}").as_str()), "{name}");
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert_eq!(container[probe]["httpGet"], json!({"path": "/healthz", "port": "http"}), "{name} {probe}");
+        }
+        assert_eq!(container["ports"][0]["name"], "http");
+        let service = rendered.get("Service");
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], "http", "{name}");
+        assert_eq!(service["spec"]["selector"], rendered.get("Deployment")["spec"]["selector"]["matchLabels"]);
+        if let Some(monitor) = rendered.find("ServiceMonitor") {
+            assert_eq!(monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
+            assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+            assert_eq!(monitor["spec"]["selector"]["matchLabels"], service["spec"]["selector"]);
+        }
+    }
+    for kind in &unchecked {
+        match kind.as_str() {
+            "PrometheusRule" => check_prometheus_rule(rendered.get("PrometheusRule"), direct_alerting, dir, &name),
+            "ServiceMonitor" => {}
+            other => panic!("{name}: {other} is validated by nothing"),
+        }
+    }
+    check_credentials_wiring(&rendered, &name);
+
+    // The binary accepts the probes.yaml the chart rendered.
+    let file = dir.join(format!("{name}.probes.yaml"));
+    std::fs::write(&file, rendered.probes_yaml()).expect("writing probes.yaml");
+    let (code, stdout, stderr) = run_pullprobe(&["validate", "-c", &file.display().to_string()]);
+    assert_eq!(code, 0, "pullprobe validate of {name}'s probes.yaml:\n{stdout}{stderr}\n{}", rendered.probes_yaml());
+    mode
+}
+
+/// `helm lint --strict` of the chart with `values` (none: the chart's defaults).
+fn lint(values: &Values) -> CommandOutput {
+    let chart = chart_dir().display().to_string();
+    let mut args = vec!["lint", &chart, "--strict", "--kube-version", KUBERNETES_VERSION];
+    let extra = values.args();
+    args.extend(extra.iter().map(String::as_str));
+    helm(&args)
+}
+
 #[test]
 fn every_example_lints_renders_and_validates() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let examples = example_files();
-    let mut modes = Vec::new();
-    for example in &examples {
-        let name = example.file_stem().and_then(|s| s.to_str()).expect("example name").to_string();
-        let values = Values::file(example);
-        let chart = chart_dir().display().to_string();
-        let mut lint_args = vec!["lint", &chart, "--strict", "--kube-version", KUBERNETES_VERSION];
-        let extra = values.args();
-        lint_args.extend(extra.iter().map(String::as_str));
-        let lint = helm(&lint_args);
-        assert_eq!(lint.code, 0, "helm lint {name}:\n{}{}", lint.stdout, lint.stderr);
-
-        let rendered = Rendered::of(&values);
-        let unchecked = validate_manifests(&rendered, dir.path(), &name);
-        assert_secure_pod(&rendered, &name);
-        let config = rendered.config();
-        let direct_alerting = !config["alerting"]["alertmanager"].is_null();
-
-        let mode = if rendered.find("CronJob").is_some() { "cronjob" } else { "deployment" };
-        modes.push(mode);
-        if mode == "cronjob" {
-            let cronjob = &rendered.get("CronJob")["spec"];
-            assert_eq!(cronjob["concurrencyPolicy"], "Forbid", "{name}");
-            assert!(cronjob["startingDeadlineSeconds"].as_u64().is_some_and(|s| s >= 10), "{name}");
-            assert!(cronjob["successfulJobsHistoryLimit"].is_u64() && cronjob["failedJobsHistoryLimit"].is_u64());
-            let job = &cronjob["jobTemplate"]["spec"];
-            assert_eq!(job["backoffLimit"], 0, "{name}");
-            assert_eq!(job["template"]["spec"]["restartPolicy"], "Never", "{name}");
-            assert!(job["activeDeadlineSeconds"].as_u64().is_some_and(|s| s > 120), "{name}");
-            assert_eq!(
-                rendered.args().contains(&"--no-fail"),
-                direct_alerting,
-                "{name}: --no-fail iff direct alerting"
-            );
-            assert_eq!(
-                !config["alerting"]["alertmanager"]["resolve_timeout"].is_null(),
-                direct_alerting,
-                "{name}: resolve_timeout"
-            );
-            assert!(config["defaults"]["interval"].is_string(), "{name}: the schedule's interval");
-            assert!(rendered.find("Service").is_none() && rendered.find("Deployment").is_none(), "{name}");
-        } else {
-            let container = rendered.container();
-            let port = container["ports"][0]["containerPort"].as_u64().expect("container port");
-            assert_eq!(rendered.args()[..2], ["serve", "--config"], "{name}");
-            assert_eq!(rendered.args().last(), Some(&format!("0.0.0.0:{port}").as_str()), "{name}");
-            for probe in ["livenessProbe", "readinessProbe"] {
-                assert_eq!(container[probe]["httpGet"], json!({"path": "/healthz", "port": "http"}), "{name} {probe}");
-            }
-            assert_eq!(container["ports"][0]["name"], "http");
-            let service = rendered.get("Service");
-            assert_eq!(service["spec"]["ports"][0]["targetPort"], "http", "{name}");
-            assert_eq!(service["spec"]["selector"], rendered.get("Deployment")["spec"]["selector"]["matchLabels"]);
-            if let Some(monitor) = rendered.find("ServiceMonitor") {
-                assert_eq!(monitor["spec"]["endpoints"][0]["port"], service["spec"]["ports"][0]["name"]);
-                assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
-                assert_eq!(monitor["spec"]["selector"]["matchLabels"], service["spec"]["selector"]);
-            }
-        }
-        for kind in &unchecked {
-            match kind.as_str() {
-                "PrometheusRule" => {
-                    check_prometheus_rule(rendered.get("PrometheusRule"), direct_alerting, dir.path(), &name)
-                }
-                "ServiceMonitor" => {}
-                other => panic!("{name}: {other} is validated by nothing"),
-            }
-        }
-        check_credentials_wiring(&rendered, &name);
-
-        // The binary accepts the probes.yaml the chart rendered.
-        let file = dir.path().join(format!("{name}.probes.yaml"));
-        std::fs::write(&file, rendered.probes_yaml()).expect("writing probes.yaml");
-        let (code, stdout, stderr) = run_pullprobe(&["validate", "-c", &file.display().to_string()]);
-        assert_eq!(
-            code,
-            0,
-            "pullprobe validate of {name}'s probes.yaml:\n{stdout}{stderr}\n{}",
-            rendered.probes_yaml()
-        );
-    }
+    let modes: Vec<&str> = example_files().iter().map(|example| check_values_file(example, dir.path())).collect();
     assert!(modes.contains(&"cronjob") && modes.contains(&"deployment"), "examples cover both modes: {modes:?}");
+}
+
+/// `ci/*-values.yaml`: what chart-testing (`ct lint`, `ct install`) runs the chart with.
+fn ci_values_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("ci"))
+        .expect("charts/pullprobe/ci")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("-values.yaml")))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The chart-testing convention: the chart lints with its default values and
+/// with each `ci/*-values.yaml`, and those render and validate like the
+/// examples, in both modes. What the defaults lack, probes, stops a real
+/// install (and `helm template`, which renders as one) with a message that
+/// says what to set, not with a schema error.
+#[test]
+fn default_values_lint_and_ci_values_render_in_both_modes() {
+    let lint = lint(&Values::default());
+    assert_eq!(lint.code, 0, "helm lint with the default values:\n{}{}", lint.stdout, lint.stderr);
+    assert!(lint.stdout.contains("1 chart(s) linted, 0 chart(s) failed"), "{}", lint.stdout);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ci = ci_values_files();
+    let modes: Vec<&str> = ci.iter().map(|file| check_values_file(file, dir.path())).collect();
+    assert!(modes.contains(&"cronjob") && modes.contains(&"deployment"), "ci/ covers both modes: {ci:?}");
+
+    let error = template(&Values::default()).expect_err("an install without probes");
+    assert!(!error.contains("schema"), "a message of the chart's own, not the schema's:\n{error}");
+    for text in ["config.probes is empty", "at least one probe"] {
+        assert!(error.contains(text), "the message lacks {text:?}:\n{error}");
+    }
+    let upgrade = helm(&["template", "probe", &chart_dir().display().to_string(), "--is-upgrade"]);
+    assert_ne!(upgrade.code, 0, "an upgrade without probes renders:\n{}", upgrade.stdout);
+    assert!(upgrade.stderr.contains("config.probes is empty"), "{}", upgrade.stderr);
+}
+
+/// The resource defaults cite the measured peak RSS of docs/performance.md
+/// (its `pullprobe_now` row), in values.yaml and in the chart's README.
+#[test]
+fn resource_sizing_cites_the_measured_peak_rss() {
+    let performance = std::fs::read_to_string(repo_path("docs/performance.md")).expect("docs/performance.md");
+    let row = performance
+        .lines()
+        .find(|l| l.starts_with("| plain | `pullprobe_now` |"))
+        .expect("the pullprobe_now row of docs/performance.md");
+    let rss = row.trim_end_matches('|').rsplit('|').next().expect("the RSS cell").trim();
+    assert!(rss.parse::<f64>().is_ok(), "RSS MiB is the last cell: {row}");
+    let values = std::fs::read_to_string(chart_dir().join("values.yaml")).expect("values.yaml");
+    assert!(values.contains(&format!("peak RSS {rss} MiB")), "values.yaml does not cite peak RSS {rss} MiB");
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).expect("README.md");
+    assert!(readme.contains(&format!("peak RSS of {rss} MiB")), "the chart README does not cite peak RSS {rss} MiB");
 }
 
 /// Registry credentials and the CA bundle: each Secret mounted where the
@@ -521,7 +573,6 @@ fn bad_values_fail_with_the_schema_message() {
 
     let cases: Vec<(&str, Values, &[&str])> = vec![
         ("unknown mode", good.clone().set("mode=daemonset"), &["mode", "cronjob", "deployment"]),
-        ("no probes", Values::default(), &["config.probes", "at least 1"]),
         (
             "negative interval",
             good.clone().set("config.defaults.interval=-5m"),

@@ -214,3 +214,63 @@ fn relative_links_point_at_files() {
     assert!(checked > 0, "no relative links found in {pages:?}");
     assert!(broken.is_empty(), "links to files that do not exist:\n{}", broken.join("\n"));
 }
+
+/// Every file under `dir` (recursively) whose name ends with one of `endings`.
+fn files_ending(dir: &Path, endings: &[&str]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            files.extend(files_ending(&path, endings));
+        } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| endings.iter().any(|e| n.ends_with(e))) {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The headings of a Markdown page, without their `#`s.
+fn headings(page: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+    text.lines().filter(|l| l.starts_with('#')).map(|l| l.trim_start_matches('#').trim().to_string()).collect()
+}
+
+/// Comments and messages point readers at sections of the pages:
+/// `(docs/metrics-and-alerts.md, "Which alerting path to use")`, or
+/// `(README, "…")` for the README.md nearest the file. Each such section must
+/// exist, so a page that moves or renames a section cannot leave stale pointers.
+#[test]
+fn pointers_to_sections_name_sections_that_exist() {
+    let mut files = files_ending(&root().join("src"), &[".rs"]);
+    files.extend(files_ending(&root().join("contrib"), &[".yml", ".yaml", ".conf"]));
+    files.extend(files_ending(&root().join("charts"), &[".yaml", ".yml", ".tpl", ".txt", ".json"]));
+    // A pointer may wrap over comment lines: join them first.
+    let wrap = Regex::new(r"\s*\n\s*(?://[!/]?|#|\*)?\s*").unwrap();
+    let pointer = Regex::new(r#"(README(?:\.md)?|docs/[a-z-]+\.md),\s+\\?"([^"\\]+)\\?""#).unwrap();
+    let mut checked = 0;
+    let mut stale = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let joined = wrap.replace_all(&text, " ");
+        for captures in pointer.captures_iter(&joined) {
+            let (page, section) = (&captures[1], &captures[2]);
+            let target = if page.starts_with("docs/") {
+                root().join(page)
+            } else {
+                // The README.md nearest the file: the chart's for charts/, else the project's.
+                file.ancestors().map(|dir| dir.join("README.md")).find(|p| p.is_file()).expect("a README.md")
+            };
+            checked += 1;
+            if !headings(&target).contains(section) {
+                stale.push(format!(
+                    "{}: ({page}, {section:?}): no such section in {}",
+                    file.display(),
+                    target.display()
+                ));
+            }
+        }
+    }
+    assert!(checked >= 5, "found only {checked} pointers in {} files", files.len());
+    assert!(stale.is_empty(), "pointers to sections that do not exist:\n{}", stale.join("\n"));
+}

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pullprobe::digest::Digest;
-use pullprobe::image_builder::{
+use image_builder::{
     ArtifactBlob, Entry, Format, GeneratedContent, Image, ImageBuilder, IndexBuilder, LayerBuilder, LayerCompression,
     Platform, attestation, in_toto_statement,
 };
@@ -148,7 +148,7 @@ fn manifests(seeds: &Seeds, images: &Images, dir: &Path) -> Result<()> {
         let config = std::fs::read(&image.config.path)?;
         seeds.write("image_config", name, &config)?;
     }
-    let artifact = pullprobe::image_builder::ArtifactBuilder::with_empty_config("application/vnd.example.sbom")
+    let artifact = image_builder::ArtifactBuilder::with_empty_config("application/vnd.example.sbom")
         .blob(ArtifactBlob::new("application/json", &b"{}"[..]))
         .build(dir)?;
     seeds.selected("manifest", "artifact", OCI_MANIFEST, &artifact.manifest.bytes)?;

@@ -106,6 +106,9 @@ fn init_logging() {
 fn validate(args: &ValidateArgs) -> ExitCode {
     match Config::load(&args.config) {
         Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: OK ({} probes, {} registries)",
                 args.config.display(),

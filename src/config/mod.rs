@@ -54,6 +54,9 @@ pub struct Config {
     pub probes: Vec<ProbeConfig>,
     pub alerting: AlertingConfig,
     pub serve: ServeConfig,
+    /// Not errors: keys that load and run, but probably not as meant, each at
+    /// its position (`validate` prints them).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// `defaults:`.
@@ -149,6 +152,7 @@ impl Default for Config {
             probes: Vec::new(),
             alerting: AlertingConfig::default(),
             serve: ServeConfig::default(),
+            warnings: Vec::new(),
         }
     }
 }

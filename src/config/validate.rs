@@ -56,14 +56,18 @@ pub(super) fn build(raw: RawConfig, file: &str) -> Result<Config> {
     let v = Validator { file };
     let defaults = v.defaults(raw.defaults)?;
     let limits = v.limits(raw.limits)?;
+    let after_at = raw.alerting.as_ref().and_then(|a| a.after.as_ref()).map(|a| a.referenced);
+    let alerting = v.alerting(raw.alerting, &defaults)?;
+    let warnings = after_at.and_then(|at| v.after_without_pushgateway(&at, &alerting)).into_iter().collect();
     let mut config = Config {
         file: file.to_string(),
-        alerting: v.alerting(raw.alerting, &defaults)?,
+        alerting,
         serve: v.serve(raw.serve)?,
         defaults,
         limits,
         registries: Vec::new(),
         probes: Vec::new(),
+        warnings,
     };
     let mut seen: HashMap<String, Location> = HashMap::new();
     for registry in raw.registries.unwrap_or_default() {
@@ -899,6 +903,21 @@ impl Validator<'_> {
             }
             (None, None) => Ok(None),
         }
+    }
+
+    /// `after` above 1 without a Pushgateway: `now` (a CronJob, a fresh process
+    /// each run) counts failed runs only through the Pushgateway's read-back, so
+    /// there every failure pages on its first run. `serve` counts in memory.
+    fn after_without_pushgateway(&self, at: &Location, alerting: &AlertingConfig) -> Option<ConfigError> {
+        let waits = alerting.after.default > 1 || alerting.after.integrity > 1;
+        (waits && alerting.pushgateway.is_none()).then(|| {
+            self.error(
+                at,
+                "`after`: without `alerting.pushgateway`, `pullprobe now` cannot count failed runs (only a \
+                 Pushgateway keeps them between CronJob runs), so every failure pages on its first run; \
+                 `serve` counts them in memory",
+            )
+        })
     }
 
     fn after(&self, raw: &Spanned<ScalarOr<RawAfter>>) -> Result<AlertAfter> {

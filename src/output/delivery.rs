@@ -92,7 +92,8 @@ pub async fn deliver_now(
         let pushes = groups.iter().map(|group| async move {
             let mine: Vec<ProbeResult> =
                 results.iter().filter(|r| r.probe == group.probe && r.location == group.location).cloned().collect();
-            let families = metrics::gauge_families(&mine, history);
+            let mut families = metrics::gauge_families(&mine, history);
+            families.push(metrics::probe_info(&mine, &context.severities));
             pg.push(group, &families).await
         });
         futures_util::future::join_all(pushes).await

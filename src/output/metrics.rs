@@ -22,10 +22,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::config::Severity;
 use crate::output::canary_metrics::{self, CanaryCounters};
-use crate::output::gauge_family::{GaugeFamily, Labels};
+use crate::output::gauge_family::{GaugeFamily, Labels, Sample};
 use crate::output::history::{History, SeriesKey, parse_rfc3339};
-use crate::result::ProbeResult;
+use crate::result::{Check, ProbeResult};
 
 /// Every family name starts with `pullprobe_`.
 pub const PREFIX: &str = "pullprobe";
@@ -150,6 +151,34 @@ pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFa
     families
 }
 
+/// `probe_info{probe, image, registry, frontend, platform, location, kind,
+/// severity} 1`, one per series: what an alert of the series carries besides
+/// the series labels — the prober's `location`, the `kind` (a canary pages as
+/// `RegistryCanaryFailed`) and the probe's `severity` (by probe name from
+/// `severities`, else `critical`) — so that the Prometheus rules page with the
+/// same alert names, severities and identity labels as direct alerting. A
+/// gauge family of its own, so the other families keep their labels.
+pub fn probe_info(results: &[ProbeResult], severities: &BTreeMap<String, Severity>) -> GaugeFamily {
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for result in results {
+        let key = SeriesKey::of(result);
+        let severity = severities.get(&result.probe).copied().unwrap_or_default();
+        let mut labels = series_labels(&key);
+        if seen.insert(key) {
+            labels.push(("location".into(), result.location.clone()));
+            labels.push(("kind".into(), result.kind.as_str().into()));
+            labels.push(("severity".into(), severity.as_str().into()));
+            samples.push(Sample { labels, value: 1.0 });
+        }
+    }
+    GaugeFamily {
+        name: "probe_info",
+        help: "How a failure of the series pages: the prober's location, the probe's kind and severity; always 1",
+        samples,
+    }
+}
+
 /// Per (probe, registry): false if a result says `frontend_inconsistent`, or if
 /// the frontends answered one image and platform with different manifest digests.
 fn frontend_consistency(results: &[ProbeResult]) -> BTreeMap<(String, String), bool> {
@@ -226,7 +255,9 @@ impl RunCounters {
                 ("frontend".to_string(), result.frontend.clone()),
             ];
             let histogram = self.layer_duration.get_or_create(&layer_labels);
-            for layer in result.layers.iter().filter(|l| l.check.is_some()) {
+            // A layer never reached (no check) or rotated out by the round
+            // budget ("skipped") took no time: it is not an observation.
+            for layer in result.layers.iter().filter(|l| l.check.is_some_and(|c| c != Check::Skipped)) {
                 histogram.observe(layer.duration_seconds);
             }
         }
@@ -298,6 +329,7 @@ mod tests {
     use crate::output::history::advance;
     use crate::output::history::tests::result;
     use crate::reason::Reason;
+    use crate::result::LayerCheck;
 
     fn sample<'a>(families: &'a [GaugeFamily], name: &str, frontend: &str) -> Option<&'a Sample> {
         let family = families.iter().find(|f| f.name == name)?;
@@ -336,6 +368,34 @@ mod tests {
     }
 
     #[test]
+    fn probe_info_carries_location_kind_and_severity() {
+        let pull = result("10.0.0.1", Some(Reason::BlobDigestMismatch), "2026-11-23T06:00:00Z");
+        let mut canary = result("10.0.0.1", Some(Reason::NotReplicated), "2026-11-23T06:00:00Z");
+        canary.probe = "write-path".into();
+        canary.kind = crate::result::Kind::Canary;
+        let severities = BTreeMap::from([("golden-base".to_string(), Severity::Warning)]);
+        let info = probe_info(&[pull.clone(), pull, canary], &severities);
+        assert_eq!(info.samples.len(), 2, "one series each: {info:?}");
+        let labels = |s: &Sample| -> BTreeMap<String, String> { s.labels.iter().cloned().collect() };
+        let pull = labels(&info.samples[0]);
+        assert_eq!(
+            pull.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["frontend", "image", "kind", "location", "platform", "probe", "registry", "severity"]
+        );
+        assert_eq!(
+            (pull["kind"].as_str(), pull["severity"].as_str(), pull["location"].as_str()),
+            ("pull", "warning", "eqiad")
+        );
+        let canary = labels(&info.samples[1]);
+        assert_eq!(
+            (canary["kind"].as_str(), canary["severity"].as_str()),
+            ("canary", "critical"),
+            "not listed: critical"
+        );
+        assert!(info.samples.iter().all(|s| s.value == 1.0));
+    }
+
+    #[test]
     fn different_manifests_are_inconsistent() {
         let mut a = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
         let mut b = result("10.0.0.2", None, "2026-11-23T06:00:00Z");
@@ -367,5 +427,50 @@ mod tests {
         assert!(!text.contains("# EOF"), "{text}");
         assert!(text.contains("pullprobe_probe_failures_total{"), "{text}");
         assert!(text.contains("# TYPE pullprobe_layer_duration_seconds histogram"), "{text}");
+    }
+
+    /// The value of the one sample of `name` in `text`.
+    fn value(text: &str, name: &str) -> f64 {
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        assert_eq!(values.len(), 1, "{name} in:\n{text}");
+        values[0]
+    }
+
+    #[test]
+    fn layer_durations_observe_read_layers_only() {
+        let layer = |check: Option<Check>, bytes: u64, seconds: f64| LayerCheck {
+            digest: format!("sha256:{}", "c".repeat(64)),
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            size: 100,
+            ok: true,
+            reason: None,
+            check,
+            bytes,
+            uncompressed_bytes: None,
+            duration_seconds: seconds,
+            cache_status: None,
+            served_by: None,
+            error: None,
+        };
+        let mut read = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
+        // Read in full, read on another frontend already (digest only), rotated
+        // out by the round budget, and never reached.
+        read.layers = vec![
+            layer(Some(Check::Full), 100, 0.4),
+            layer(Some(Check::DigestOnly), 100, 0.2),
+            layer(Some(Check::Skipped), 0, 0.0),
+            layer(None, 0, 0.0),
+        ];
+        let counters = RunCounters::default();
+        counters.observe(&[read]);
+        let text = encode_text(&[], Some(&counters));
+        assert_eq!(value(&text, "pullprobe_layer_duration_seconds_count"), 2.0, "{text}");
+        assert!((value(&text, "pullprobe_layer_duration_seconds_sum") - 0.6).abs() < 1e-9, "{text}");
+        let fastest = text.lines().find(|l| l.contains("_bucket{") && l.contains(r#"le="0.01""#)).expect("bucket");
+        assert!(fastest.ends_with(" 0"), "no layer took 0 s: {fastest}");
     }
 }

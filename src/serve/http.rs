@@ -102,7 +102,10 @@ async fn probe_endpoint(State(app): State<App>, headers: HeaderMap, Query(query)
     };
     let results = run::run(planned.jobs, RoundOptions::of(&config, 0)).await;
     let history = advance(&History::default(), &results);
-    encode(&headers, &metrics::gauge_families(&results, &history), None)
+    let mut families = metrics::gauge_families(&results, &history);
+    let severities = config.probes.iter().map(|p| (p.name.clone(), p.severity)).collect();
+    families.push(metrics::probe_info(&results, &severities));
+    encode(&headers, &families, None)
 }
 
 /// What a `/probe` request may run (a discovery probe: its rule expanded once), or why not.

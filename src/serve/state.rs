@@ -207,6 +207,8 @@ impl ServeState {
             *entry = entry.max(age);
         }
         let mut families = metrics::gauge_families(&latest, &history);
+        let severities = self.config().probes.iter().map(|p| (p.name.clone(), p.severity)).collect();
+        families.push(metrics::probe_info(&latest, &severities));
         families.push(GaugeFamily {
             name: "coverage_oldest_layer_read_age_seconds",
             help: "Seconds since the least recently read layer of the image was last read in full through this frontend",

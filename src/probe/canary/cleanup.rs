@@ -5,9 +5,11 @@
 //! Other locations' canaries and every other tag are left alone.
 //!
 //! Deleting a manifest only unlinks it: the registry's garbage collection
-//! frees the blobs (README, "Write-path canary"). A registry that refuses
-//! deletes (405, `UNSUPPORTED`) or any other cleanup trouble is a warning on
-//! the result, never a failure: the write path itself worked.
+//! frees the blobs (docs/operations.md, "Canary cleanup and garbage
+//! collection"; the canary itself: docs/configuration.md, "Write-path
+//! canary"). A registry that refuses deletes (405, `UNSUPPORTED`) or any
+//! other cleanup trouble is a warning on the result, never a failure: the
+//! write path itself worked.
 
 use url::Url;
 
