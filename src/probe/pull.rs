@@ -21,9 +21,7 @@ use crate::probe::ledger::BlobLedger;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::client::{BlobSource, RegistryClient};
-use crate::registry::transport::{
-    Transport, TransportOptions, classify_transport, is_incomplete_body, response_deadline,
-};
+use crate::registry::transport::{TransportOptions, classify_transport, is_incomplete_body, response_deadline};
 use crate::result::{LayerCheck, ProbeResult};
 use crate::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
 use crate::verify::{self, CheckMode, LayerLimits, LayerSpec};
@@ -157,18 +155,7 @@ impl PullRun<'_> {
     fn client(&self) -> Result<RegistryClient, ProbeError> {
         let mut options = self.options.clone();
         options.response_timeout = Some(response_deadline(self.target.timeout));
-        let mut base = self.frontend.url.clone();
-        if let (Some(addr), Some(host)) = (self.frontend.pin, self.frontend.url.host_str()) {
-            options.pin = Some((host.to_string(), addr));
-            // A port in the URL would win over the pinned address's port when connecting:
-            // ask for the pinned port, so the connection goes where the frontend label says.
-            if base.port().is_some_and(|port| port != addr.port()) {
-                let _ = base.set_port(Some(addr.port()));
-            }
-        }
-        let transport = Transport::new(&options)?;
-        Ok(RegistryClient::new(transport, base)
-            .with_mirror_routing(self.frontend.repository_prefix.clone(), self.frontend.ns.clone()))
+        self.frontend.client(&options)
     }
 
     /// `host:port` of the frontend's URL and its pinned address, for `served_by`.
@@ -765,6 +752,7 @@ impl PullRun<'_> {
             layers: state.layers,
             ratelimit_remaining: state.ratelimit_remaining,
             used_by: Vec::new(),
+            mirror_position: None,
             warnings: state.warnings,
         }
     }

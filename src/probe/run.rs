@@ -14,7 +14,8 @@ use crate::probe::budget::RoundBudget;
 use crate::probe::canary::{self, CanaryJob};
 use crate::probe::consistency::check_frontends;
 use crate::probe::ledger::BlobLedger;
-use crate::probe::pull::{self, Progress, PullTarget, RoundContext};
+use crate::probe::node_order;
+use crate::probe::pull::{Progress, PullTarget, RoundContext};
 use crate::reason::{Phase, ProbeError};
 use crate::registry::transport::TransportOptions;
 use crate::result::ProbeResult;
@@ -66,7 +67,7 @@ pub async fn run_jobs(jobs: Vec<PullJob>, options: RoundOptions) -> Vec<ProbeRes
             let round = round.clone();
             let handle = tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                pull::pull(&job.target, &frontend, &job.transport, round).await
+                node_order::pull(&job.target, &frontend, &job.transport, round).await
             });
             handles.push(handle);
         }

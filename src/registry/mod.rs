@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod client;
 pub mod docker_config;
 pub mod errors;
+pub mod mirrors;
 pub mod push;
 pub mod tags;
 pub mod tls;
