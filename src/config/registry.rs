@@ -233,7 +233,9 @@ mod tests {
     fn node_mirror_configurations() {
         let config = |frontends: &str| {
             crate::config::Config::from_str_named(
-                &format!("registries:\n  - name: hub\n    url: https://registry-1.docker.io\n    frontends: {frontends}\n"),
+                &format!(
+                    "registries:\n  - name: hub\n    url: https://registry-1.docker.io\n    frontends: {frontends}\n"
+                ),
                 "probes.yaml",
             )
         };

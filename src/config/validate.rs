@@ -15,9 +15,8 @@ use super::units::{parse_duration, parse_size};
 use super::{
     AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, Config, Defaults,
     EndpointAccess, EndpointAuth, Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, NodeMirrors,
-    PasswordSource,
-    PathExpectation, PathType, ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig,
-    TagRule, TargetPattern, TlsConfig, unknown_registry,
+    PasswordSource, PathExpectation, PathType, ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS,
+    RegistryConfig, ServeConfig, TagRule, TargetPattern, TlsConfig, unknown_registry,
 };
 use crate::platform::{Platform, PlatformSelection};
 use crate::reference::{self, ImageReference};
@@ -337,7 +336,8 @@ impl Validator<'_> {
     /// `{containerd: DIR}` or `{registries_conf: FILE}`: exactly one, an absolute path
     /// (the file is read when the probe is planned: a node's configuration changes at run time).
     fn node_mirrors(&self, raw: &RawNodeMirrors, at: &Location) -> Result<NodeMirrors> {
-        let (key, text, wrap): (&str, &Text, fn(PathBuf) -> NodeMirrors) = match (&raw.containerd, &raw.registries_conf) {
+        let (key, text, wrap): (&str, &Text, fn(PathBuf) -> NodeMirrors) = match (&raw.containerd, &raw.registries_conf)
+        {
             (Some(dir), None) => ("containerd", dir, NodeMirrors::Containerd),
             (None, Some(file)) => ("registries_conf", file, NodeMirrors::RegistriesConf),
             (Some(_), Some(second)) => {

@@ -216,7 +216,8 @@ pub async fn configured_frontends(
             let mut frontends: Vec<Frontend> = Vec::new();
             for addr in addrs.filter(|a| registry.ip_family.allows(a.ip())) {
                 if frontends.iter().all(|f| f.pin != Some(addr)) {
-                    frontends.push(Frontend { pin: Some(addr), ..Frontend::endpoint(addr.ip().to_string(), url.clone()) });
+                    frontends
+                        .push(Frontend { pin: Some(addr), ..Frontend::endpoint(addr.ip().to_string(), url.clone()) });
                 }
             }
             if frontends.is_empty() {

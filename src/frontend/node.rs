@@ -159,10 +159,8 @@ pub fn as_frontends(node: &NodeHosts, image: &ImageReference) -> Vec<Frontend> {
         .collect();
     if let Some(first) = ordered.first() {
         let url = first.frontend.url.clone();
-        frontends.push(Frontend {
-            order: Some(NodeOrder::new(ordered, node.walk)),
-            ..Frontend::endpoint(NODE_ORDER, url)
-        });
+        frontends
+            .push(Frontend { order: Some(NodeOrder::new(ordered, node.walk)), ..Frontend::endpoint(NODE_ORDER, url) });
     }
     frontends
 }

@@ -40,7 +40,8 @@ const TOP_KEYS: &[&str] = &[
     "registry",
     "registries",
 ];
-const REGISTRY_KEYS: &[&str] = &["prefix", "location", "insecure", "blocked", "mirror", "mirror-by-digest-only", "proxy"];
+const REGISTRY_KEYS: &[&str] =
+    &["prefix", "location", "insecure", "blocked", "mirror", "mirror-by-digest-only", "proxy"];
 const MIRROR_KEYS: &[&str] = &["location", "insecure", "pull-from-mirror", "proxy"];
 const V1_KEYS: &[&str] = &["search", "insecure", "block"];
 
@@ -261,8 +262,9 @@ fn trim_location(text: &str) -> String {
 /// `host[:port][/path]`, as an image name would start.
 fn check_location(file: &TomlFile, key: &str, text: &str, span: &Range<usize>) -> Result<(), ConfigError> {
     let location = trim_location(text);
-    let valid = ImageReference::parse_name(&format!("{location}/x"))
-        .is_ok_and(|r| r.tag.is_none() && r.digest.is_none() && ImageReference::names_registry(&format!("{location}/x")));
+    let valid = ImageReference::parse_name(&format!("{location}/x")).is_ok_and(|r| {
+        r.tag.is_none() && r.digest.is_none() && ImageReference::names_registry(&format!("{location}/x"))
+    });
     if !valid {
         return Err(file.error(span, format!("`{key}`: expected host[:port][/path], got {text:?}")));
     }

@@ -132,7 +132,10 @@ fn every_host_field_of_the_reference() {
     assert_eq!(headers, [("x-custom-2", "value1"), ("x-custom-2", "value2")]);
     assert_eq!(mirror.settings.ca_files, [PathBuf::from("/etc/certs/mirror.pem")]);
     assert!(!mirror.settings.skip_verify && bak.settings.skip_verify);
-    assert_eq!(test1.settings.ca_files, [PathBuf::from("/etc/certs/test-1-ca.pem"), PathBuf::from("/etc/certs/special.pem")]);
+    assert_eq!(
+        test1.settings.ca_files,
+        [PathBuf::from("/etc/certs/test-1-ca.pem"), PathBuf::from("/etc/certs/special.pem")]
+    );
     assert_eq!(
         test1.settings.client_pair,
         Some((PathBuf::from("/etc/certs/client.cert"), PathBuf::from("/etc/certs/client.key")))

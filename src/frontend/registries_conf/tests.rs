@@ -171,7 +171,8 @@ fn unknown_keys_and_bad_values_are_errors_at_their_position() {
     assert_eq!(at, Some(Position { line: 2, column: 12 }));
     assert!(message.contains("expected host[:port][/path]"), "{message}");
 
-    let (_, message) = error_at("[[registry]]\nlocation = \"r.io\"\n[[registry]]\nprefix = \"r.io\"\nlocation = \"s.io\"\n");
+    let (_, message) =
+        error_at("[[registry]]\nlocation = \"r.io\"\n[[registry]]\nprefix = \"r.io\"\nlocation = \"s.io\"\n");
     assert!(message.contains("defined twice"), "{message}");
 
     let (_, message) = error_at("[[registry]]\nlocation = \"r.io\"\n[registries.search]\nregistries = [\"a.io\"]\n");
