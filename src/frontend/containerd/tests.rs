@@ -25,8 +25,10 @@ fn hub() -> Url {
     url("https://registry-1.docker.io")
 }
 
-/// (base URL, api root, pulls, resolves, ns) of each host.
-fn summary(hosts: &NodeHosts) -> Vec<(String, Option<String>, bool, bool, Option<String>)> {
+/// (base URL, api root, pulls, resolves, ns) of one host.
+type Summary = (String, Option<String>, bool, bool, Option<String>);
+
+fn summary(hosts: &NodeHosts) -> Vec<Summary> {
     hosts
         .hosts
         .iter()
