@@ -110,17 +110,7 @@ pub fn parse(file: &TomlFile, registry_url: &Url, image: &ImageReference) -> Res
 
 /// The registry itself, as a node with no configuration for it reaches it.
 fn default_server(registry_url: &Url, image: &ImageReference) -> NodeHost {
-    NodeHost {
-        url: registry_url.clone(),
-        path: String::new(),
-        settings: HostSettings::default(),
-        pulls: true,
-        resolves: true,
-        used: true,
-        http_fallback: false,
-        ns: ns_for(registry_url, image),
-        notes: Vec::new(),
-    }
+    NodeHost { ns: ns_for(registry_url, image), ..NodeHost::registry(registry_url) }
 }
 
 fn override_path(file: &TomlFile, table: &Table<'_>) -> Result<bool, ConfigError> {

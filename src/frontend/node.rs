@@ -49,6 +49,23 @@ pub struct NodeHost {
     pub notes: Vec<String>,
 }
 
+impl NodeHost {
+    /// The registry itself at `url`, as a node with nothing configured for it reaches it.
+    pub fn registry(url: &Url) -> NodeHost {
+        NodeHost {
+            url: url.clone(),
+            path: String::new(),
+            settings: HostSettings::default(),
+            pulls: true,
+            resolves: true,
+            used: true,
+            http_fallback: false,
+            ns: None,
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// A node's hosts for one reference, in the order it asks them (the upstream last).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeHosts {
@@ -261,17 +278,7 @@ mod tests {
     use super::*;
 
     fn host(url: &str, path: &str, pulls: bool, resolves: bool) -> NodeHost {
-        NodeHost {
-            url: Url::parse(url).unwrap(),
-            path: path.to_string(),
-            settings: HostSettings::default(),
-            pulls,
-            resolves,
-            used: true,
-            http_fallback: false,
-            ns: None,
-            notes: Vec::new(),
-        }
+        NodeHost { path: path.to_string(), pulls, resolves, ..NodeHost::registry(&Url::parse(url).unwrap()) }
     }
 
     fn labels_of(frontends: &[Frontend]) -> Vec<&str> {

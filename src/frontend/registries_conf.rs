@@ -311,17 +311,7 @@ pub fn hosts_for(
     registry_url: &Url,
     image: &ImageReference,
 ) -> Result<Vec<NodeHost>, ConfigError> {
-    let own = |notes: Vec<String>| NodeHost {
-        url: registry_url.clone(),
-        path: String::new(),
-        settings: HostSettings::default(),
-        pulls: true,
-        resolves: true,
-        used: true,
-        http_fallback: false,
-        ns: None,
-        notes,
-    };
+    let own = |notes: Vec<String>| NodeHost { notes, ..NodeHost::registry(registry_url) };
     let Some(entry) = entry_for(registries, image) else {
         return Ok(vec![own(vec![format!("no [[registry]] matches {image}: nodes pull from the registry itself")])]);
     };

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::config::{ConfigError, Position};
+use crate::config::{ConfigError, Position, read_text};
 
 /// A node's configuration file larger than this is refused before parsing.
 pub const MAX_TOML_BYTES: u64 = 1 << 20;
@@ -36,22 +36,9 @@ pub struct TomlFile {
 impl TomlFile {
     /// Read a file; an unreadable, oversized or non-UTF-8 file is an error naming it.
     pub fn read(path: &Path) -> Result<TomlFile, ConfigError> {
-        let name = path.display().to_string();
-        let unreadable = |e: std::io::Error| ConfigError::new(&name, None, format!("cannot read: {e}"));
-        let size = std::fs::metadata(path).map_err(unreadable)?.len();
-        if size > MAX_TOML_BYTES {
-            return Err(ConfigError::new(&name, None, format!("{size} bytes: larger than {MAX_TOML_BYTES} bytes")));
-        }
-        let bytes = std::fs::read(path).map_err(unreadable)?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            ConfigError::new(
-                &name,
-                None,
-                format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
-            )
-        })?;
+        let text = read_text(path, MAX_TOML_BYTES)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(TomlFile::from_text(&name, dir, text))
+        Ok(TomlFile::from_text(&path.display().to_string(), dir, text))
     }
 
     /// A file's text as if read from `name` (tests, and fixtures).
