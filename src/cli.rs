@@ -245,7 +245,9 @@ fn init_logging() {
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {
-    match Config::load(&args.config).and_then(|config| crate::frontend::node::check_files(&config).map(|()| config)) {
+    match Config::load(&args.config)
+        .and_then(|config| crate::frontend::node_config::check_files(&config).map(|()| config))
+    {
         Ok(config) => {
             println!(
                 "{}: OK ({} probes, {} registries)",

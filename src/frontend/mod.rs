@@ -3,12 +3,14 @@
 //!
 //! Most forms come straight from probes.yaml or the command line. A node's
 //! mirror configuration is read here too, every time a probe is planned (a
-//! node picks up changes without a restart): [`containerd`] reads hosts.toml,
-//! [`registries_conf`] reads CRI-O's and podman's registries.conf, and
-//! [`node`] turns either into one frontend per mirror plus `node-order`.
+//! node picks up changes without a restart): [`node_config`] reads the node's
+//! file with [`containerd`] (hosts.toml) or [`registries_conf`] (CRI-O's and
+//! podman's registries.conf), and [`node`] turns either into one frontend per
+//! mirror plus `node-order`.
 
 pub mod containerd;
 pub mod node;
+pub mod node_config;
 pub mod registries_conf;
 mod toml_file;
 
@@ -23,7 +25,7 @@ use crate::config::{FrontendSet, FrontendSpec, RegistryConfig};
 use crate::reason::ProbeError;
 use crate::reference::ImageReference;
 use crate::registry::client::RegistryClient;
-use crate::registry::mirrors::MirrorRoute;
+use crate::registry::route::MirrorRoute;
 use crate::registry::transport::{Transport, TransportOptions};
 
 pub use node::{NODE_ORDER, NodeOrder};
@@ -205,7 +207,7 @@ pub async fn configured_frontends(
     let host = url.host_str().unwrap_or_default().to_string();
     match &registry.frontends {
         FrontendSet::Single => Ok(vec![Frontend::endpoint(registry.host(), url)]),
-        FrontendSet::Node(source) => node::frontends(source, &url, image).await.map_err(|e| e.to_string()),
+        FrontendSet::Node(source) => node_config::frontends(source, &url, image).await.map_err(|e| e.to_string()),
         FrontendSet::Dns => {
             // A name that does not resolve is a registry outage, not a config error: probe
             // it once through the name, so the pull fails with `dns_error` and pages.

@@ -4,6 +4,7 @@
 //! Every request carries the one `Accept` header of [`crate::media_types`];
 //! every failure leaves here as a [`ProbeError`] with its reason decided.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use crate::media_types::MANIFEST_ACCEPT;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::auth::Scope;
 use crate::registry::errors::{RequestKind, classify_status};
-use crate::registry::mirrors::{MirrorOrder, MirrorRoute};
+use crate::registry::route::MirrorRoute;
 use crate::registry::transport::{ConnectTimings, Transport, classify_transport};
 
 /// Largest registry error body read to find its error code.
@@ -35,7 +36,18 @@ pub struct RegistryClient {
     /// A mirror's API root, repository names and headers.
     route: MirrorRoute,
     /// A node's order of hosts: manifests and blobs are asked of them instead.
-    order: Option<Arc<MirrorOrder>>,
+    order: Option<Arc<dyn RequestOrder>>,
+}
+
+/// A request's answer, on its way.
+pub type Answer<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProbeError>> + Send + 'a>>;
+
+/// Requests answered by other hosts than a client's own (a node's order of mirrors,
+/// [`crate::registry::mirrors::MirrorOrder`]). Boxed and `Send` by signature: the
+/// hosts' own clients are called back from inside.
+pub trait RequestOrder: Send + Sync {
+    fn manifest<'a>(&'a self, repository: &'a str, reference: &'a str, max_bytes: u64) -> Answer<'a, ManifestResponse>;
+    fn blob<'a>(&'a self, repository: &'a str, digest: &'a Digest) -> Answer<'a, BlobResponse>;
 }
 
 /// A manifest as the registry sent it.
@@ -88,7 +100,7 @@ impl RegistryClient {
 
     /// Send manifest and blob requests through a node's order of hosts (this
     /// client's transport stays the one timings and tokens are read from).
-    pub fn with_order(mut self, order: Arc<MirrorOrder>) -> Self {
+    pub fn with_order(mut self, order: Arc<dyn RequestOrder>) -> Self {
         self.order = Some(order);
         self
     }

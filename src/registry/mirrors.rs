@@ -1,8 +1,7 @@
-//! Mirrors as container runtimes use them: how one mirror host is asked for a
-//! registry's content ([`MirrorRoute`]: its API root, its repository names,
-//! the headers it is sent), and a node's order of hosts ([`MirrorOrder`]):
-//! which host a request goes to first and where it goes when that host does
-//! not answer.
+//! A node's order of mirror hosts ([`MirrorOrder`]), as container runtimes
+//! walk it: which host a request goes to first and where it goes when that
+//! host does not answer. (How one host is asked is its client's
+//! [`crate::registry::route::MirrorRoute`].)
 //!
 //! Two ways of walking an order, the two runtimes':
 //! - [`Walk::EachRequest`] (containerd): a tag is resolved by the first host
@@ -18,54 +17,11 @@
 //! Nothing here judges a pull; it only decides where requests go and keeps
 //! a log of it ([`OrderLog`]) for the result.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-
-use reqwest::header::HeaderMap;
 
 use crate::digest::Digest;
 use crate::reason::{ProbeError, Reason};
-use crate::registry::client::{BlobResponse, ManifestResponse, RegistryClient};
-
-/// A request's answer, on its way.
-pub type Answer<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProbeError>> + Send + 'a>>;
-
-/// How requests to one mirror host are formed.
-#[derive(Debug, Clone, Default)]
-pub struct MirrorRoute {
-    /// The API root instead of `/v2` (containerd's `override_path`): `""` or `/some/path`.
-    pub api_root: Option<String>,
-    /// A repository name rewritten: a leading `from` replaced by `to`
-    /// (registries.conf: the `prefix` path of the namespace, the `location` path of the mirror).
-    pub rewrite: Option<(String, String)>,
-    /// Sent with every registry request (containerd's `[header]`).
-    pub headers: HeaderMap,
-}
-
-impl MirrorRoute {
-    /// `repository` as this host names it.
-    pub fn repository(&self, repository: &str) -> String {
-        let Some((from, to)) = &self.rewrite else { return repository.to_string() };
-        let rest = if from.is_empty() {
-            Some(repository)
-        } else if repository == from {
-            Some("")
-        } else {
-            repository.strip_prefix(from.as_str()).and_then(|r| r.strip_prefix('/'))
-        };
-        match rest {
-            Some("") => to.clone(),
-            Some(rest) if to.is_empty() => rest.to_string(),
-            Some(rest) => format!("{to}/{rest}"),
-            None => repository.to_string(),
-        }
-    }
-
-    /// The path before `/<repository>/…`: `/v2` unless overridden.
-    pub fn api_root(&self) -> &str {
-        self.api_root.as_deref().unwrap_or("/v2")
-    }
-}
+use crate::registry::client::{Answer, BlobResponse, ManifestResponse, RegistryClient, RequestOrder};
 
 /// How a node walks its hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,17 +83,6 @@ pub struct MirrorOrder {
 impl MirrorOrder {
     pub fn new(hosts: Vec<OrderedHost>, walk: Walk, log: Arc<OrderLog>) -> Self {
         MirrorOrder { hosts, walk, log }
-    }
-
-    /// `GET /v2/<repo>/manifests/<reference>` as the node asks for it. (Boxed and
-    /// `Send` by its signature: the hosts' clients call back into the client that holds this order.)
-    pub fn manifest<'a>(
-        &'a self,
-        repository: &'a str,
-        reference: &'a str,
-        max_bytes: u64,
-    ) -> Answer<'a, ManifestResponse> {
-        Box::pin(self.walk_manifest(repository, reference, max_bytes))
     }
 
     async fn walk_manifest(
@@ -225,11 +170,6 @@ impl MirrorOrder {
         Ok((response, index))
     }
 
-    /// `GET /v2/<repo>/blobs/<digest>` as the node asks for it.
-    pub fn blob<'a>(&'a self, repository: &'a str, digest: &'a Digest) -> Answer<'a, BlobResponse> {
-        Box::pin(self.walk_blob(repository, digest))
-    }
-
     async fn walk_blob(&self, repository: &str, digest: &Digest) -> Result<BlobResponse, ProbeError> {
         if let Some(source) = self.pinned_source() {
             return Box::pin(source.client.blob(repository, digest)).await;
@@ -300,6 +240,16 @@ impl MirrorOrder {
     }
 }
 
+impl RequestOrder for MirrorOrder {
+    fn manifest<'a>(&'a self, repository: &'a str, reference: &'a str, max_bytes: u64) -> Answer<'a, ManifestResponse> {
+        Box::pin(self.walk_manifest(repository, reference, max_bytes))
+    }
+
+    fn blob<'a>(&'a self, repository: &'a str, digest: &'a Digest) -> Answer<'a, BlobResponse> {
+        Box::pin(self.walk_blob(repository, digest))
+    }
+}
+
 /// A runtime moves on to the next host when one fails before sending content
 /// (no answer, a 404, a 5xx, a refusal); bytes that came and are wrong, short
 /// or too many are the node's result.
@@ -317,26 +267,6 @@ fn moves_on(err: &ProbeError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repositories_are_rewritten_as_registries_conf_says() {
-        let route = |from: &str, to: &str| MirrorRoute {
-            rewrite: Some((from.to_string(), to.to_string())),
-            ..MirrorRoute::default()
-        };
-        // prefix example.com/foo, location internal/bar: example.com/foo/image → internal/bar/image
-        assert_eq!(route("foo", "bar").repository("foo/image"), "bar/image");
-        // prefix example.com, location mirror/dockerhub
-        assert_eq!(route("", "dockerhub").repository("library/alpine"), "dockerhub/library/alpine");
-        // prefix example.com/foo, location mirror (no path)
-        assert_eq!(route("foo", "").repository("foo/image"), "image");
-        // the prefix names the whole repository
-        assert_eq!(route("foo/image", "x/y").repository("foo/image"), "x/y");
-        // not under the prefix (`foobar` is not `foo/…`): unchanged
-        assert_eq!(route("foo", "bar").repository("foobar/image"), "foobar/image");
-        assert_eq!(MirrorRoute::default().repository("a/b"), "a/b");
-        assert_eq!(MirrorRoute::default().api_root(), "/v2");
-    }
 
     #[test]
     fn integrity_failures_never_move_on() {

@@ -10,6 +10,7 @@ pub mod docker_config;
 pub mod errors;
 pub mod mirrors;
 pub mod push;
+pub mod route;
 pub mod tags;
 pub mod tls;
 pub mod transport;
