@@ -51,6 +51,10 @@ pub struct ProbeResult {
     /// of the workloads that use it (who is hurt when it fails).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<String>,
+    /// For a frontend read from a node's mirror configuration: its 1-based place in the
+    /// node's order (the upstream last); for `node-order`, the place of the host that served the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_position: Option<u32>,
     /// Things worth knowing that are not failures (e.g. no `Docker-Content-Digest` header).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

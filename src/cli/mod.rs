@@ -104,7 +104,9 @@ fn init_logging() {
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {
-    match Config::load(&args.config) {
+    match Config::load(&args.config)
+        .and_then(|config| crate::frontend::node_config::check_files(&config).map(|()| config))
+    {
         Ok(config) => {
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");

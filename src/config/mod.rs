@@ -33,7 +33,8 @@ pub use probe::{
     ProbeKind, Severity, TagRule,
 };
 pub use registry::{
-    Auth, FrontendAddressError, FrontendSet, FrontendSpec, IpFamily, PasswordSource, RegistryConfig, TlsConfig,
+    Auth, FrontendAddressError, FrontendSet, FrontendSpec, IpFamily, NodeMirrors, PasswordSource, RegistryConfig,
+    TlsConfig,
 };
 pub use units::{DurationError, SizeError, format_duration, parse_duration, parse_size};
 
@@ -160,21 +161,8 @@ impl Default for Config {
 impl Config {
     /// Read, parse and check probes.yaml.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
-        let unreadable = |e: std::io::Error| ConfigError::new(&file, None, format!("cannot read: {e}"));
-        let size = std::fs::metadata(path).map_err(unreadable)?.len();
-        if size > MAX_CONFIG_BYTES {
-            return Err(ConfigError::new(&file, None, format!("{size} bytes: larger than {MAX_CONFIG_BYTES} bytes")));
-        }
-        let bytes = std::fs::read(path).map_err(unreadable)?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            ConfigError::new(
-                &file,
-                None,
-                format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
-            )
-        })?;
-        Config::from_str_named(&text, &file)
+        let text = read_text(path, MAX_CONFIG_BYTES)?;
+        Config::from_str_named(&text, &path.display().to_string())
     }
 
     /// Parse and check probes.yaml text; `file_name` is used in errors.
@@ -281,6 +269,24 @@ impl Config {
             }
         }
     }
+}
+
+/// A configuration file's text: at most `max_bytes`, UTF-8; errors name the file.
+pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, ConfigError> {
+    let file = path.display().to_string();
+    let unreadable = |e: std::io::Error| ConfigError::new(&file, None, format!("cannot read: {e}"));
+    let size = std::fs::metadata(path).map_err(unreadable)?.len();
+    if size > max_bytes {
+        return Err(ConfigError::new(&file, None, format!("{size} bytes: larger than {max_bytes} bytes")));
+    }
+    let bytes = std::fs::read(path).map_err(unreadable)?;
+    String::from_utf8(bytes).map_err(|e| {
+        ConfigError::new(
+            &file,
+            None,
+            format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+        )
+    })
 }
 
 /// "no registry named `x` (configured: a, b)".

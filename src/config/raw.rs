@@ -62,8 +62,48 @@ pub(super) struct RawRegistry {
     pub tls: Option<Spanned<RawTls>>,
 }
 
-/// `dns`, `single`, or a list of addresses and `{name, url, …}` maps.
-pub(super) type RawFrontends = ScalarOr<Vec<Spanned<ScalarOr<RawFrontendEndpoint>>>>;
+/// `dns`, `single`, a list of addresses and `{name, url, …}` maps, or a node's
+/// mirror configuration (`{containerd: DIR}`, `{registries_conf: FILE}`).
+pub(super) type RawFrontends = ScalarOr<RawFrontendForm>;
+
+/// The structured forms of `frontends:`: a list, or a map naming a node's mirror configuration.
+#[derive(Debug)]
+pub(super) enum RawFrontendForm {
+    List(Vec<Spanned<ScalarOr<RawFrontendEndpoint>>>),
+    Node(RawNodeMirrors),
+}
+
+/// `{containerd: /etc/containerd/certs.d}` or `{registries_conf: /etc/containers/registries.conf}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNodeMirrors {
+    pub containerd: Option<Text>,
+    pub registries_conf: Option<Text>,
+}
+
+impl<'de> Deserialize<'de> for RawFrontendForm {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FrontendFormVisitor)
+    }
+}
+
+struct FrontendFormVisitor;
+
+impl<'de> Visitor<'de> for FrontendFormVisitor {
+    type Value = RawFrontendForm;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of frontends, or a map {containerd: DIR} or {registries_conf: FILE}")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Deserialize::deserialize(SeqAccessDeserializer::new(seq)).map(RawFrontendForm::List)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Deserialize::deserialize(MapAccessDeserializer::new(map)).map(RawFrontendForm::Node)
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

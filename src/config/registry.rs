@@ -63,6 +63,28 @@ pub enum FrontendSet {
     Dns,
     /// Exactly these.
     List(Vec<FrontendSpec>),
+    /// The mirrors a node's container runtime pulls through, read from its
+    /// configuration every round: each mirror probed separately, plus one
+    /// `node-order` result that pulls as the node would.
+    Node(NodeMirrors),
+}
+
+/// Where a node's container runtime keeps its mirror configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeMirrors {
+    /// containerd's `config_path` (`/etc/containerd/certs.d`): `<dir>/<host>/hosts.toml`.
+    Containerd(PathBuf),
+    /// CRI-O's and podman's `registries.conf` (version 2).
+    RegistriesConf(PathBuf),
+}
+
+impl NodeMirrors {
+    /// The file or directory named in probes.yaml.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            NodeMirrors::Containerd(path) | NodeMirrors::RegistriesConf(path) => path,
+        }
+    }
 }
 
 /// One configured frontend.
@@ -205,6 +227,37 @@ mod tests {
         assert_eq!(host("http://127.0.0.1:5000"), "127.0.0.1:5000");
         assert_eq!(host("http://[::1]:5000"), "[::1]:5000");
         assert_eq!(host("https://registry-1.docker.io"), "docker.io");
+    }
+
+    #[test]
+    fn node_mirror_configurations() {
+        let config = |frontends: &str| {
+            crate::config::Config::from_str_named(
+                &format!(
+                    "registries:\n  - name: hub\n    url: https://registry-1.docker.io\n    frontends: {frontends}\n"
+                ),
+                "probes.yaml",
+            )
+        };
+        let hub = config("{containerd: /etc/containerd/certs.d}").unwrap();
+        assert_eq!(
+            hub.registries[0].frontends,
+            FrontendSet::Node(NodeMirrors::Containerd("/etc/containerd/certs.d".into()))
+        );
+        let crio = config("{registries_conf: /etc/containers/registries.conf}").unwrap();
+        let FrontendSet::Node(source) = &crio.registries[0].frontends else { panic!() };
+        assert_eq!(source, &NodeMirrors::RegistriesConf("/etc/containers/registries.conf".into()));
+        assert_eq!(source.path(), std::path::Path::new("/etc/containers/registries.conf"));
+
+        let error = |frontends: &str| config(frontends).unwrap_err().to_string();
+        let both = error("{containerd: /a, registries_conf: /b}");
+        assert!(both.starts_with("probes.yaml:4:50: `frontends`: give one of"), "{both}");
+        let relative = error("{containerd: certs.d}");
+        assert!(relative.starts_with("probes.yaml:4:29: `containerd`: expected an absolute path"), "{relative}");
+        let unknown = error("{cri_o: /etc/containers/registries.conf}");
+        assert!(unknown.starts_with("probes.yaml:4:") && unknown.contains("cri_o"), "{unknown}");
+        let empty = error("{}");
+        assert!(empty.contains("needs `containerd: DIR` or `registries_conf: FILE`"), "{empty}");
     }
 
     #[test]

@@ -14,9 +14,9 @@ use super::raw::*;
 use super::units::{parse_duration, parse_size};
 use super::{
     AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, Config, Defaults,
-    EndpointAccess, EndpointAuth, Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, PasswordSource,
-    PathExpectation, PathType, ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig,
-    TagRule, TargetPattern, TlsConfig, unknown_registry,
+    EndpointAccess, EndpointAuth, Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, NodeMirrors,
+    PasswordSource, PathExpectation, PathType, ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS,
+    RegistryConfig, ServeConfig, TagRule, TargetPattern, TlsConfig, unknown_registry,
 };
 use crate::platform::{Platform, PlatformSelection};
 use crate::reference::{self, ImageReference};
@@ -301,14 +301,17 @@ impl Validator<'_> {
 
     fn frontends(&self, raw: &Spanned<RawFrontends>) -> Result<FrontendSet> {
         let expected = "expected `dns`, `single`, or a list of addresses (10.0.0.1, 10.0.0.2:8443, [2001:db8::1]:443) \
-                        and {name, url} maps";
+                        and {name, url} maps (or a node's mirrors: {containerd: DIR} or {registries_conf: FILE})";
         let list = match &raw.value {
             ScalarOr::Scalar(Scalar::Text(s)) if s == "single" => return Ok(FrontendSet::Single),
             ScalarOr::Scalar(Scalar::Text(s)) if s == "dns" => return Ok(FrontendSet::Dns),
             ScalarOr::Scalar(other) => {
                 return Err(self.error(&raw.referenced, format!("`frontends`: {expected}, got {other}")));
             }
-            ScalarOr::Structured(list) => list,
+            ScalarOr::Structured(RawFrontendForm::Node(node)) => {
+                return self.node_mirrors(node, &raw.referenced).map(FrontendSet::Node);
+            }
+            ScalarOr::Structured(RawFrontendForm::List(list)) => list,
         };
         if list.is_empty() {
             return Err(self.error(&raw.referenced, "`frontends`: the list is empty; leave it out for `single`"));
@@ -332,6 +335,33 @@ impl Validator<'_> {
             frontends.push(frontend);
         }
         Ok(FrontendSet::List(frontends))
+    }
+
+    /// `{containerd: DIR}` or `{registries_conf: FILE}`: exactly one, an absolute path
+    /// (the file is read when the probe is planned: a node's configuration changes at run time).
+    fn node_mirrors(&self, raw: &RawNodeMirrors, at: &Location) -> Result<NodeMirrors> {
+        let (key, text, wrap): (&str, &Text, fn(PathBuf) -> NodeMirrors) = match (&raw.containerd, &raw.registries_conf)
+        {
+            (Some(dir), None) => ("containerd", dir, NodeMirrors::Containerd),
+            (None, Some(file)) => ("registries_conf", file, NodeMirrors::RegistriesConf),
+            (Some(_), Some(second)) => {
+                return Err(self.error(
+                    &second.referenced,
+                    "`frontends`: give one of `containerd` and `registries_conf`: a node runs one container runtime",
+                ));
+            }
+            (None, None) => {
+                return Err(self.error(at, "`frontends`: the map needs `containerd: DIR` or `registries_conf: FILE`"));
+            }
+        };
+        let path = self.path(key, text)?;
+        if !path.is_absolute() {
+            return Err(self.error(
+                &text.referenced,
+                format!("`{key}`: expected an absolute path (a node's own is /etc/…), got {:?}", text.value),
+            ));
+        }
+        Ok(wrap(path))
     }
 
     fn endpoint(&self, raw: &RawFrontendEndpoint) -> Result<FrontendSpec> {

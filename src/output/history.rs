@@ -163,6 +163,7 @@ pub(crate) mod tests {
             layers: Vec::new(),
             ratelimit_remaining: None,
             used_by: Vec::new(),
+            mirror_position: None,
             warnings: Vec::new(),
         }
     }

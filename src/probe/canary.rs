@@ -161,6 +161,7 @@ impl Run<'_> {
             layers: Vec::new(),
             ratelimit_remaining: None,
             used_by: Vec::new(),
+            mirror_position: None,
             warnings: warnings.iter().map(|w| crate::redact::redact_text(w)).collect(),
         }
     }

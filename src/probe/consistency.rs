@@ -101,6 +101,7 @@ mod tests {
             layers: vec![],
             ratelimit_remaining: None,
             used_by: Vec::new(),
+            mirror_position: None,
             warnings: vec![],
         }
     }

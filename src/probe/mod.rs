@@ -13,6 +13,7 @@ pub mod consistency;
 pub mod discover;
 pub mod expect;
 pub mod ledger;
+pub mod node_order;
 pub mod plan;
 pub mod pull;
 pub mod run;

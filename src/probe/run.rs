@@ -23,7 +23,9 @@ use crate::probe::budget::RoundBudget;
 use crate::probe::canary::{self, CanaryJob};
 use crate::probe::consistency::check_frontends;
 use crate::probe::ledger::BlobLedger;
-use crate::probe::pull::{self, Progress, PullTarget, RoundContext};
+use crate::probe::node_order;
+use crate::probe::node_order;
+use crate::probe::pull::{Progress, PullTarget, RoundContext};
 use crate::reason::{Phase, ProbeError};
 use crate::registry::transport::TransportOptions;
 use crate::result::{Check, ProbeResult};
@@ -184,7 +186,7 @@ async fn probe_pull(job: PullJob, round: &Round) -> Vec<ProbeResult> {
                 (job.clone(), frontend.clone(), round.permits.clone(), round.pull.clone());
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                pull::pull(&job.target, &frontend, &job.transport, context).await
+                node_order::pull(&job.target, &frontend, &job.transport, context).await
             })
         })
         .collect();

@@ -4,6 +4,8 @@
 //! Every request carries the one `Accept` header of [`crate::media_types`];
 //! every failure leaves here as a [`ProbeError`] with its reason decided.
 
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -15,6 +17,7 @@ use crate::digest::Digest;
 use crate::media_types::MANIFEST_ACCEPT;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::errors::{RequestKind, classify_status, classify_transport};
+use crate::registry::route::MirrorRoute;
 use crate::registry::scope::Scope;
 use crate::registry::transport::{ConnectTimings, Transport};
 
@@ -30,6 +33,21 @@ pub struct RegistryClient {
     repository_prefix: String,
     /// containerd-style `?ns=` naming the upstream registry, for mirrors.
     ns: Option<String>,
+    /// A mirror's API root, repository names and headers.
+    route: MirrorRoute,
+    /// A node's order of hosts: manifests and blobs are asked of them instead.
+    order: Option<Arc<dyn RequestOrder>>,
+}
+
+/// A request's answer, on its way.
+pub type Answer<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProbeError>> + Send + 'a>>;
+
+/// Requests answered by other hosts than a client's own (a node's order of mirrors,
+/// [`crate::registry::mirrors::MirrorOrder`]). Boxed and `Send` by signature: the
+/// hosts' own clients are called back from inside.
+pub trait RequestOrder: Send + Sync {
+    fn manifest<'a>(&'a self, repository: &'a str, reference: &'a str, max_bytes: u64) -> Answer<'a, ManifestResponse>;
+    fn blob<'a>(&'a self, repository: &'a str, digest: &'a Digest) -> Answer<'a, BlobResponse>;
 }
 
 /// A manifest as the registry sent it.
@@ -64,7 +82,27 @@ pub struct BlobResponse {
 impl RegistryClient {
     /// `base` is the frontend's URL: scheme, host, port (and an optional path prefix).
     pub fn new(transport: Transport, base: Url) -> Self {
-        RegistryClient { transport, base, repository_prefix: String::new(), ns: None }
+        RegistryClient {
+            transport,
+            base,
+            repository_prefix: String::new(),
+            ns: None,
+            route: MirrorRoute::default(),
+            order: None,
+        }
+    }
+
+    /// Form requests the way this mirror host expects them.
+    pub fn with_route(mut self, route: MirrorRoute) -> Self {
+        self.route = route;
+        self
+    }
+
+    /// Send manifest and blob requests through a node's order of hosts (this
+    /// client's transport stays the one timings and tokens are read from).
+    pub fn with_order(mut self, order: Arc<dyn RequestOrder>) -> Self {
+        self.order = Some(order);
+        self
     }
 
     /// Route requests the way a mirror or proxy cache expects: a repository prefix and/or `?ns=`.
@@ -92,13 +130,18 @@ impl RegistryClient {
 
     /// The token scope for reading `repository` on this frontend (with its prefix).
     fn pull_scope(&self, repository: &str) -> Scope {
-        Scope::pull(&format!("{}{repository}", self.repository_prefix))
+        Scope::pull(&format!("{}{}", self.repository_prefix, self.route.repository(repository)))
     }
 
     /// `/v2/<prefix><repository>/<rest>` on this frontend, with `?ns=` for mirrors.
     fn url(&self, repository: &str, rest: &str) -> Result<Url, ProbeError> {
-        let joined =
-            format!("{}/v2/{}{repository}/{rest}", self.base.as_str().trim_end_matches('/'), self.repository_prefix);
+        let joined = format!(
+            "{}{}/{}{}/{rest}",
+            self.base.as_str().trim_end_matches('/'),
+            self.route.api_root(),
+            self.repository_prefix,
+            self.route.repository(repository)
+        );
         let mut url = Url::parse(&joined)
             .map_err(|e| ProbeError::new(Reason::ManifestInvalid, format!("bad request URL {joined:?}: {e}")))?;
         if let Some(ns) = &self.ns {
@@ -114,12 +157,20 @@ impl RegistryClient {
         reference: &str,
         max_bytes: u64,
     ) -> Result<ManifestResponse, ProbeError> {
+        if let Some(order) = &self.order {
+            return order.manifest(repository, reference, max_bytes).await;
+        }
         let started = Instant::now();
         let url = self.url(repository, &format!("manifests/{reference}"))?;
         let what = format!("manifest {repository}:{reference}");
+        let headers = &self.route.headers;
         let response = self
             .transport
-            .send(|http| http.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT), &self.pull_scope(repository), &what)
+            .send(
+                |http| http.get(url.clone()).headers(headers.clone()).header(ACCEPT, MANIFEST_ACCEPT),
+                &self.pull_scope(repository),
+                &what,
+            )
             .await?;
         let response = check_status(response, RequestKind::Manifest, &what).await?;
         let content_type = header_str(response.headers(), CONTENT_TYPE.as_str());
@@ -135,9 +186,16 @@ impl RegistryClient {
 
     /// Start a blob download; the caller streams the body.
     pub async fn blob(&self, repository: &str, digest: &Digest) -> Result<BlobResponse, ProbeError> {
+        if let Some(order) = &self.order {
+            return order.blob(repository, digest).await;
+        }
         let url = self.url(repository, &format!("blobs/{digest}"))?;
         let what = format!("blob {}", digest.short());
-        let response = self.transport.send(|http| http.get(url.clone()), &self.pull_scope(repository), &what).await?;
+        let headers = &self.route.headers;
+        let response = self
+            .transport
+            .send(|http| http.get(url.clone()).headers(headers.clone()), &self.pull_scope(repository), &what)
+            .await?;
         let source = blob_source(&response);
         let response = check_status(response, RequestKind::Blob, &what).await?;
         Ok(BlobResponse { response, source })

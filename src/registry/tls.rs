@@ -40,6 +40,8 @@ impl TlsObservations {
 pub struct TlsSettings<'a> {
     pub insecure: bool,
     pub ca_file: Option<&'a Path>,
+    /// More CA files, trusted like `ca_file`.
+    pub extra_ca_files: &'a [std::path::PathBuf],
     pub client_cert: Option<&'a Path>,
     pub client_key: Option<&'a Path>,
 }
@@ -53,10 +55,13 @@ pub fn client_config(settings: &TlsSettings) -> Result<(rustls::ClientConfig, Ar
     let verifier: Arc<dyn ServerCertVerifier> = if settings.insecure {
         Arc::new(AcceptAnyCertificate { provider: provider.clone() })
     } else {
-        let extra_roots = match settings.ca_file {
+        let mut extra_roots = match settings.ca_file {
             Some(path) => read_ca_file(path)?,
             None => Vec::new(),
         };
+        for path in settings.extra_ca_files {
+            extra_roots.extend(read_ca_file(path)?);
+        }
         let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
             .map_err(|e| tls_setup_error(format!("TLS trust roots: {e}")))?;
         Arc::new(verifier)
@@ -293,6 +298,7 @@ mod tests {
         let settings = TlsSettings {
             insecure: false,
             ca_file: None,
+            extra_ca_files: &[],
             client_cert: Some(Path::new("/nonexistent")),
             client_key: None,
         };

@@ -31,6 +31,8 @@ pub struct TransportOptions {
     pub insecure: bool,
     /// Extra CA certificates (PEM) trusted besides the system roots.
     pub ca_file: Option<PathBuf>,
+    /// More such files (a mirror's `ca` list in containerd's hosts.toml).
+    pub extra_ca_files: Vec<PathBuf>,
     /// Client certificate and key (PEM) for mutual TLS.
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
@@ -117,6 +119,7 @@ impl Transport {
         let (tls_config, tls) = tls::client_config(&TlsSettings {
             insecure: options.insecure,
             ca_file: options.ca_file.as_deref(),
+            extra_ca_files: &options.extra_ca_files,
             client_cert: options.client_cert.as_deref(),
             client_key: options.client_key.as_deref(),
         })?;

@@ -183,7 +183,8 @@ activeDeadlineSeconds of a CronJob run, from the probe timeouts: one pull
 `concurrency` pulls run at once, so a run ends within
 sum(pulls) / concurrency + the longest pull; plus 120 s for start-up and
 delivery to Pushgateway and Alertmanager (30 s of retries per endpoint).
-A frontend list counts its entries, `frontends: dns` counts as 4 addresses.
+A frontend list counts its entries, `frontends: dns` counts as 4 addresses, a
+node's mirror configuration as 4 (mirrors, the upstream and node-order).
 */}}
 {{- define "pullprobe.activeDeadlineSeconds" -}}
 {{- if .Values.cronjob.activeDeadlineSeconds }}
@@ -198,7 +199,7 @@ A frontend list counts its entries, `frontends: dns` counts as 4 addresses.
 {{- range $r := ($config.registries | default list) }}
 {{- $f := get $r "frontends" | default "single" }}
 {{- $n := 1 }}
-{{- if kindIs "slice" $f }}{{ $n = len $f }}{{ else if eq (toString $f) "dns" }}{{ $n = 4 }}{{ end }}
+{{- if kindIs "slice" $f }}{{ $n = len $f }}{{ else if or (kindIs "map" $f) (eq (toString $f) "dns") }}{{ $n = 4 }}{{ end }}
 {{- $_ := set $frontends $r.name $n }}
 {{- end }}
 {{- $total := 0 }}
@@ -248,6 +249,34 @@ The volumes and mounts both modes share.
       - key: {{ .Values.caBundle.key }}
         path: {{ .Values.caBundle.key }}
 {{- end }}
+{{- if .Values.nodeMirrors.hostPath.enabled }}
+{{- if ne .Values.mode "deployment" }}
+{{- fail "nodeMirrors.hostPath is for mode: deployment (a CronJob's pods land on any node): use nodeMirrors.files" }}
+{{- end }}
+# The node's own mirror configuration, as its container runtime reads it.
+- name: node-mirrors-host
+  hostPath:
+    path: {{ .Values.nodeMirrors.hostPath.path }}
+    type: Directory
+{{- end }}
+{{- with .Values.nodeMirrors.files }}
+- name: node-mirrors
+  configMap:
+    name: {{ include "pullprobe.fullname" $ }}-node-mirrors
+    defaultMode: 292  # 0444
+    items:
+      {{- range $path := keys . | sortAlpha }}
+      - key: {{ include "pullprobe.nodeMirrorKey" $path }}
+        path: {{ $path }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ConfigMap key of a node mirror file: keys cannot hold `/`, paths can.
+*/}}
+{{- define "pullprobe.nodeMirrorKey" -}}
+file-{{ . | sha256sum | trunc 16 }}
 {{- end }}
 
 {{- define "pullprobe.volumeMounts" -}}
@@ -264,6 +293,16 @@ The volumes and mounts both modes share.
 {{- if .Values.caBundle.existingSecret }}
 - name: ca-bundle
   mountPath: {{ include "pullprobe.caDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .Values.nodeMirrors.hostPath.enabled }}
+- name: node-mirrors-host
+  mountPath: {{ .Values.nodeMirrors.hostPath.path }}
+  readOnly: true
+{{- end }}
+{{- if .Values.nodeMirrors.files }}
+- name: node-mirrors
+  mountPath: {{ .Values.nodeMirrors.mountPath }}
   readOnly: true
 {{- end }}
 {{- end }}

@@ -160,6 +160,7 @@ impl<'a> Listing<'a> {
             layers: Vec::new(),
             ratelimit_remaining: None,
             used_by: Vec::new(),
+            mirror_position: None,
             warnings: Vec::new(),
         }
     }

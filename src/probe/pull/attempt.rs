@@ -129,6 +129,7 @@ impl PullRun<'_> {
             layers: state.layers,
             ratelimit_remaining: state.ratelimit_remaining,
             used_by: Vec::new(),
+            mirror_position: None,
             warnings: state.warnings,
         }
     }

@@ -83,6 +83,7 @@ impl ApiClient {
         let (tls_config, _) = tls::client_config(&TlsSettings {
             insecure: false,
             ca_file: ca_file.as_deref(),
+            extra_ca_files: &[],
             client_cert: None,
             client_key: None,
         })
