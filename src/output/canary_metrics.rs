@@ -16,8 +16,6 @@ use prometheus_client::registry::Registry;
 use crate::output::gauge_family::{GaugeFamily, Labels, Sample};
 use crate::result::{Kind, ProbeResult};
 
-/// The `kind` of canary results.
-
 pub const PUSH_DURATION: &str = "canary_push_duration_seconds";
 pub const VISIBLE: &str = "canary_visible_seconds";
 pub const FAILURES: &str = "canary_failures";
