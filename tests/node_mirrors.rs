@@ -22,8 +22,8 @@ use common::images::Pushed;
 use common::process::{Readiness, free_port, instance_id, require_binary, stop_child, wait_until_ready};
 use common::registry::flip_byte_in_file;
 use common::{Nginx, Registry, ResultJson, json_results, push_small_image, result_for, run_pullprobe};
+use image_builder::Image;
 use pullprobe::digest::Digest;
-use pullprobe::image_builder::Image;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -216,7 +216,7 @@ fn position(result: &Value) -> Option<u64> {
 }
 
 fn layer_digests(pushed: &Pushed<Image>) -> Vec<Digest> {
-    pushed.content.layers.iter().map(|l| l.blob.digest).collect()
+    pushed.content.layers.iter().map(|l| common::images::prober_digest(&l.blob.digest)).collect()
 }
 
 fn failed_layer<'a>(result: &'a Value, digest: &Digest) -> &'a Value {
@@ -337,7 +337,7 @@ async fn crio_mirrors_corrupt_first_hurts_nodes_and_a_mirror_down_does_not() {
 
     // Mirror 1 serves a corrupt layer from its cache: nodes take mirror 1 first and get the bad bytes.
     let [_, app] = layer_digests(&pushed)[..] else { panic!("two layers") };
-    cache.corrupt_cached_blob(&app, 100);
+    cache.corrupt_cached_blob(&common::images::builder_digest(&app), 100);
     let (code, results) = probe(&config);
     assert_eq!(code, 1);
     let poisoned = result_for(&results, &cache.host_port());
@@ -373,7 +373,7 @@ async fn a_mirror_missing_a_blob_hurts_crio_nodes_but_not_containerd_nodes() {
     let mut mirror = Registry::start();
     push_small_image(&mirror, "team/app", "1.0").await;
     let [base, _] = layer_digests(&pushed)[..] else { panic!("two layers") };
-    mirror.delete_blob(&base);
+    mirror.delete_blob(&common::images::builder_digest(&base));
     mirror.restart();
     let node = Node::new();
     let up = upstream.url().as_str().trim_end_matches('/').to_string();

@@ -24,7 +24,6 @@ use crate::probe::canary::{self, CanaryJob};
 use crate::probe::consistency::check_frontends;
 use crate::probe::ledger::BlobLedger;
 use crate::probe::node_order;
-use crate::probe::node_order;
 use crate::probe::pull::{Progress, PullTarget, RoundContext};
 use crate::reason::{Phase, ProbeError};
 use crate::registry::transport::TransportOptions;

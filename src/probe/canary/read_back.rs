@@ -288,7 +288,7 @@ mod tests {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Frontend { label: "f1".into(), url, pin: None, repository_prefix: None, ns: None }
+        Frontend::endpoint("f1", url)
     }
 
     async fn serve(State(served): State<Arc<(CanaryImage, Edit)>>, request: Request) -> Response {
