@@ -11,11 +11,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use pullprobe::digest::Digest;
 use image_builder::{
     ArtifactBlob, Entry, Format, GeneratedContent, Image, ImageBuilder, IndexBuilder, LayerBuilder, LayerCompression,
     Platform, attestation, in_toto_statement,
 };
+use pullprobe::digest::Digest;
 use pullprobe::output::alertmanager::{AlertSettings, firing_alert};
 use pullprobe::output::history::advance;
 use pullprobe::output::metrics;

@@ -13,10 +13,10 @@
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
+use image_builder::{Entry, LayerBuilder};
 use libfuzzer_sys::fuzz_target;
 use pullprobe::config::{PathExpectation, PathType};
 use pullprobe::digest::Digest;
-use image_builder::{Entry, LayerBuilder};
 use pullprobe::reason::{ProbeError, Reason};
 use pullprobe::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
 use pullprobe::verify::{CheckMode, Compression, LayerLimits, LayerSpec, verify_layer};

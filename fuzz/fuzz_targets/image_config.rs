@@ -5,8 +5,8 @@
 
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use image_builder::{ImageConfig, RootFs};
+use libfuzzer_sys::fuzz_target;
 use pullprobe::manifest::parse_image_config;
 use pullprobe::reason::Reason;
 use pullprobe_fuzz::check_error;
@@ -24,7 +24,9 @@ fuzz_target!(|body: &[u8]| {
         os: config.platform.as_ref().map(|p| p.os.clone()).unwrap_or_default(),
         variant: config.platform.as_ref().and_then(|p| p.variant.clone()),
         config: serde_json::Map::from_iter([("Labels".to_string(), serde_json::Value::Object(labels))]),
-        rootfs: RootFs::layers(config.diff_ids.clone()),
+        rootfs: RootFs::layers(
+            config.diff_ids.iter().map(|d| d.to_string().parse().expect("a parsed digest prints as one")).collect(),
+        ),
     };
     let printed = serde_json::to_vec(&printed).expect("a config serialises");
     let again = parse_image_config(&printed)

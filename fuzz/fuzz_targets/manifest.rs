@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use libfuzzer_sys::fuzz_target;
 use image_builder::{Descriptor, ImageManifest, IndexManifest};
+use libfuzzer_sys::fuzz_target;
 use pullprobe::manifest::{BlobRef, IndexEntry, Manifest, parse_manifest};
 use pullprobe::media_types::{self, ManifestKind};
 use pullprobe::reason::Reason;
@@ -41,7 +41,8 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn descriptor(blob: &BlobRef) -> Descriptor {
-    Descriptor::new(&blob.media_type, blob.digest, blob.size)
+    let digest = blob.digest.to_string().parse().expect("a parsed digest prints as one");
+    Descriptor::new(&blob.media_type, digest, blob.size)
 }
 
 fn print(manifest: &Manifest) -> Vec<u8> {
@@ -69,7 +70,8 @@ fn print(manifest: &Manifest) -> Vec<u8> {
 
 fn index_descriptor(entry: &IndexEntry) -> Descriptor {
     let mut d = descriptor(&entry.manifest);
-    d.platform = entry.platform.clone();
+    d.platform =
+        entry.platform.as_ref().map(|p| image_builder::Platform::new(&p.os, &p.architecture, p.variant.as_deref()));
     if entry.is_attestation {
         d.annotations.insert("vnd.docker.reference.type".into(), "attestation-manifest".into());
     }

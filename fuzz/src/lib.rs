@@ -57,7 +57,7 @@ pub fn text(data: &[u8]) -> Option<&str> {
 pub fn result(frontend: &str, reason: Option<Reason>) -> ProbeResult {
     ProbeResult {
         probe: "golden-base".into(),
-        kind: "pull".into(),
+        kind: pullprobe::result::Kind::Pull,
         image: "registry.example.org/base/buster:latest".into(),
         registry: "prod".into(),
         frontend: frontend.into(),
@@ -70,13 +70,14 @@ pub fn result(frontend: &str, reason: Option<Reason>) -> ProbeResult {
         registry_error: None,
         retries: 0,
         manifest_digest: None,
-        started_at: "2026-11-23T06:00:00Z".into(),
+        started_at: time::macros::datetime!(2026-11-23 06:00:00 UTC),
         duration_seconds: 2.0,
         phases: BTreeMap::from([("manifest".to_string(), 0.5), ("transfer".to_string(), 1.5)]),
         tls_not_after: None,
         layers: Vec::new(),
         ratelimit_remaining: None,
         used_by: Vec::new(),
+        mirror_position: None,
         warnings: Vec::new(),
     }
 }
