@@ -13,7 +13,9 @@ use pullprobe::output::pushgateway::{Group, parse_read_back};
 use pullprobe::reason::Reason;
 use pullprobe::registry::client::cache_status;
 use pullprobe::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use pullprobe::registry::tags::next_page;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LINK};
+use url::Url;
 
 /// Longest error message a parser may return, whatever the input (as in `fuzz/src/lib.rs`).
 const MAX_MESSAGE_CHARS: usize = 4096;
@@ -89,4 +91,22 @@ fn an_alerts_error_does_not_quote_the_whole_answer() {
     let body = fixture("alertmanager_read_back", "long-string-document");
     let message = parse_alerts(&body).expect_err("a string is not a list of alerts");
     assert_bounded(&message);
+}
+
+/// A `Link` whose next page is on a host of 4 KB: the refusal named the host whole.
+#[test]
+fn a_next_page_on_another_host_is_named_briefly() {
+    let input = fixture("link", "long-host-in-next");
+    let (_, value) = input.split_first().expect("a request byte and header lines");
+    let request = Url::parse("https://[::1]:8443/prefix/v2/a/b/c/tags/list?n=2&last=x").expect("a URL");
+    let mut headers = HeaderMap::new();
+    for line in value.split(|b| *b == b'\n') {
+        if let Ok(value) = HeaderValue::from_bytes(line) {
+            headers.append(LINK, value);
+        }
+    }
+    let err = next_page(&request, &headers, "GET tags of team/app").expect_err("another host is refused");
+    assert_eq!(err.reason, Reason::HttpStatus);
+    assert!(err.message.contains("another host"), "{}", err.message);
+    assert_bounded(&err.message);
 }
