@@ -2,10 +2,15 @@
 //! with the property that target checks. Each fixture under
 //! `tests/fixtures/fuzz/<target>/` is the exact input of that target (so
 //! `fuzz/target/<triple>/release/<target> FILE` replays it too); the test reads
-//! it the way the target does and asserts the reason and the message.
+//! it the way the target does and asserts the reason and the message. The
+//! content target builds layers from its input: its fixtures are those layers
+//! as tar files, next to the input itself.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use pullprobe::config::{Config, PathExpectation, PathType};
+use pullprobe::digest::Digest;
 use pullprobe::manifest::parse_manifest;
 use pullprobe::media_types;
 use pullprobe::output::alertmanager::parse_alerts;
@@ -13,7 +18,11 @@ use pullprobe::output::pushgateway::{Group, parse_read_back};
 use pullprobe::reason::Reason;
 use pullprobe::registry::client::cache_status;
 use pullprobe::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use pullprobe::registry::tags::next_page;
+use pullprobe::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
+use pullprobe::verify::{CheckMode, Compression, LayerLimits, LayerSpec, verify_layer};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LINK};
+use url::Url;
 
 /// Longest error message a parser may return, whatever the input (as in `fuzz/src/lib.rs`).
 const MAX_MESSAGE_CHARS: usize = 4096;
@@ -89,4 +98,86 @@ fn an_alerts_error_does_not_quote_the_whole_answer() {
     let body = fixture("alertmanager_read_back", "long-string-document");
     let message = parse_alerts(&body).expect_err("a string is not a list of alerts");
     assert_bounded(&message);
+}
+
+/// A `Link` whose next page is on a host of 4 KB: the refusal named the host whole.
+#[test]
+fn a_next_page_on_another_host_is_named_briefly() {
+    let input = fixture("link", "long-host-in-next");
+    let (_, value) = input.split_first().expect("a request byte and header lines");
+    let request = Url::parse("https://[::1]:8443/prefix/v2/a/b/c/tags/list?n=2&last=x").expect("a URL");
+    let mut headers = HeaderMap::new();
+    for line in value.split(|b| *b == b'\n') {
+        if let Ok(value) = HeaderValue::from_bytes(line) {
+            headers.append(LINK, value);
+        }
+    }
+    let err = next_page(&request, &headers, "GET tags of team/app").expect_err("another host is refused");
+    assert_eq!(err.reason, Reason::HttpStatus);
+    assert!(err.message.contains("another host"), "{}", err.message);
+    assert_bounded(&err.message);
+}
+
+/// A field name of tabs: the message escaped each as `\\t` after cutting it to 1,000
+/// characters, so the message came out several times longer than that.
+#[test]
+fn a_config_error_is_one_line_of_at_most_1000_characters() {
+    let text = String::from_utf8(fixture("probes_yaml", "escaped-tabs-in-a-field-name")).expect("UTF-8");
+    let err = Config::from_str_named(&text, "probes.yaml").expect_err("an unknown field");
+    assert!(err.message.starts_with("unknown field `"), "{}", err.message);
+    assert!(err.message.chars().count() <= 1_001, "{} characters: {}", err.message.chars().count(), err.message);
+    assert!(!err.message.contains('\t') && !err.message.contains('\n'), "{}", err.message);
+}
+
+fn walk(plan: &Arc<ContentPlan>, index: usize, tar: &[u8]) {
+    let spec = LayerSpec {
+        digest: Digest::of(tar),
+        size: tar.len() as u64,
+        compression: Some(Compression::None),
+        diff_id: None,
+        mode: CheckMode::Full,
+        limits: LayerLimits::UNLIMITED,
+    };
+    let mut observer = plan.observer(index);
+    let report = verify_layer(tar, &spec, Some(&mut observer));
+    assert!(report.is_ok(), "{:?}", report.error);
+    observer.finish();
+}
+
+/// The verdict after walking the layers in `order` first, then as the plan asks.
+fn judge(tars: &[Vec<u8>], assertions: &[PathExpectation], order: &[usize]) -> Vec<pullprobe::reason::ProbeError> {
+    let plan = ContentPlan::new(assertions, tars.iter().map(|t| Digest::of(t)).collect());
+    for index in order {
+        walk(&plan, *index, &tars[*index]);
+    }
+    for _ in 1..=MAX_WALKS {
+        match plan.evaluate() {
+            ContentOutcome::Decided(failures) => return failures,
+            ContentOutcome::WalkAgain(again) => again.into_iter().for_each(|index| walk(&plan, index, &tars[index])),
+        }
+    }
+    panic!("undecided after {MAX_WALKS} walks");
+}
+
+/// `/a` is a directory hard-linked from below in layer 1 and a file in layer 2; `/a/a`
+/// must be a file with a sha256. The message describing `/a` named its sha256 when
+/// layer 1 was walked first (the link made `/a` a path to hash) and not otherwise.
+#[test]
+fn a_content_verdict_does_not_depend_on_the_walk_order() {
+    let dir = "hash-of-a-walked-file";
+    let tars = [fixture("content", &format!("{dir}/layer-1.tar")), fixture("content", &format!("{dir}/layer-2.tar"))];
+    assert!(!fixture("content", &format!("{dir}/input")).is_empty(), "the fuzz input is kept");
+    let assertion = PathExpectation {
+        kind: Some(PathType::File),
+        min_size: Some(65_535),
+        sha256: Some(Digest::of(b"")),
+        ..PathExpectation::exists("/a/a")
+    };
+    let assertions = [assertion];
+    let bottom_first = judge(&tars, &assertions, &[0, 1]);
+    let top_first = judge(&tars, &assertions, &[1, 0]);
+    assert_eq!(bottom_first, top_first, "the walk order changed the verdict");
+    assert_eq!(bottom_first.len(), 1);
+    assert_eq!(bottom_first[0].reason, Reason::ContentMissing);
+    assert!(bottom_first[0].message.contains("/a is a regular file of 10 bytes"), "{}", bottom_first[0].message);
 }

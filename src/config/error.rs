@@ -58,19 +58,19 @@ impl std::error::Error for ConfigError {}
 /// Longest message kept; the rest of hostile input is cut.
 pub const MAX_MESSAGE_CHARS: usize = 1_000;
 
-/// Control characters escaped, so a message stays one line, and cut to a readable length.
+/// Control characters escaped, so a message stays one line, and cut to a readable
+/// length (counted after escaping: `\t` is two characters).
 fn printable(message: &str) -> String {
     let mut out = String::new();
-    for (i, c) in message.chars().enumerate() {
-        if i == MAX_MESSAGE_CHARS {
+    let mut chars = 0;
+    for c in message.chars() {
+        let shown: Vec<char> = if c.is_control() { c.escape_default().collect() } else { vec![c] };
+        if chars + shown.len() > MAX_MESSAGE_CHARS {
             out.push('…');
             break;
         }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+        chars += shown.len();
+        out.extend(shown);
     }
     out
 }
@@ -86,5 +86,6 @@ mod tests {
         assert_eq!(ConfigError::new("p.yaml", None, "unreadable").to_string(), "p.yaml: unreadable");
         assert_eq!(printable("a\nb\u{0}"), "a\\nb\\u{0}");
         assert_eq!(printable(&"x".repeat(5_000)).chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(printable(&"\t".repeat(5_000)).chars().count() <= MAX_MESSAGE_CHARS + 1);
     }
 }

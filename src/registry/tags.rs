@@ -31,6 +31,8 @@ pub const MAX_TAG_PAGES: usize = 20;
 pub const PAGE_SIZE: usize = 1000;
 /// Largest body read: a tag list page, a manifest, an error.
 const MAX_BODY: usize = 4 << 20;
+/// Characters of another host's origin named in an error.
+const MAX_SHOWN_ORIGIN: usize = 200;
 
 #[derive(Debug, Deserialize)]
 struct TagList {
@@ -139,13 +141,16 @@ fn link_next(request: &Url, headers: &HeaderMap) -> Option<Url> {
 /// an error for a page on another host, which never gets our credentials.
 pub fn next_page(request: &Url, headers: &HeaderMap, label: &str) -> Result<Option<Url>, ProbeError> {
     match link_next(request, headers) {
-        Some(next) if next.origin() != request.origin() => Err(ProbeError::new(
-            Reason::HttpStatus,
-            format!(
-                "{label}: the next page is on another host ({}); not followed",
-                next.origin().ascii_serialization()
-            ),
-        )),
+        Some(next) if next.origin() != request.origin() => {
+            // The host is the server's word: shown, but never at any length.
+            let origin = next.origin().ascii_serialization();
+            let shown: String = origin.chars().take(MAX_SHOWN_ORIGIN).collect();
+            let cut = if shown.len() < origin.len() { "…" } else { "" };
+            Err(ProbeError::new(
+                Reason::HttpStatus,
+                format!("{label}: the next page is on another host ({shown}{cut}); not followed"),
+            ))
+        }
         Some(next) if &next != request => Ok(Some(next)),
         _ => Ok(None),
     }

@@ -317,7 +317,11 @@ impl<'a> FinalFilesystem<'a> {
         let origin = Origin::Entry { layer };
         let kind = match entry.kind {
             EntryKind::Dir => NodeKind::Dir { mode: entry.mode },
-            EntryKind::File => NodeKind::File { size: entry.size, mode: entry.mode, sha256: entry.sha256 },
+            // A sha256 is part of the answer only when asked for: whether a walk happened
+            // to hash a file depends on the order the layers were walked in.
+            EntryKind::File => {
+                NodeKind::File { size: entry.size, mode: entry.mode, sha256: entry.sha256.filter(|_| need.hash) }
+            }
             EntryKind::Symlink => NodeKind::Symlink { target: entry.link.clone().unwrap_or_default() },
             EntryKind::Other => NodeKind::Other { mode: entry.mode },
             EntryKind::Hardlink => {
