@@ -32,6 +32,7 @@ use url::Url;
 use crate::config::{Auth, PasswordSource};
 use crate::reason::{ProbeError, Reason};
 use crate::redact::redact_url;
+use crate::reference::ImageReference;
 use crate::registry::errors::parse_error_body;
 use crate::registry::transport::classify_transport;
 
@@ -47,6 +48,8 @@ const MAX_CHALLENGE_TEXT: usize = 16 * 1024;
 pub struct Credentials {
     username: String,
     secret: Secret,
+    /// Who issued them, for messages ("an ECR authorization token for role …"); never a secret.
+    origin: Option<String>,
 }
 
 /// A password, or an identity (OAuth2 refresh) token from `docker login`.
@@ -58,7 +61,13 @@ pub enum Secret {
 
 impl Credentials {
     pub fn new(username: impl Into<String>, secret: Secret) -> Self {
-        Credentials { username: username.into(), secret }
+        Credentials { username: username.into(), secret, origin: None }
+    }
+
+    /// Name who issued them (a cloud identity, a plugin) in failure messages.
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
     }
 
     pub fn username(&self) -> &str {
@@ -79,6 +88,9 @@ impl Credentials {
     }
 
     fn describe(&self) -> String {
+        if let Some(origin) = &self.origin {
+            return format!("{origin} (user {:?})", self.username);
+        }
         match (&self.secret, self.username.is_empty()) {
             (Secret::IdentityToken(_), _) => "the identity token of the Docker config".to_string(),
             (_, true) => "an empty user name".to_string(),
@@ -132,6 +144,8 @@ impl Scope {
 pub struct TokenCache {
     slots: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<Option<CachedToken>>>>>,
     credentials: tokio::sync::OnceCell<Option<Credentials>>,
+    /// Cloud credentials fetched again after the registry refused the first ones (once per job).
+    renewed: tokio::sync::OnceCell<Option<Credentials>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -180,6 +194,8 @@ pub struct AuthOptions {
     pub source: Option<Auth>,
     /// `host[:port]` as image references write it (`docker.io`): the Docker config key.
     pub registry_host: String,
+    /// The image the credentials are for, when one is (a credential provider plugin is asked about it).
+    pub image: Option<ImageReference>,
     /// Cap on token and error bodies (`limits.max_manifest_bytes`).
     pub max_body_bytes: u64,
     pub tokens: Arc<TokenCache>,
@@ -187,7 +203,13 @@ pub struct AuthOptions {
 
 impl AuthOptions {
     pub fn new(source: Option<Auth>, registry_host: impl Into<String>, max_body_bytes: u64) -> Self {
-        AuthOptions { source, registry_host: registry_host.into(), max_body_bytes, tokens: Arc::default() }
+        AuthOptions { source, registry_host: registry_host.into(), image: None, max_body_bytes, tokens: Arc::default() }
+    }
+
+    /// For pulls (or listings) of `image`.
+    pub fn for_image(mut self, image: &ImageReference) -> Self {
+        self.image = Some(image.clone());
+        self
     }
 
     /// Credentials already in memory (a Kubernetes workload's pull secret) instead of a
@@ -201,8 +223,15 @@ impl AuthOptions {
         let tokens = TokenCache {
             slots: Mutex::default(),
             credentials: tokio::sync::OnceCell::new_with(Some(credentials.into())),
+            renewed: tokio::sync::OnceCell::new(),
         };
-        AuthOptions { source: None, registry_host: registry_host.into(), max_body_bytes, tokens: Arc::new(tokens) }
+        AuthOptions {
+            source: None,
+            registry_host: registry_host.into(),
+            image: None,
+            max_body_bytes,
+            tokens: Arc::new(tokens),
+        }
     }
 }
 
@@ -418,8 +447,31 @@ impl Authenticator {
 
     /// The credentials, read on first use (a file, an environment variable, a Docker config or helper).
     pub async fn credentials(&self) -> Result<Option<&Credentials>, ProbeError> {
+        if let Some(renewed) = self.options.tokens.renewed.get() {
+            return Ok(renewed.as_ref());
+        }
         let resolved = self.options.tokens.credentials.get_or_try_init(|| resolve_credentials(&self.options)).await?;
         Ok(resolved.as_ref())
+    }
+
+    /// Whether refused credentials are worth fetching again: a cloud's or a plugin's.
+    pub fn renews_credentials(&self) -> bool {
+        let source = self.options.source.as_ref();
+        source.is_some_and(|s| super::cloud::resolve(s, &self.options.registry_host).is_some())
+    }
+
+    /// After the registry refused `refused`: a cloud's credentials fetched anew, once per
+    /// job ([`super::cloud::renew`]); any other source's are what they were.
+    async fn renewed_credentials<'a>(
+        &'a self,
+        refused: Option<&'a Credentials>,
+    ) -> Result<Option<&'a Credentials>, ProbeError> {
+        let Some(source) = self.options.source.as_ref().filter(|_| self.renews_credentials()) else {
+            return Ok(refused);
+        };
+        let renewed =
+            self.options.tokens.renewed.get_or_try_init(|| super::cloud::renew(source, &self.options, refused));
+        Ok(renewed.await?.as_ref())
     }
 
     /// The `Authorization` to send up front, once the frontend has challenged us before.
@@ -479,7 +531,12 @@ impl Authenticator {
         used: Option<&HeaderValue>,
         deadline: Duration,
     ) -> Result<HeaderValue, ProbeError> {
-        let credentials = self.credentials().await?;
+        let mut credentials = self.credentials().await?;
+        let basic = matches!(method, Method::Basic { .. });
+        if basic && used.is_some() && used == credentials.and_then(Credentials::basic_header).as_ref() {
+            // The registry refused these Basic credentials: a cloud's are fetched anew once.
+            credentials = self.renewed_credentials(credentials).await?;
+        }
         match method {
             Method::Basic { realm } => match credentials.and_then(Credentials::basic_header) {
                 Some(header) => Ok(header),
@@ -513,7 +570,14 @@ impl Authenticator {
                     return Ok(token.header.clone());
                 }
                 let started = Instant::now();
-                let fetched = self.fetch_token(http, method, scope, credentials, deadline).await;
+                let mut fetched = self.fetch_token(http, method, scope, credentials, deadline).await;
+                if fetched.as_ref().is_err_and(|e| e.status == Some(401)) {
+                    // The token endpoint refused the credentials: a cloud's are fetched anew once.
+                    let renewed = self.renewed_credentials(credentials).await?;
+                    if renewed != credentials {
+                        fetched = self.fetch_token(http, method, scope, renewed, deadline).await;
+                    }
+                }
                 *self.spent.lock().unwrap_or_else(|p| p.into_inner()) += started.elapsed();
                 let token = fetched?;
                 let header = token.header.clone();
@@ -535,6 +599,9 @@ impl Authenticator {
                 self.options.registry_host
             ),
             Some(Auth::Basic { .. }) => "none are configured".to_string(),
+            Some(source @ (Auth::Cloud(_) | Auth::Auto)) => {
+                super::cloud::no_credentials_hint(source, &self.options.registry_host)
+            }
         }
     }
 
@@ -678,6 +745,7 @@ async fn resolve_credentials(options: &AuthOptions) -> Result<Option<Credentials
                 e.context(format_args!("credentials for {host}"))
             })
         }
+        Some(source @ (Auth::Cloud(_) | Auth::Auto)) => super::cloud::credentials(source, options).await,
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod client;
+pub mod cloud;
 pub mod docker_config;
 pub mod errors;
 pub mod push;
