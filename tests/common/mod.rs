@@ -14,6 +14,7 @@
 
 pub mod balancer;
 pub mod cli;
+pub mod cloud;
 pub mod images;
 pub mod kube;
 pub mod monitoring;
