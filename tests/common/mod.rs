@@ -13,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod balancer;
+pub mod chart;
 pub mod cli;
 pub mod cloud;
 pub mod images;
