@@ -26,7 +26,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::chart::{
-    HELM_TIMEOUT, KUBERNETES_VERSION, Rendered, Values, chart_dir, helm, repo_path, template, tool, validate_manifests,
+    KUBERNETES_VERSION, Rendered, Values, chart_dir, example_files, helm, repo_path, template, validate_manifests,
 };
 use common::monitoring::{Alertmanager, Webhook, promtool};
 use common::process::{CommandOutput, require_binary, run_with_timeout};
@@ -90,16 +90,6 @@ fn check_prometheus_rule(rule: &Value, direct_alerting: bool, dir: &Path, name: 
     assert_eq!(out.code, 0, "{name}: promtool check rules:\n{}{}", out.stdout, out.stderr);
 }
 
-fn example_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("examples"))
-        .expect("charts/pullprobe/examples")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
 #[test]
 fn chart_rules_are_the_contrib_rules() {
     let contrib = std::fs::read(repo_path("contrib/prometheus/pullprobe.rules.yml")).expect("contrib rules");
@@ -114,7 +104,7 @@ fn chart_rules_are_the_contrib_rules() {
 #[test]
 fn every_example_lints_renders_and_validates() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let examples = example_files();
+    let examples = example_files("");
     let mut modes = Vec::new();
     for example in &examples {
         let name = example.file_stem().and_then(|s| s.to_str()).expect("example name").to_string();

@@ -9,9 +9,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::chart::{KUBERNETES_VERSION, Rendered, Values, chart_dir, helm, template, validate_manifests};
+use common::chart::{
+    KUBERNETES_VERSION, Rendered, Values, chart_dir, example_files, helm, template, validate_manifests,
+};
 use common::run_pullprobe;
 use serde_json::{Value, json};
 
@@ -21,16 +23,6 @@ const GCP_ACCOUNT: &str = "iam.gke.io/gcp-service-account";
 const AZURE_CLIENT: &str = "azure.workload.identity/client-id";
 const AZURE_TENANT: &str = "azure.workload.identity/tenant-id";
 const AZURE_USE: &str = "azure.workload.identity/use";
-
-fn cloud_examples() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(chart_dir().join("examples/cloud"))
-        .expect("charts/pullprobe/examples/cloud")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
 
 /// The pod template's labels (CronJob or Deployment).
 fn pod_labels(rendered: &Rendered) -> &Value {
@@ -51,7 +43,7 @@ fn assert_probes_yaml_validates(rendered: &Rendered, dir: &Path, name: &str) {
 #[test]
 fn every_cloud_example_renders_validates_and_carries_its_identity() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let examples = cloud_examples();
+    let examples = example_files("cloud");
     let mut clouds = Vec::new();
     for example in &examples {
         let name = example.file_stem().and_then(|s| s.to_str()).expect("example name").to_string();

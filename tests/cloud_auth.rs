@@ -24,13 +24,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
 use common::cli::Run;
 use common::cloud::{CloudStandIn, GCP_ACCOUNT, GCP_USER, SigV4Authorization, token_registry, verify_sigv4};
-use common::process::{free_port, http_get};
+use common::process::http_get;
+use common::serve::Serve;
 use common::{ResultJson, json_results, run_pullprobe_with};
 use serde_json::Value;
 
@@ -160,81 +160,29 @@ fn hundred_probes_fetch_once(
 // ---------------------------------------------------------------------------
 // `pullprobe serve`, for runs that span token lifetimes.
 
-struct Serve {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+/// `serve` with debug logs and `env`.
+fn serve(config: &Path, env: &[(String, String)]) -> Serve {
+    let mut env = env.to_vec();
+    env.push(("PULLPROBE_LOG".into(), "debug".into()));
+    Serve::start_with(config, &env)
 }
 
-impl Serve {
-    fn start(config: &Path, env: &[(String, String)]) -> Serve {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("serve.log");
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pullprobe"));
-        command
-            .args(["serve", "-c"])
-            .arg(config)
-            .args(["--listen", &addr])
-            .current_dir(dir.path())
-            .env("DOCKER_CONFIG", dir.path())
-            .env("PULLPROBE_LOG", "debug")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().expect("starting pullprobe serve");
-        let serve = Serve { child, addr, log, _dir: dir };
-        serve.wait_until("serve answers /healthz", Duration::from_secs(20), || serve.get("/healthz").0 == 200);
-        serve
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        match http_get(&self.addr, path) {
-            Ok(r) => (r.status, String::from_utf8_lossy(&r.body).to_string()),
-            Err(e) => (0, e.to_string()),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_until(&self, what: &str, timeout: Duration, done: impl Fn() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting until {what}; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// `/metrics`, `/` and the debug log hold none of `secrets`; the probe is passing.
-    fn assert_passing_without_secrets(&self, secrets: &[String]) {
-        let (status, metrics) = self.get("/metrics");
-        assert_eq!(status, 200, "{metrics}");
-        assert!(
-            metrics.lines().any(|l| l.starts_with("pullprobe_probe_success{") && l.ends_with(" 1.0")),
-            "the probe passes:\n{metrics}"
-        );
-        assert!(!metrics.contains("reason=\"auth_failed\""), "no auth failure was counted:\n{metrics}");
-        let (_, page) = self.get("/");
-        let log = self.log();
-        for secret in secrets.iter().filter(|s| !s.is_empty()) {
-            assert!(!metrics.contains(secret.as_str()), "secret {secret:?} in /metrics");
-            assert!(!page.contains(secret.as_str()), "secret {secret:?} on the status page");
-            assert!(!log.contains(secret.as_str()), "secret {secret:?} in the debug log");
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// `/metrics`, `/` and the debug log hold none of `secrets`; the probe is passing.
+fn assert_passing_without_secrets(serve: &Serve, secrets: &[String]) {
+    let (status, metrics) = serve.get("/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("pullprobe_probe_success{") && l.ends_with(" 1.0")),
+        "the probe passes:\n{metrics}"
+    );
+    assert!(!metrics.contains("reason=\"auth_failed\""), "no auth failure was counted:\n{metrics}");
+    let (_, page) = serve.get("/");
+    let log = serve.log();
+    assert!(log.contains("\"level\":\"DEBUG\""), "debug logging is on");
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        assert!(!metrics.contains(secret.as_str()), "secret {secret:?} in /metrics");
+        assert!(!page.contains(secret.as_str()), "secret {secret:?} on the status page");
+        assert!(!log.contains(secret.as_str()), "secret {secret:?} in the debug log");
     }
 }
 
@@ -400,12 +348,12 @@ async fn ecr_token_that_expires_during_serve_is_renewed_before_the_registry_refu
     let env = aws_environment(&cloud, &[("AWS_ACCESS_KEY_ID", key_id), ("AWS_SECRET_ACCESS_KEY", secret)]);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), registry.url().as_str(), "{ecr: {}}", 1, "1s");
-    let serve = Serve::start(&config, &env);
+    let serve = serve(&config, &env);
     serve.wait_until("eight rounds have pulled", Duration::from_secs(60), || cloud.count("registry_token") >= 8);
     let ecr = cloud.count("ecr");
     assert!((2..=5).contains(&ecr), "renewed as each password neared its end, not per round: {:?}", cloud.counts());
     assert_eq!(cloud.count("registry_token_refused"), 0, "no expired password was sent: {:?}", cloud.counts());
-    serve.assert_passing_without_secrets(&cloud.secrets());
+    assert_passing_without_secrets(&serve, &cloud.secrets());
 }
 
 // ---------------------------------------------------------------------------
@@ -446,7 +394,7 @@ async fn gcp_token_refused_during_serve_is_renewed_once() {
     let env = environment(&[("GCE_METADATA_HOST", cloud.host_port())]);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), registry.url().as_str(), "{gcp: {}}", 1, "1s");
-    let serve = Serve::start(&config, &env);
+    let serve = serve(&config, &env);
     serve.wait_until("two rounds have pulled", Duration::from_secs(30), || cloud.count("registry_token") >= 2);
     assert_eq!(cloud.count("gcp_token"), 1, "one token serves every round while it is valid: {:?}", cloud.counts());
     // The token is revoked behind pullprobe's back: the next round's token request is
@@ -458,7 +406,7 @@ async fn gcp_token_refused_during_serve_is_renewed_once() {
     });
     assert_eq!(cloud.count("registry_token_refused"), 1, "one refusal: {:?}", cloud.counts());
     assert_eq!(cloud.count("gcp_token"), 2, "one renewal for the refusal: {:?}", cloud.counts());
-    serve.assert_passing_without_secrets(&cloud.secrets());
+    assert_passing_without_secrets(&serve, &cloud.secrets());
 }
 
 // ---------------------------------------------------------------------------

@@ -110,6 +110,18 @@ impl Values {
     }
 }
 
+/// The values files (`*.yaml`) of `examples/<under>` in the chart, sorted (`""`: the top level).
+pub fn example_files(under: &str) -> Vec<PathBuf> {
+    let dir = chart_dir().join("examples").join(under);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// `helm template` output, or helm's stderr.
 pub fn template(values: &Values) -> Result<String, String> {
     let chart = chart_dir().display().to_string();

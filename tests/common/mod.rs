@@ -23,6 +23,7 @@ pub mod nginx;
 pub mod pki;
 pub mod process;
 pub mod registry;
+pub mod serve;
 pub mod skopeo;
 pub mod verdict;
 
