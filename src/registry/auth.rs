@@ -212,6 +212,15 @@ impl AuthOptions {
         self
     }
 
+    /// What a cloud or plugin is asked for credentials for ([`super::cloud`]).
+    fn cloud_target(&self) -> super::cloud::Target<'_> {
+        super::cloud::Target {
+            host: &self.registry_host,
+            image: self.image.as_ref(),
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+
     /// Credentials already in memory (a Kubernetes workload's pull secret) instead of a
     /// configured source; `None`: anonymous. They are never read again, and print as
     /// [`Credentials`] do: without the secret.
@@ -469,8 +478,8 @@ impl Authenticator {
         let Some(source) = self.options.source.as_ref().filter(|_| self.renews_credentials()) else {
             return Ok(refused);
         };
-        let renewed =
-            self.options.tokens.renewed.get_or_try_init(|| super::cloud::renew(source, &self.options, refused));
+        let target = self.options.cloud_target();
+        let renewed = self.options.tokens.renewed.get_or_try_init(|| super::cloud::renew(source, &target, refused));
         Ok(renewed.await?.as_ref())
     }
 
@@ -745,7 +754,9 @@ async fn resolve_credentials(options: &AuthOptions) -> Result<Option<Credentials
                 e.context(format_args!("credentials for {host}"))
             })
         }
-        Some(source @ (Auth::Cloud(_) | Auth::Auto)) => super::cloud::credentials(source, options).await,
+        Some(source @ (Auth::Cloud(_) | Auth::Auto)) => {
+            super::cloud::credentials(source, &options.cloud_target()).await
+        }
     }
 }
 

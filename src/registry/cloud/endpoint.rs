@@ -16,7 +16,6 @@ use url::Url;
 
 use crate::reason::{ProbeError, Reason};
 use crate::redact::redact_text;
-use crate::registry::transport::error_chain;
 
 /// One request to a cloud endpoint, headers and body.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -135,17 +134,15 @@ pub(super) async fn send(
     max_bytes: u64,
 ) -> Result<(StatusCode, BytesMut), ProbeError> {
     let mut response =
-        request.send().await.map_err(|e| failed(step, format!("no answer: {}", redact_text(&error_chain(&e)))))?;
+        request.send().await.map_err(|e| failed(step, format!("no answer: {}", transport_problem(&e))))?;
     let status = response.status();
     let too_large = || failed(step, format!("the answer is over the limit of {max_bytes} bytes"));
     if response.content_length().is_some_and(|len| len > max_bytes) {
         return Err(too_large());
     }
     let mut body = BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| failed(step, format!("the answer broke off: {}", redact_text(&error_chain(&e)))))?
+    while let Some(chunk) =
+        response.chunk().await.map_err(|e| failed(step, format!("the answer broke off: {}", transport_problem(&e))))?
     {
         if body.len() as u64 + chunk.len() as u64 > max_bytes {
             return Err(too_large());
@@ -153,6 +150,16 @@ pub(super) async fn send(
         body.extend_from_slice(&chunk);
     }
     Ok((status, body))
+}
+
+/// What went wrong on the wire: reqwest's summary and the innermost cause ("connection refused"), redacted.
+fn transport_problem(err: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let summary = if err.is_timeout() { "timed out".to_string() } else { err.to_string() };
+    redact_text(&format!("{summary} ({cause})"))
 }
 
 /// Send `request` and parse a JSON answer of type `T` from a 2xx response. A refusal is

@@ -29,7 +29,18 @@ pub use provider_plugin::PLUGIN_TIMEOUT;
 
 use crate::config::{Auth, CloudAuth};
 use crate::reason::ProbeError;
-use crate::registry::auth::{AuthOptions, Credentials};
+use crate::reference::ImageReference;
+use crate::registry::auth::Credentials;
+
+/// What credentials are wanted for: a registry (`host[:port]` as references write
+/// it), the image when there is one, and the cap on what an endpoint may answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub host: &'a str,
+    pub image: Option<&'a ImageReference>,
+    /// `limits.max_manifest_bytes`, as for a registry's token bodies.
+    pub max_body_bytes: u64,
+}
 
 /// The cloud or plugin that `source` means for the registry at `host`: the configured
 /// one, or for `auth: auto` the one of the host ([`CloudAuth::for_host`]); `None` for
@@ -42,10 +53,9 @@ pub fn resolve(source: &Auth, host: &str) -> Option<CloudAuth> {
     }
 }
 
-/// The credentials of a cloud or plugin source (or of `auth: auto`) for the registry
-/// and image of `options`.
-pub async fn credentials(source: &Auth, options: &AuthOptions) -> Result<Option<Credentials>, ProbeError> {
-    let (host, max_body) = (options.registry_host.as_str(), options.max_body_bytes);
+/// The credentials of a cloud or plugin source (or of `auth: auto`) for `target`.
+pub async fn credentials(source: &Auth, target: &Target<'_>) -> Result<Option<Credentials>, ProbeError> {
+    let (host, max_body) = (target.host, target.max_body_bytes);
     let Some(cloud) = resolve(source, host) else {
         return super::docker_config::lookup(None, host).await.map_err(|e| e.context(format_args!("auth: auto")));
     };
@@ -53,9 +63,7 @@ pub async fn credentials(source: &Auth, options: &AuthOptions) -> Result<Option<
         CloudAuth::Ecr => ecr::credentials(host, max_body).await.map(Some),
         CloudAuth::Gcp => gcp::credentials(max_body).await.map(Some),
         CloudAuth::Acr => acr::credentials(host, max_body).await.map(Some),
-        CloudAuth::CredentialProvider(plugin) => {
-            provider_plugin::credentials(&plugin, &plugin_target(options), max_body).await
-        }
+        CloudAuth::CredentialProvider(plugin) => provider_plugin::credentials(&plugin, target).await,
     }
 }
 
@@ -63,19 +71,17 @@ pub async fn credentials(source: &Auth, options: &AuthOptions) -> Result<Option<
 /// unless another probe of the registry already did. Other sources are not read again.
 pub async fn renew(
     source: &Auth,
-    options: &AuthOptions,
+    target: &Target<'_>,
     refused: Option<&Credentials>,
 ) -> Result<Option<Credentials>, ProbeError> {
-    let (host, max_body) = (options.registry_host.as_str(), options.max_body_bytes);
+    let (host, max_body) = (target.host, target.max_body_bytes);
     let Some(cloud) = resolve(source, host) else { return Ok(refused.cloned()) };
-    let Some(refused_credentials) = refused else { return credentials(source, options).await };
+    let Some(refused_credentials) = refused else { return credentials(source, target).await };
     match cloud {
         CloudAuth::Ecr => ecr::renew(host, refused_credentials, max_body).await.map(Some),
         CloudAuth::Gcp => gcp::renew(refused_credentials, max_body).await.map(Some),
         CloudAuth::Acr => acr::renew(host, refused_credentials, max_body).await.map(Some),
-        CloudAuth::CredentialProvider(plugin) => {
-            provider_plugin::renew(&plugin, &plugin_target(options), refused, max_body).await
-        }
+        CloudAuth::CredentialProvider(plugin) => provider_plugin::renew(&plugin, target, refused).await,
     }
 }
 
@@ -94,14 +100,5 @@ pub fn no_credentials_hint(source: &Auth, host: &str) -> String {
             plugin.command.display()
         ),
         Some(cloud) => format!("the `{}` identity gave none for {host}", cloud.key()),
-    }
-}
-
-/// What a plugin is asked about: the image (`host/repo:tag`), else the registry alone.
-fn plugin_target(options: &AuthOptions) -> provider_plugin::Target<'_> {
-    provider_plugin::Target {
-        image: options.image.as_ref().map(ToString::to_string).unwrap_or_else(|| options.registry_host.clone()),
-        host: &options.registry_host,
-        repository: options.image.as_ref().map(|i| i.repository.as_str()).unwrap_or_default(),
     }
 }

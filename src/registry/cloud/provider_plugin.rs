@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::Target;
 use super::cache::Flights;
 use super::endpoint::{detail, failed};
 use crate::config::CredentialProvider;
@@ -47,23 +48,34 @@ struct Answer {
     expires: Instant,
 }
 
-/// What the request names: the image as written (`host/repo:tag`), its host and repository.
-pub(super) struct Target<'a> {
-    pub image: String,
-    pub host: &'a str,
-    pub repository: &'a str,
+/// What a plugin is asked about: the image (`host/repo:tag`, else the registry alone),
+/// its registry and repository.
+struct Asked<'a> {
+    image: String,
+    host: &'a str,
+    repository: &'a str,
+}
+
+impl<'a> Asked<'a> {
+    fn of(target: &Target<'a>) -> Self {
+        Asked {
+            image: target.image.map(ToString::to_string).unwrap_or_else(|| target.host.to_string()),
+            host: target.host,
+            repository: target.image.map(|i| i.repository.as_str()).unwrap_or_default(),
+        }
+    }
 }
 
 /// The credentials the plugin gives for `target`, from a cached answer or a new run.
 pub(super) async fn credentials(
     plugin: &CredentialProvider,
     target: &Target<'_>,
-    max_body: u64,
 ) -> Result<Option<Credentials>, ProbeError> {
-    if let Some(found) = cached(plugin, target, None) {
+    let asked = Asked::of(target);
+    if let Some(found) = cached(plugin, &asked, None) {
         return Ok(found);
     }
-    run_once(plugin, target, None, max_body).await
+    run_once(plugin, &asked, None, target.max_body_bytes).await
 }
 
 /// After the registry refused `refused`: the plugin run again, unless another probe already did.
@@ -71,16 +83,15 @@ pub(super) async fn renew(
     plugin: &CredentialProvider,
     target: &Target<'_>,
     refused: Option<&Credentials>,
-    max_body: u64,
 ) -> Result<Option<Credentials>, ProbeError> {
-    run_once(plugin, target, Some(refused), max_body).await
+    run_once(plugin, &Asked::of(target), Some(refused), target.max_body_bytes).await
 }
 
 /// One run per (plugin, registry) at a time: callers that waited get the answer it cached.
 /// With `refused`, an answer that gives those credentials again does not count.
 async fn run_once(
     plugin: &CredentialProvider,
-    target: &Target<'_>,
+    target: &Asked<'_>,
     refused: Option<Option<&Credentials>>,
     max_body: u64,
 ) -> Result<Option<Credentials>, ProbeError> {
@@ -100,7 +111,7 @@ fn plugin_key(plugin: &CredentialProvider) -> String {
     format!("{:?}", (&plugin.command, &plugin.args, &plugin.env))
 }
 
-fn cache_keys(plugin: &CredentialProvider, target: &Target<'_>) -> [String; 3] {
+fn cache_keys(plugin: &CredentialProvider, target: &Asked<'_>) -> [String; 3] {
     let plugin = plugin_key(plugin);
     [
         format!("{plugin}|image|{}", target.image),
@@ -113,7 +124,7 @@ fn cache_keys(plugin: &CredentialProvider, target: &Target<'_>) -> [String; 3] {
 /// with `refused`, an answer giving those credentials is dropped instead.
 fn cached(
     plugin: &CredentialProvider,
-    target: &Target<'_>,
+    target: &Asked<'_>,
     refused: Option<Option<&Credentials>>,
 ) -> Option<Option<Credentials>> {
     let mut answers = ANSWERS.lock().unwrap_or_else(|p| p.into_inner());
@@ -132,7 +143,7 @@ fn cached(
 }
 
 /// The credentials an answer gives for `target`, as the kubelet matches its keys.
-fn lookup(plugin: &CredentialProvider, keyring: &PullSecretKeyring, target: &Target<'_>) -> Option<Credentials> {
+fn lookup(plugin: &CredentialProvider, keyring: &PullSecretKeyring, target: &Asked<'_>) -> Option<Credentials> {
     let found = keyring.lookup(target.host, target.repository)?;
     Some(found.clone().with_origin(format!("credentials from credential provider {}", plugin.command.display())))
 }
@@ -156,7 +167,7 @@ struct Response {
 /// Run the plugin for `target`, cache its answer, and look the target up in it.
 async fn run(
     plugin: &CredentialProvider,
-    target: &Target<'_>,
+    target: &Asked<'_>,
     max_body: u64,
 ) -> Result<Option<Credentials>, ProbeError> {
     let name = format!("credential provider {}", plugin.command.display());
