@@ -8,7 +8,8 @@
 //!   signing `GetAuthorizationToken` with SigV4, which the stand-in recomputes with
 //!   the secret key (and the stand-in's check is itself checked against AWS's
 //!   published `get-vanilla` vector); a wrong key or token is `auth_failed` naming
-//!   the role or key and the step.
+//!   the role or key and the step; the password sent as HTTP Basic to a registry
+//!   that takes it directly, as ECR's does.
 //! - GCP: the metadata server's token, only with `Metadata-Flavor: Google`.
 //! - ACR: Entra workload identity → `/oauth2/exchange` → refresh token, in front of
 //!   the registry.
@@ -353,6 +354,32 @@ async fn ecr_token_that_expires_during_serve_is_renewed_before_the_registry_refu
     let (ecr, rounds) = (cloud.count("ecr"), cloud.count("registry_token"));
     assert!(ecr >= 2 && ecr < rounds, "renewed as each password neared its end, not per round: {:?}", cloud.counts());
     assert_eq!(cloud.count("registry_token_refused"), 0, "no expired password was sent: {:?}", cloud.counts());
+    assert_passing_without_secrets(&serve, &cloud.secrets());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_password_refused_by_a_basic_auth_registry_during_serve_is_renewed_once() {
+    let cloud = CloudStandIn::start().await;
+    // As ECR itself: HTTP Basic with the password GetAuthorizationToken issued, no token service.
+    let registry = common::Registry::start();
+    common::push_small_image(&registry, "small", "latest").await;
+    cloud.front_with_basic_auth(&registry);
+    let (key_id, secret) = cloud.aws_environment_keys();
+    let env = aws_environment(&cloud, &[("AWS_ACCESS_KEY_ID", key_id), ("AWS_SECRET_ACCESS_KEY", secret)]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &cloud.url(), "{ecr: {}}", 1, "1s");
+    let serve = serve(&config, &env);
+    let cloud = &cloud;
+    let served = |requests: usize| move || cloud.count("proxy") >= requests;
+    // A round is a challenge, then the manifest, the config and two layers.
+    serve.wait_until("two rounds have pulled", Duration::from_secs(30), served(10));
+    assert_eq!(cloud.count("ecr"), 1, "one password serves every round while it is valid: {:?}", cloud.counts());
+    // ECR stops taking the password (it was rotated, or expired early): one refusal, one renewal.
+    cloud.revoke("AWS");
+    let requests = cloud.count("proxy");
+    serve.wait_until("three more rounds have pulled", Duration::from_secs(30), served(requests + 16));
+    assert_eq!(cloud.count("front_refused"), 1, "one refusal: {:?}", cloud.counts());
+    assert_eq!(cloud.count("ecr"), 2, "one renewal for the refusal: {:?}", cloud.counts());
     assert_passing_without_secrets(&serve, &cloud.secrets());
 }
 

@@ -9,8 +9,9 @@
 //! Tokens are cached per (realm, service, scope, account) until `expires_in`
 //! (default 60 s); a token that a request is refused with (`401`: expired,
 //! or stale on arrival) is fetched anew once for that request. Credentials come from probes.yaml (`username` + `password_file` or
-//! `password_env`) or a Docker config ([`super::docker_config`]) and are read
-//! only when a challenge asks for them.
+//! `password_env`), a Docker config ([`super::docker_config`]), or a cloud's workload
+//! identity or a credential provider plugin ([`super::cloud`]: fetched anew once when
+//! the registry refuses them), and are read only when a challenge asks for them.
 //!
 //! Secrets never leave this module in text: [`Credentials`] and cached tokens
 //! print as `[redacted]`, header values are marked sensitive, and a failure

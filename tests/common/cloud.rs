@@ -10,7 +10,9 @@
 //! - GCP: the metadata server (only with `Metadata-Flavor: Google`);
 //! - Azure: Entra ID's token endpoint (client assertion = the federated token) and
 //!   ACR's `/oauth2/exchange` and `/oauth2/token`, in front of the registry (every
-//!   other path is proxied to it, as ACR serves both from one host).
+//!   other path is proxied to it, as ACR serves both from one host);
+//! - ECR's own front: HTTP Basic with the password `GetAuthorizationToken` issued,
+//!   in front of a registry without auth, as ECR's registry endpoints take it.
 //!
 //! Every secret handed out is recorded, so tests can search outputs for all of them.
 
@@ -97,6 +99,8 @@ pub struct CloudState {
     /// `127.0.0.1:PORT` of the stand-in: the registry's service name, as ACR's is its host.
     pub service: String,
     upstream: Mutex<Option<String>>,
+    /// The front asks for HTTP Basic itself (ECR) rather than leaving auth to the registry (ACR).
+    basic_front: std::sync::atomic::AtomicBool,
     http: reqwest::Client,
     settings: Mutex<Settings>,
     counts: Mutex<BTreeMap<&'static str, usize>>,
@@ -124,6 +128,7 @@ impl CloudStandIn {
             signer: TokenSigner::new(dir.path()),
             service: format!("127.0.0.1:{port}"),
             upstream: Mutex::default(),
+            basic_front: std::sync::atomic::AtomicBool::new(false),
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
             secrets: Mutex::new(vec![
                 settings.web_identity_token.clone(),
@@ -186,6 +191,13 @@ impl CloudStandIn {
     /// Serve the registry's API from this stand-in's port too (ACR's single host).
     pub fn front(&self, registry: &Registry) {
         *self.state.upstream.lock().unwrap() = Some(registry.url().as_str().trim_end_matches('/').to_string());
+    }
+
+    /// Serve a registry without auth from this stand-in's port behind HTTP Basic, as ECR's
+    /// registry endpoints do: only what the stand-ins issued (and [`CloudStandIn::accept`]) passes.
+    pub fn front_with_basic_auth(&self, registry: &Registry) {
+        self.front(registry);
+        self.state.basic_front.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Requests an endpoint answered so far (`sts`, `ecr`, `pod_identity`, `imds_keys`,
@@ -674,14 +686,7 @@ async fn registry_token(State(cloud): State<Arc<CloudState>>, request: Request) 
         (form.get("grant_type").map(String::as_str) == Some("refresh_token"))
             .then(|| (ACR_USER.to_string(), form.get("refresh_token").cloned().unwrap_or_default()))
     } else {
-        parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
+        basic_credentials(&parts.headers)
     };
     let Some((user, _)) = account.filter(|(u, s)| service == cloud.service && cloud.accepts(u, s)) else {
         cloud.count("registry_token_refused");
@@ -716,6 +721,18 @@ async fn proxy(State(cloud): State<Arc<CloudState>>, request: Request) -> Respon
         return (StatusCode::NOT_FOUND, "no such stand-in endpoint").into_response();
     };
     cloud.count("proxy");
+    if cloud.basic_front.load(std::sync::atomic::Ordering::SeqCst) {
+        let given = basic_credentials(request.headers());
+        if !given.as_ref().is_some_and(|(user, password)| cloud.accepts(user, password)) {
+            if given.is_some() {
+                cloud.count("front_refused");
+            }
+            let body = r#"{"errors":[{"code":"DENIED","message":"Your authorization token has expired. Reauthenticate and try again."}]}"#;
+            let challenge =
+                "Basic realm=\"https://123456789012.dkr.ecr.eu-west-1.amazonaws.com/\",service=\"ecr.amazonaws.com\"";
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)], body).into_response();
+        }
+    }
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
     let target = format!("{upstream}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
@@ -737,6 +754,17 @@ async fn proxy(State(cloud): State<Arc<CloudState>>, request: Request) -> Respon
 }
 
 // ---------------------------------------------------------------------------
+
+/// (user, password) of an `Authorization: Basic …` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
+}
 
 fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body).into_owned().collect()
