@@ -58,7 +58,8 @@ pub(super) struct RawRegistry {
     pub url: Text,
     pub frontends: Option<Spanned<RawFrontends>>,
     pub ip_family: Option<IpFamily>,
-    pub auth: Option<Spanned<RawAuth>>,
+    /// `auto`, or a map of one form.
+    pub auth: Option<Spanned<ScalarOr<RawAuth>>>,
     pub tls: Option<Spanned<RawTls>>,
 }
 
@@ -122,6 +123,23 @@ pub(super) struct RawAuth {
     pub username: Option<Text>,
     pub password_file: Option<Text>,
     pub password_env: Option<Text>,
+    pub ecr: Option<Spanned<RawCloudIdentity>>,
+    pub gcp: Option<Spanned<RawCloudIdentity>>,
+    pub acr: Option<Spanned<RawCloudIdentity>>,
+    pub credential_provider: Option<Spanned<RawCredentialProvider>>,
+}
+
+/// `{}`: a cloud identity takes everything from the workload's environment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCloudIdentity {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCredentialProvider {
+    pub command: Text,
+    pub args: Option<Vec<Text>>,
+    pub env: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Deserialize)]

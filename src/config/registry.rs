@@ -176,6 +176,70 @@ pub enum Auth {
     DockerConfig(Option<PathBuf>),
     /// A user name and a password read at run time.
     Basic { username: String, password: PasswordSource },
+    /// A cloud's workload identity, or a kubelet credential provider plugin.
+    Cloud(CloudAuth),
+    /// `auth: auto`: chosen by the registry's host — ECR, Artifact Registry/GCR or
+    /// ACR ([`CloudAuth::for_host`]), else the Docker config.
+    Auto,
+}
+
+/// Credentials that a cloud issues to the workload, or that a plugin prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloudAuth {
+    /// `{ecr: {}}`: AWS credentials (web identity, EKS Pod Identity, environment keys,
+    /// instance profile), then ECR `GetAuthorizationToken`.
+    Ecr,
+    /// `{gcp: {}}`: the metadata server's access token (GKE Workload Identity).
+    Gcp,
+    /// `{acr: {}}`: an Entra workload identity token exchanged for an ACR refresh token.
+    Acr,
+    /// `{credential_provider: {command, args, env}}`: a kubelet credential provider plugin.
+    CredentialProvider(CredentialProvider),
+}
+
+/// A kubelet credential provider plugin (`credentialprovider.kubelet.k8s.io/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CredentialProvider {
+    /// The executable: a path, or a name looked up on `PATH`.
+    pub command: PathBuf,
+    pub args: Vec<String>,
+    /// Set for the plugin on top of pullprobe's own environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl CloudAuth {
+    /// The cloud whose registry `host` (`host[:port]`) is, as `auth: auto` picks it:
+    /// `*.dkr.ecr.*.amazonaws.com` → ECR, `gcr.io`, `*.gcr.io`, `*.pkg.dev` → GCP,
+    /// `*.azurecr.io` (and the sovereign clouds' `azurecr.cn`, `.us`) → ACR.
+    pub fn for_host(host: &str) -> Option<CloudAuth> {
+        let host = host.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let labels: Vec<&str> = host.split('.').collect();
+        let ecr = labels.len() >= 6
+            && labels[0].len() == 12
+            && labels[0].bytes().all(|b| b.is_ascii_digit())
+            && labels[1] == "dkr"
+            && (labels[2] == "ecr" || labels[2] == "ecr-fips")
+            && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"));
+        if ecr {
+            Some(CloudAuth::Ecr)
+        } else if host == "gcr.io" || host.ends_with(".gcr.io") || host.ends_with(".pkg.dev") {
+            Some(CloudAuth::Gcp)
+        } else if [".azurecr.io", ".azurecr.cn", ".azurecr.us", ".azurecr.de"].iter().any(|s| host.ends_with(s)) {
+            Some(CloudAuth::Acr)
+        } else {
+            None
+        }
+    }
+
+    /// The key that selects it in probes.yaml.
+    pub fn key(&self) -> &'static str {
+        match self {
+            CloudAuth::Ecr => "ecr",
+            CloudAuth::Gcp => "gcp",
+            CloudAuth::Acr => "acr",
+            CloudAuth::CredentialProvider(_) => "credential_provider",
+        }
+    }
 }
 
 /// Where a password is read from; never the config file itself.
@@ -258,6 +322,23 @@ mod tests {
         assert!(unknown.starts_with("probes.yaml:4:") && unknown.contains("cri_o"), "{unknown}");
         let empty = error("{}");
         assert!(empty.contains("needs `containerd: DIR` or `registries_conf: FILE`"), "{empty}");
+    }
+
+    #[test]
+    fn cloud_registries_by_host() {
+        let pick = |host: &str| CloudAuth::for_host(host).map(|c| c.key());
+        assert_eq!(pick("123456789012.dkr.ecr.eu-west-1.amazonaws.com"), Some("ecr"));
+        assert_eq!(pick("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"), Some("ecr"));
+        assert_eq!(pick("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"), Some("ecr"));
+        assert_eq!(pick("12345.dkr.ecr.eu-west-1.amazonaws.com"), None, "an account id has 12 digits");
+        assert_eq!(pick("public.ecr.aws"), None);
+        assert_eq!(pick("gcr.io"), Some("gcp"));
+        assert_eq!(pick("eu.gcr.io"), Some("gcp"));
+        assert_eq!(pick("europe-west4-docker.pkg.dev"), Some("gcp"));
+        assert_eq!(pick("myreg.azurecr.io"), Some("acr"));
+        assert_eq!(pick("MyReg.AzureCR.io:443"), Some("acr"));
+        assert_eq!(pick("docker.io"), None);
+        assert_eq!(pick("notgcr.io"), None);
     }
 
     #[test]

@@ -31,6 +31,9 @@ registries:
     ip_family: any                  # any | ipv4 | ipv6
     auth: {docker_config: true}     # true = $DOCKER_CONFIG/config.json; or a PATH (config.json or .dockerconfigjson)
     # auth: {username: x, password_file: /run/secrets/p}   # or password_env: VAR
+    # auth: {ecr: {}} | {gcp: {}} | {acr: {}}               # cloud workload identity, no helper binary
+    # auth: {credential_provider: {command: PATH, args: [...], env: {...}}}  # kubelet plugin, credentialprovider.kubelet.k8s.io/v1
+    # auth: auto                                            # by host: ECR, GAR/GCR, ACR, else docker_config
     tls: {ca_file: /etc/ssl/ca.pem} # client_cert, client_key for mTLS
 probes:
   - name: golden-base
@@ -138,7 +141,7 @@ fn design_example_parses() {
         [PathExpectation::exists("/srv/mediawiki/wikiversions.php"), PathExpectation::absent("/etc/app.conf"),]
     );
     assert_eq!(golden.expect.max_age, Some(secs(30 * 86_400)));
-    assert_eq!(golden.position(), Some(Position { line: 26, column: 11 }));
+    assert_eq!(golden.position(), Some(Position { line: 29, column: 11 }));
 
     let app = config.probe("app").unwrap();
     let (image, registry) = config.resolve_image(app).unwrap();
@@ -948,5 +951,67 @@ fn kubernetes_discovery_errors() {
     assert_error(&with("ca_file: ' '"), 2, 37, "`ca_file`: must not be empty");
     assert_error(&with("pull_secrets: maybe"), 2, 42, "");
     assert_error(&with("namespace: [prod]"), 2, 28, "namespace");
+    finish();
+}
+
+#[test]
+fn cloud_auth_forms() {
+    let auth = |form: &str| {
+        let config = load(&format!("registries:\n  - name: r\n    url: https://r.example.org\n    auth: {form}\n"));
+        config.registry("r").unwrap().auth.clone()
+    };
+    assert_eq!(auth("{ecr: {}}"), Some(Auth::Cloud(CloudAuth::Ecr)));
+    assert_eq!(auth("{gcp: {}}"), Some(Auth::Cloud(CloudAuth::Gcp)));
+    assert_eq!(auth("{acr: {}}"), Some(Auth::Cloud(CloudAuth::Acr)));
+    assert_eq!(auth("auto"), Some(Auth::Auto));
+    assert_eq!(
+        auth(
+            "{credential_provider: {command: /usr/local/bin/ecr-credential-provider, args: [get-credentials], env: {AWS_PROFILE: x, A_1: ''}}}"
+        ),
+        Some(Auth::Cloud(CloudAuth::CredentialProvider(CredentialProvider {
+            command: "/usr/local/bin/ecr-credential-provider".into(),
+            args: vec!["get-credentials".into()],
+            env: vec![("AWS_PROFILE".into(), "x".into()), ("A_1".into(), String::new())],
+        })))
+    );
+    let Some(Auth::Cloud(CloudAuth::CredentialProvider(plugin))) = auth("{credential_provider: {command: plugin}}")
+    else {
+        panic!("a bare command is a plugin on PATH")
+    };
+    assert!(plugin.args.is_empty() && plugin.env.is_empty());
+    // DESIGN.md's commented forms, uncommented.
+    let design = DESIGN_EXAMPLE.replace("auth: {docker_config: true}", "auth: {ecr: {}}");
+    assert_eq!(load(&design).registry("prod").unwrap().auth, Some(Auth::Cloud(CloudAuth::Ecr)));
+}
+
+#[test]
+fn cloud_auth_errors() {
+    let reg = |body: &str| format!("registries:\n  - name: r\n    url: https://r.example.org\n{body}");
+    assert_error(&reg("    auth: {ecr: {}, gcp: {}}\n"), 4, 26, "`auth`: `ecr` and `gcp` are alternatives; use one");
+    assert_error(
+        &reg("    auth: {acr: {}, docker_config: true}\n"),
+        4,
+        17,
+        "`acr` and `docker_config` are alternatives",
+    );
+    assert_error(&reg("    auth: {gcp: {}, username: u, password_env: P}\n"), 4, 17, "`gcp` and `username`");
+    assert_error(&reg("    auth: {ecr: {region: us-east-1}}\n"), 4, 18, "unknown field `region`");
+    assert_error(&reg("    auth: {ecr: true}\n"), 4, 17, "expected mapping");
+    assert_error(&reg("    auth: automatic\n"), 4, 11, "`auth`: expected `auto` or one of {docker_config: …}");
+    assert_error(&reg("    auth: true\n"), 4, 11, "got true");
+    assert_error(&reg("    auth: {credential_provider: {}}\n"), 4, 33, "missing field `command`");
+    assert_error(&reg("    auth: {credential_provider: {command: ''}}\n"), 4, 43, "`command`: must not be empty");
+    assert_error(
+        &reg("    auth: {credential_provider: {command: p, env: {'A-B': x}}}\n"),
+        4,
+        51,
+        "`env`: expected environment variable names with values, got \"A-B\"",
+    );
+    assert_error(
+        &reg("    auth: {credential_provider: {command: p, timeout: 5s}}\n"),
+        4,
+        46,
+        "unknown field `timeout`",
+    );
     finish();
 }

@@ -13,10 +13,11 @@ use super::error::{ConfigError, Position};
 use super::raw::*;
 use super::units::{parse_duration, parse_size};
 use super::{
-    AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, Config, Defaults,
-    EndpointAccess, EndpointAuth, Expectations, FrontendSet, FrontendSpec, KubernetesDiscovery, Limits, NodeMirrors,
-    PasswordSource, PathExpectation, PathType, ProbeConfig, ProbeKind, PushgatewayConfig, RESERVED_LABELS,
-    RegistryConfig, ServeConfig, TagRule, TargetPattern, TlsConfig, unknown_registry,
+    AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, CloudAuth, Config,
+    CredentialProvider, Defaults, EndpointAccess, EndpointAuth, Expectations, FrontendSet, FrontendSpec,
+    KubernetesDiscovery, Limits, NodeMirrors, PasswordSource, PathExpectation, PathType, ProbeConfig, ProbeKind,
+    PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule, TargetPattern, TlsConfig,
+    unknown_registry,
 };
 use crate::platform::{Platform, PlatformSelection};
 use crate::reference::{self, ImageReference};
@@ -402,8 +403,23 @@ impl Validator<'_> {
         Ok(FrontendSpec::Endpoint { name, url, repository_prefix, ns })
     }
 
-    fn auth(&self, raw: &Spanned<RawAuth>) -> Result<Option<Auth>> {
-        let auth = &raw.value;
+    fn auth(&self, raw: &Spanned<ScalarOr<RawAuth>>) -> Result<Option<Auth>> {
+        let auth = match &raw.value {
+            ScalarOr::Scalar(Scalar::Text(s)) if s == "auto" => return Ok(Some(Auth::Auto)),
+            ScalarOr::Scalar(other) => {
+                return Err(self.error(
+                    &raw.referenced,
+                    format!(
+                        "`auth`: expected `auto` or one of {{docker_config: …}}, {{username: …, password_file|password_env: …}}, \
+                         {{ecr: {{}}}}, {{gcp: {{}}}}, {{acr: {{}}}}, {{credential_provider: {{command: …}}}}; got {other}"
+                    ),
+                ));
+            }
+            ScalarOr::Structured(auth) => auth,
+        };
+        if let Some(cloud) = self.cloud_auth(auth)? {
+            return Ok(Some(Auth::Cloud(cloud)));
+        }
         let docker_config = match &auth.docker_config {
             None | Some(Spanned { value: Scalar::Bool(false), .. }) => None,
             Some(Spanned { value: Scalar::Bool(true), .. }) => Some(None),
@@ -429,9 +445,7 @@ impl Validator<'_> {
             }
             (Some(file), None) => Some((PasswordSource::File(self.path("password_file", file)?), file.referenced)),
             (None, Some(env)) => {
-                let valid = env.value.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                    && env.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                if !valid {
+                if !is_env_name(&env.value) {
                     return Err(self.error(
                         &env.referenced,
                         format!("`password_env`: expected an environment variable name, got {:?}", env.value),
@@ -458,6 +472,65 @@ impl Validator<'_> {
             (None, None, Some((_, at))) => Err(self.error(&at, "`auth`: a password needs `username`")),
             (None, None, None) => Ok(None),
         }
+    }
+
+    /// The cloud form of `auth:` (`ecr`, `gcp`, `acr`, `credential_provider`), if it is one;
+    /// it goes alone.
+    fn cloud_auth(&self, auth: &RawAuth) -> Result<Option<CloudAuth>> {
+        let mut forms: Vec<(CloudAuth, Location)> = Vec::new();
+        for (cloud, value) in [(CloudAuth::Ecr, &auth.ecr), (CloudAuth::Gcp, &auth.gcp), (CloudAuth::Acr, &auth.acr)] {
+            if let Some(value) = value {
+                forms.push((cloud, value.referenced));
+            }
+        }
+        if let Some(provider) = &auth.credential_provider {
+            let provider_auth = CloudAuth::CredentialProvider(self.credential_provider(&provider.value)?);
+            forms.push((provider_auth, provider.referenced));
+        }
+        let mut forms = forms.into_iter();
+        let Some((cloud, at)) = forms.next() else { return Ok(None) };
+        let second = forms.next();
+        let other = second.as_ref().map(|(c, _)| c.key()).or_else(|| {
+            [
+                auth.docker_config.as_ref().map(|_| "docker_config"),
+                auth.username.as_ref().map(|_| "username"),
+                auth.password_file.as_ref().map(|_| "password_file"),
+                auth.password_env.as_ref().map(|_| "password_env"),
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+        });
+        if let Some(other) = other {
+            let at = second.map_or(at, |(_, second_at)| second_at);
+            return Err(self.error(&at, format!("`auth`: `{}` and `{other}` are alternatives; use one", cloud.key())));
+        }
+        Ok(Some(cloud))
+    }
+
+    /// `credential_provider: {command, args, env}`.
+    fn credential_provider(&self, raw: &RawCredentialProvider) -> Result<CredentialProvider> {
+        let command = self.path("command", &raw.command)?;
+        let mut args = Vec::new();
+        for arg in raw.args.iter().flatten() {
+            if arg.value.chars().any(char::is_control) {
+                return Err(self.error(&arg.referenced, "`args`: an argument must not contain control characters"));
+            }
+            args.push(arg.value.clone());
+        }
+        let mut env = Vec::new();
+        if let Some(vars) = &raw.env {
+            for (name, value) in &vars.value {
+                if !is_env_name(name) || value.contains('\0') {
+                    return Err(self.error(
+                        &vars.referenced,
+                        format!("`env`: expected environment variable names with values, got {name:?}"),
+                    ));
+                }
+                env.push((name.clone(), value.clone()));
+            }
+        }
+        Ok(CredentialProvider { command, args, env })
     }
 
     fn tls(&self, raw: &Spanned<RawTls>) -> Result<TlsConfig> {
@@ -921,9 +994,7 @@ impl Validator<'_> {
                 .error(&env.referenced, format!("`auth`: at most one source: `{key}_file` or `{key}_env`, not both"))),
             (Some(file), None) => Ok(Some(PasswordSource::File(self.path(&format!("{key}_file"), file)?))),
             (None, Some(env)) => {
-                let valid = env.value.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                    && env.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                if !valid {
+                if !is_env_name(&env.value) {
                     return Err(self.error(
                         &env.referenced,
                         format!("`{key}_env`: expected an environment variable name, got {:?}", env.value),
@@ -993,6 +1064,12 @@ impl Validator<'_> {
         }
         Ok(serve)
     }
+}
+
+/// `NAME`: a letter or `_`, then letters, digits and `_`.
+fn is_env_name(name: &str) -> bool {
+    name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn probe_image(probe: &ProbeConfig) -> &str {

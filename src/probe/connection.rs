@@ -59,7 +59,7 @@ pub fn auth_for(max_body_bytes: u64, registry: Option<&RegistryConfig>, image: &
         None => Some(Auth::DockerConfig(None)),
     };
     let host = registry.map(|r| r.host()).unwrap_or_else(|| image.registry.clone());
-    AuthOptions::new(source, host, max_body_bytes)
+    AuthOptions::new(source, host, max_body_bytes).for_image(image)
 }
 
 /// The registry's own URL, where pushes and listings go (never a pinned

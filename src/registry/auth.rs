@@ -10,9 +10,11 @@
 //! token that a request is refused with (`401`: expired, or stale on arrival)
 //! is fetched anew once for that request. Credentials come from probes.yaml
 //! (`username` + `password_file` or `password_env`,
-//! [`crate::registry::credentials`]) or a Docker config
-//! ([`crate::registry::docker_config`]) and are read only when a challenge
-//! asks for them.
+//! [`crate::registry::credentials`]), a Docker config
+//! ([`crate::registry::docker_config`]), or a cloud's workload identity or a
+//! credential provider plugin ([`crate::registry::cloud`]: fetched anew once
+//! when the registry refuses them), and are read only when a challenge asks
+//! for them.
 //!
 //! Secrets never leave in text: credentials and cached tokens print as
 //! `[redacted]`, header values are marked sensitive, and a failure names the
@@ -28,7 +30,9 @@ use reqwest::{Client, StatusCode};
 use crate::config::Auth;
 use crate::reason::{ProbeError, Reason};
 use crate::redact::redact_url;
+use crate::reference::ImageReference;
 use crate::registry::challenge::{Method, challenges};
+use crate::registry::cloud;
 use crate::registry::credentials::{Credentials, Secret, read_password};
 use crate::registry::docker_config;
 use crate::registry::errors::parse_error_body;
@@ -41,6 +45,8 @@ use crate::registry::token::{self, CachedToken, TokenKey};
 pub struct TokenCache {
     slots: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<Option<CachedToken>>>>>,
     credentials: tokio::sync::OnceCell<Option<Credentials>>,
+    /// Cloud credentials fetched again after the registry refused the first ones (once per job).
+    renewed: tokio::sync::OnceCell<Option<Credentials>>,
 }
 
 impl TokenCache {
@@ -57,6 +63,8 @@ pub struct AuthOptions {
     pub source: Option<Auth>,
     /// `host[:port]` as image references write it (`docker.io`): the Docker config key.
     pub registry_host: String,
+    /// The image the credentials are for, when one is (a credential provider plugin is asked about it).
+    pub image: Option<ImageReference>,
     /// Cap on token and error bodies (`limits.max_manifest_bytes`).
     pub max_body_bytes: u64,
     pub tokens: Arc<TokenCache>,
@@ -64,7 +72,18 @@ pub struct AuthOptions {
 
 impl AuthOptions {
     pub fn new(source: Option<Auth>, registry_host: impl Into<String>, max_body_bytes: u64) -> Self {
-        AuthOptions { source, registry_host: registry_host.into(), max_body_bytes, tokens: Arc::default() }
+        AuthOptions { source, registry_host: registry_host.into(), image: None, max_body_bytes, tokens: Arc::default() }
+    }
+
+    /// For pulls (or listings) of `image`.
+    pub fn for_image(mut self, image: &ImageReference) -> Self {
+        self.image = Some(image.clone());
+        self
+    }
+
+    /// What a cloud or plugin is asked for credentials for ([`cloud`]).
+    fn cloud_target(&self) -> cloud::Target<'_> {
+        cloud::Target { host: &self.registry_host, image: self.image.as_ref(), max_body_bytes: self.max_body_bytes }
     }
 
     /// Credentials already in memory (a Kubernetes workload's pull secret) instead of a
@@ -78,8 +97,15 @@ impl AuthOptions {
         let tokens = TokenCache {
             slots: Mutex::default(),
             credentials: tokio::sync::OnceCell::new_with(Some(credentials.into())),
+            renewed: tokio::sync::OnceCell::new(),
         };
-        AuthOptions { source: None, registry_host: registry_host.into(), max_body_bytes, tokens: Arc::new(tokens) }
+        AuthOptions {
+            source: None,
+            registry_host: registry_host.into(),
+            image: None,
+            max_body_bytes,
+            tokens: Arc::new(tokens),
+        }
     }
 }
 
@@ -115,8 +141,31 @@ impl Authenticator {
 
     /// The credentials, read on first use (a file, an environment variable, a Docker config or helper).
     pub async fn credentials(&self) -> Result<Option<&Credentials>, ProbeError> {
+        if let Some(renewed) = self.options.tokens.renewed.get() {
+            return Ok(renewed.as_ref());
+        }
         let resolved = self.options.tokens.credentials.get_or_try_init(|| resolve_credentials(&self.options)).await?;
         Ok(resolved.as_ref())
+    }
+
+    /// Whether refused credentials are worth fetching again: a cloud's or a plugin's.
+    pub fn renews_credentials(&self) -> bool {
+        let source = self.options.source.as_ref();
+        source.is_some_and(|s| cloud::resolve(s, &self.options.registry_host).is_some())
+    }
+
+    /// After the registry refused `refused`: a cloud's credentials fetched anew, once per
+    /// job ([`cloud::renew`]); any other source's are what they were.
+    async fn renewed_credentials<'a>(
+        &'a self,
+        refused: Option<&'a Credentials>,
+    ) -> Result<Option<&'a Credentials>, ProbeError> {
+        let Some(source) = self.options.source.as_ref().filter(|_| self.renews_credentials()) else {
+            return Ok(refused);
+        };
+        let target = self.options.cloud_target();
+        let renewed = self.options.tokens.renewed.get_or_try_init(|| cloud::renew(source, &target, refused));
+        Ok(renewed.await?.as_ref())
     }
 
     /// The `Authorization` to send up front, once the frontend has challenged us before.
@@ -176,7 +225,12 @@ impl Authenticator {
         used: Option<&HeaderValue>,
         deadline: Duration,
     ) -> Result<HeaderValue, ProbeError> {
-        let credentials = self.credentials().await?;
+        let mut credentials = self.credentials().await?;
+        let basic = matches!(method, Method::Basic { .. });
+        if basic && used.is_some() && used == credentials.and_then(Credentials::basic_header).as_ref() {
+            // The registry refused these Basic credentials: a cloud's are fetched anew once.
+            credentials = self.renewed_credentials(credentials).await?;
+        }
         match method {
             Method::Basic { realm } => match credentials.and_then(Credentials::basic_header) {
                 Some(header) => Ok(header),
@@ -210,8 +264,15 @@ impl Authenticator {
                     return Ok(token.header().clone());
                 }
                 let started = Instant::now();
-                let fetched =
-                    token::fetch(http, method, scope, credentials, deadline, self.options.max_body_bytes).await;
+                let max_body = self.options.max_body_bytes;
+                let mut fetched = token::fetch(http, method, scope, credentials, deadline, max_body).await;
+                if fetched.as_ref().is_err_and(|e| e.status == Some(401)) {
+                    // The token endpoint refused the credentials: a cloud's are fetched anew once.
+                    let renewed = self.renewed_credentials(credentials).await?;
+                    if renewed != credentials {
+                        fetched = token::fetch(http, method, scope, renewed, deadline, max_body).await;
+                    }
+                }
                 *self.spent.lock().unwrap_or_else(|p| p.into_inner()) += started.elapsed();
                 let token = fetched?;
                 let header = token.header().clone();
@@ -233,6 +294,9 @@ impl Authenticator {
                 self.options.registry_host
             ),
             Some(Auth::Basic { .. }) => "none are configured".to_string(),
+            Some(source @ (Auth::Cloud(_) | Auth::Auto)) => {
+                cloud::no_credentials_hint(source, &self.options.registry_host)
+            }
         }
     }
 }
@@ -250,6 +314,7 @@ async fn resolve_credentials(options: &AuthOptions) -> Result<Option<Credentials
                 e.context(format_args!("credentials for {host}"))
             })
         }
+        Some(source @ (Auth::Cloud(_) | Auth::Auto)) => cloud::credentials(source, &options.cloud_target()).await,
     }
 }
 

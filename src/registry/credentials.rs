@@ -1,7 +1,8 @@
 //! Who pullprobe authenticates as: a user name and its secret (a password, or
 //! an identity token from `docker login`), and the password sources of
-//! probes.yaml (`password_file`, `password_env`). A Docker config is the other
-//! source ([`crate::registry::docker_config`]); which one applies, and when it
+//! probes.yaml (`password_file`, `password_env`). A Docker config
+//! ([`crate::registry::docker_config`]) and a cloud's workload identity or a
+//! credential provider plugin ([`crate::registry::cloud`]) are the others; which one applies, and when it
 //! is read, is [`crate::registry::auth`]'s decision.
 //!
 //! A secret never prints: [`Credentials`] and [`Secret`] show `[redacted]`,
@@ -20,6 +21,8 @@ use crate::reason::{ProbeError, Reason};
 pub struct Credentials {
     username: String,
     secret: Secret,
+    /// Who issued them, for messages ("an ECR authorization token for role …"); never a secret.
+    origin: Option<String>,
 }
 
 /// A password, or an identity (OAuth2 refresh) token from `docker login`.
@@ -31,7 +34,13 @@ pub enum Secret {
 
 impl Credentials {
     pub fn new(username: impl Into<String>, secret: Secret) -> Self {
-        Credentials { username: username.into(), secret }
+        Credentials { username: username.into(), secret, origin: None }
+    }
+
+    /// Name who issued them (a cloud identity, a plugin) in failure messages.
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
     }
 
     pub fn username(&self) -> &str {
@@ -53,6 +62,9 @@ impl Credentials {
 
     /// Who a failure says it authenticated as: the user name, never the secret.
     pub fn describe(&self) -> String {
+        if let Some(origin) = &self.origin {
+            return format!("{origin} (user {:?})", self.username);
+        }
         match (&self.secret, self.username.is_empty()) {
             (Secret::IdentityToken(_), _) => "the identity token of the Docker config".to_string(),
             (_, true) => "an empty user name".to_string(),

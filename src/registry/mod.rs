@@ -7,6 +7,7 @@ pub mod auth;
 pub mod catalog;
 pub mod challenge;
 pub mod client;
+pub mod cloud;
 pub mod credentials;
 pub mod docker_config;
 pub mod errors;

@@ -189,7 +189,7 @@ impl Transport {
                 return Ok(response);
             }
             let is_token = sent.as_bytes().starts_with(b"Bearer ");
-            if status == StatusCode::UNAUTHORIZED && is_token && refresh_left {
+            if status == StatusCode::UNAUTHORIZED && (is_token || self.auth.renews_credentials()) && refresh_left {
                 refresh_left = false;
                 let answer = self.auth.answer(response.headers(), &self.http, scope, Some(sent), deadline).await;
                 if let Some(header) = answer.map_err(|e| e.context(what))? {

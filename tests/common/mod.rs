@@ -14,7 +14,9 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod chart;
 pub mod cli;
+pub mod cloud;
 pub mod fake_registry;
 pub mod images;
 pub mod kube;
@@ -23,6 +25,7 @@ pub mod nginx;
 pub mod pki;
 pub mod process;
 pub mod registry;
+pub mod serve;
 pub mod skopeo;
 pub mod verdict;
 

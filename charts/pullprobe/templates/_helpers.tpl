@@ -308,12 +308,57 @@ file-{{ . | sha256sum | trunc 16 }}
 {{- end }}
 
 {{/*
+The pods' ServiceAccount: created for `serviceAccount.create`, for `kubernetes:`
+discovery (whose RBAC binds it) and for a workload identity (whose annotations
+it carries).
+*/}}
+{{- define "pullprobe.workloadIdentity" -}}
+{{- with .Values.workloadIdentity }}
+{{- if or .aws.roleArn .gcp.serviceAccount .azure.clientId }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{- define "pullprobe.serviceAccountCreate" -}}
+{{- if or .Values.serviceAccount.create .Values.discovery.kubernetes.enabled (include "pullprobe.workloadIdentity" .) }}true{{ end }}
+{{- end }}
+
+{{- define "pullprobe.serviceAccountName" -}}
+{{- default (include "pullprobe.fullname" .) .Values.serviceAccount.name }}
+{{- end }}
+
+{{/*
+The ServiceAccount's annotations: each cloud's workload identity, then serviceAccount.annotations.
+*/}}
+{{- define "pullprobe.serviceAccountAnnotations" -}}
+{{- $annotations := dict }}
+{{- with .Values.workloadIdentity.aws.roleArn }}
+{{- $_ := set $annotations "eks.amazonaws.com/role-arn" . }}
+{{- end }}
+{{- with .Values.workloadIdentity.gcp.serviceAccount }}
+{{- $_ := set $annotations "iam.gke.io/gcp-service-account" . }}
+{{- end }}
+{{- with .Values.workloadIdentity.azure.clientId }}
+{{- $_ := set $annotations "azure.workload.identity/client-id" . }}
+{{- end }}
+{{- with .Values.workloadIdentity.azure.tenantId }}
+{{- $_ := set $annotations "azure.workload.identity/tenant-id" . }}
+{{- end }}
+{{- $annotations = merge (deepCopy (.Values.serviceAccount.annotations | default dict)) $annotations }}
+{{- if $annotations }}
+{{- toYaml $annotations }}
+{{- end }}
+{{- end }}
+
+{{/*
 The pod spec fields both modes share, after `containers`.
 */}}
 {{- define "pullprobe.podCommon" -}}
+{{- if or (include "pullprobe.serviceAccountCreate" .) .Values.serviceAccount.name }}
+serviceAccountName: {{ include "pullprobe.serviceAccountName" . }}
+{{- end }}
 {{- if .Values.discovery.kubernetes.enabled }}
-# `kubernetes:` probes read the API server with this account's token.
-serviceAccountName: {{ include "pullprobe.fullname" . }}
+# `kubernetes:` probes read the API server with this account's token; a cloud's
+# webhook projects its own token, so none is mounted otherwise.
 automountServiceAccountToken: true
 {{- else }}
 automountServiceAccountToken: false
@@ -364,6 +409,10 @@ volumeMounts:
 {{- define "pullprobe.podMetadata" -}}
 labels:
   {{- include "pullprobe.selectorLabels" . | nindent 2 }}
+  {{- with .Values.workloadIdentity.azure.clientId }}
+  # The Entra workload identity webhook injects the token and AZURE_* into labelled pods.
+  azure.workload.identity/use: "true"
+  {{- end }}
   {{- with .Values.podLabels }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
