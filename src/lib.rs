@@ -28,4 +28,5 @@ pub mod reference;
 pub mod registry;
 pub mod result;
 pub mod serve;
+pub mod shard;
 pub mod verify;

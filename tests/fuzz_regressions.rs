@@ -14,7 +14,7 @@ use pullprobe::digest::Digest;
 use pullprobe::manifest::parse_manifest;
 use pullprobe::media_types;
 use pullprobe::output::alertmanager::parse_alerts;
-use pullprobe::output::pushgateway::{Group, parse_read_back};
+use pullprobe::output::pushgateway::parse_read_back;
 use pullprobe::reason::Reason;
 use pullprobe::registry::client::cache_status;
 use pullprobe::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
@@ -87,8 +87,7 @@ fn a_pull_secret_error_never_quotes_a_value() {
 #[test]
 fn a_read_back_error_does_not_quote_the_whole_answer() {
     let body = fixture("pushgateway_read_back", "long-string-document");
-    let groups = [Group { job: "pullprobe".into(), probe: "golden-base".into(), location: "eqiad".into() }];
-    let message = parse_read_back(&body, &groups).expect_err("a string is not a read-back");
+    let message = parse_read_back(&body, "pullprobe", "eqiad").expect_err("a string is not a read-back");
     assert_bounded(&message);
 }
 

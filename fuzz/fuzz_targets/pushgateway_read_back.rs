@@ -1,5 +1,6 @@
 //! The Pushgateway read-back (`GET /api/v1/metrics`) that gives a CronJob run the
-//! history of its series. Only our groups are read; every value kept is finite;
+//! history of its series and its groups. Only our job's and location's groups
+//! are read; every value kept is finite;
 //! the history written back in the same JSON reads back the same; the next run's
 //! history and gauges follow from it without a panic; a refused body is a bounded
 //! message.
@@ -9,23 +10,27 @@
 use libfuzzer_sys::fuzz_target;
 use pullprobe::output::history::{History, SeriesHistory, advance};
 use pullprobe::output::metrics::{self, CONSECUTIVE_FAILURES, FAILING_SINCE, LAST_FAILURE_INFO, LAST_SUCCESS};
-use pullprobe::output::pushgateway::{Group, encode_protobuf, parse_read_back};
+use pullprobe::output::pushgateway::{encode_protobuf, parse_read_back};
 use pullprobe_fuzz::{check_message, results};
 use serde_json::{Value, json};
 
 fuzz_target!(|body: &[u8]| {
-    let groups = [group("golden-base"), group("releases")];
-    let history = match parse_read_back(body, &groups) {
-        Ok(history) => history,
+    let read = match parse_read_back(body, "pullprobe", "eqiad") {
+        Ok(read) => read,
         Err(message) => return check_message("read-back", &message),
     };
+    for group in &read.groups {
+        assert_eq!((group.get("job"), group.get("location").unwrap_or_default()), (Some("pullprobe"), "eqiad"));
+        assert!(group.path().starts_with("/metrics/job@base64/"), "{group:?}");
+    }
+    let history = read.history;
     for state in history.values() {
         assert!(state.last_success.is_none_or(f64::is_finite), "{state:?}");
         assert!(state.failing_since.is_none_or(f64::is_finite), "{state:?}");
     }
     let printed = serde_json::to_vec(&print(&history)).expect("JSON into memory");
-    let again = parse_read_back(&printed, &groups).expect("a printed read-back parses");
-    assert_eq!(again, history, "printed as {}", String::from_utf8_lossy(&printed));
+    let again = parse_read_back(&printed, "pullprobe", "eqiad").expect("a printed read-back parses");
+    assert_eq!(again.history, history, "printed as {}", String::from_utf8_lossy(&printed));
 
     let results = results();
     let next = advance(&history, &results);
@@ -33,10 +38,6 @@ fuzz_target!(|body: &[u8]| {
     let _ = encode_protobuf(&gauges);
     let _ = metrics::encode_text(&gauges, None);
 });
-
-fn group(probe: &str) -> Group {
-    Group { job: "pullprobe".into(), probe: probe.into(), location: "eqiad".into() }
-}
 
 /// The history as `/api/v1/metrics` shows it: one group with a family per gauge.
 fn print(history: &History) -> Value {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::probe::plan::Request;
+use crate::shard::{self, PodIdentity, Shard, ShardError, ShardSpec};
 
 #[derive(Debug, Parser)]
 #[command(name = "pullprobe", version, about = "Synthetic pull prober for container registries", long_about = None)]
@@ -39,6 +40,32 @@ pub(super) struct ServeArgs {
     /// Log as JSON lines (one line per probe result); default: JSON unless stderr is a terminal.
     #[arg(long)]
     pub(super) log_json: Option<bool>,
+    #[command(flatten)]
+    pub(super) shard: ShardOptions,
+}
+
+/// Which share of the images this process probes, when several pods split them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(super) struct ShardOptions {
+    /// Probe only the images of shard I of N (0-based; every shard reads the same
+    /// config), or `auto`: I from JOB_COMPLETION_INDEX (an Indexed Job), else
+    /// PULLPROBE_SHARD_INDEX, else the host name's -<ordinal> (a StatefulSet pod).
+    #[arg(long, value_name = "I/N|auto", value_parser = parse_shard)]
+    pub(super) shard: Option<ShardSpec>,
+    /// The shard count N for `--shard auto` (default: PULLPROBE_SHARDS).
+    #[arg(long, value_name = "N")]
+    pub(super) shards: Option<u32>,
+}
+
+impl ShardOptions {
+    /// The shard this process is (the pod's environment for `auto`).
+    pub(super) fn resolve(&self) -> Result<Shard, ShardError> {
+        shard::resolve(self.shard, self.shards, &PodIdentity::current())
+    }
+}
+
+fn parse_shard(text: &str) -> Result<ShardSpec, String> {
+    ShardSpec::parse(text).map_err(|e| e.to_string().trim_start_matches("--shard: ").to_string())
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -73,6 +100,8 @@ pub(super) struct NowArgs {
     /// The round number for the bandwidth rotation (default: the wall clock over `defaults.interval`).
     #[arg(long, hide = true)]
     pub(super) round: Option<u64>,
+    #[command(flatten)]
+    pub(super) shard: ShardOptions,
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +150,8 @@ pub(super) struct CheckArgs {
     pub(super) timeout: f64,
     #[command(flatten)]
     pub(super) pull: PullOptions,
+    #[command(flatten)]
+    pub(super) shard: ShardOptions,
 }
 
 /// How to pull, shared by `now` and `check`.
@@ -166,28 +197,31 @@ impl PullOptions {
             expect_paths: self.expect_paths,
             no_push: false,
             round: None,
+            shard: Shard::ALL,
         }
     }
 }
 
 impl NowArgs {
-    /// What `now` asks the planner for.
-    pub(super) fn request(&self) -> Request {
-        Request {
+    /// What `now` asks the planner for; a shard that cannot be resolved is a usage error.
+    pub(super) fn request(&self) -> Result<Request, ShardError> {
+        Ok(Request {
             no_push: self.no_push,
             round: self.round,
+            shard: self.shard.resolve()?,
             ..self.pull.clone().request(self.images.clone(), self.config.clone(), self.probes.clone())
-        }
+        })
     }
 }
 
 impl CheckArgs {
     /// What `check` asks the planner for: the image, or the probe.
-    pub(super) fn request(&self) -> Request {
-        self.pull.clone().request(
+    pub(super) fn request(&self) -> Result<Request, ShardError> {
+        let request = self.pull.clone().request(
             self.image.iter().cloned().collect(),
             self.config.clone(),
             self.probe.iter().cloned().collect(),
-        )
+        );
+        Ok(Request { shard: self.shard.resolve()?, ..request })
     }
 }

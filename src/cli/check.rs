@@ -27,10 +27,17 @@ pub(super) fn check(args: &CheckArgs) -> ExitCode {
 async fn judge(args: &CheckArgs) -> CheckOutput {
     let thresholds = Thresholds { warning: args.warning, critical: args.critical };
     let limit = Duration::from_secs_f64(args.timeout);
-    let CommandPlan { mut plan, options, .. } = match plan::plan_command(&args.request()).await {
+    let request = match args.request() {
+        Ok(request) => request,
+        Err(e) => return icinga::unknown(&e.to_string()),
+    };
+    let CommandPlan { mut plan, options, .. } = match plan::plan_command(&request).await {
         Ok(planned) => planned,
         Err(e) => return icinga::unknown(&e.to_string()),
     };
+    if plan.jobs.is_empty() {
+        return icinga::not_owned(&request.shard.to_string());
+    }
     plan.cap_pull_timeouts(limit);
     match tokio::time::timeout(limit, run::run(plan.jobs, options)).await {
         Ok(results) => icinga::render(&results, thresholds),

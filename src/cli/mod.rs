@@ -70,6 +70,13 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn serve(args: ServeArgs) -> ExitCode {
     let json = args.log_json.unwrap_or_else(|| !std::io::stderr().is_terminal());
     init_serve_logging(json);
+    let shard = match args.shard.resolve() {
+        Ok(shard) => shard,
+        Err(e) => {
+            eprintln!("pullprobe serve: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -77,7 +84,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let outcome = runtime.block_on(crate::serve::run(args.config, args.listen));
+    let outcome = runtime.block_on(crate::serve::run(args.config, args.listen, shard));
     // Verification threads of cancelled pulls end as soon as their input closes; don't wait on a straggler.
     runtime.shutdown_timeout(Duration::from_secs(2));
     match outcome {

@@ -16,7 +16,13 @@ use crate::probe::run::{self, RoundOptions};
 use crate::result::ProbeResult;
 
 pub(super) async fn now(args: &NowArgs) -> ExitCode {
-    let request = args.request();
+    let request = match args.request() {
+        Ok(request) => request,
+        Err(e) => {
+            eprintln!("pullprobe: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     let CommandPlan { plan, config, options } = match plan::plan_command(&request).await {
         Ok(planned) => planned,
         Err(e) => {
@@ -62,14 +68,19 @@ fn delivery_context(
     planned: &plan::Plan,
 ) -> (AlertingConfig, delivery::RunContext) {
     let Some(config) = config else { return Default::default() };
+    let narrowed = request.narrows();
     let context = delivery::RunContext {
         severities: config.probes.iter().map(|p| (p.name.clone(), p.severity)).collect(),
-        owned_probes: if request.narrows() { Default::default() } else { planned.probes().map(String::from).collect() },
+        owned_probes: if narrowed { Default::default() } else { planned.probes().map(String::from).collect() },
         carried: planned
             .coverage
             .iter()
             .flat_map(|(probe, coverage)| coverage.candidates.iter().map(|image| (probe.clone(), image.clone())))
             .collect(),
+        shard: request.shard,
+        location: config.defaults.location.clone(),
+        owned: if narrowed { Default::default() } else { planned.owned.clone() },
+        canaries: config.probes.iter().filter(|p| matches!(p.kind, crate::config::ProbeKind::Canary(_))).map(|p| p.name.clone()).collect(),
     };
     (config.alerting.clone(), context)
 }

@@ -17,6 +17,7 @@ use crate::output::http::{DeliveryError, EndpointClient, RetryPolicy};
 use crate::output::{human_bytes, one_line};
 use crate::redact::{json_error, redact_text};
 use crate::result::{Kind, ProbeResult};
+use crate::shard::{self, Shard};
 
 pub const PULL_ALERT: &str = "RegistryPullFailed";
 pub const CANARY_ALERT: &str = "RegistryCanaryFailed";
@@ -94,6 +95,8 @@ pub struct AlertSettings {
     /// probe this run (the catalog probes a rotating sample): their firing alerts
     /// are kept firing, as the replica holds them, until a run probes them again.
     pub carried: BTreeSet<(String, String)>,
+    /// The shard of the run: series of another shard's images are its to resolve.
+    pub shard: Shard,
 }
 
 impl AlertSettings {
@@ -105,6 +108,7 @@ impl AlertSettings {
             severities: BTreeMap::new(),
             owned_probes: BTreeSet::new(),
             carried: BTreeSet::new(),
+            shard: Shard::ALL,
         }
     }
 }
@@ -277,7 +281,11 @@ pub fn batch(
     // a discovery rule still stands for them and only did not sample them this run.
     let location = results.first().map(|r| r.location.as_str());
     for (identity, alert) in &held_by_replica {
-        let ours = Some(identity.1.as_str()) == location && settings.owned_probes.contains(&identity.2.probe);
+        let series = &identity.2;
+        let unit = shard::unit(identity.0 == CANARY_ALERT, &series.probe, &series.image);
+        let ours = Some(identity.1.as_str()) == location
+            && settings.owned_probes.contains(&series.probe)
+            && settings.shard.owns(unit);
         if !ours || seen.contains(identity) {
             continue;
         }
@@ -429,6 +437,7 @@ mod tests {
             severities: BTreeMap::from([("golden-base".to_string(), Severity::Warning)]),
             owned_probes: BTreeSet::from(["golden-base".to_string()]),
             carried: BTreeSet::new(),
+            shard: Shard::ALL,
         }
     }
 
@@ -511,6 +520,23 @@ mod tests {
         narrowed.owned_probes.clear();
         let b = batch(&[ok], None, Some(&[active]), &narrowed, 2e9, 1.9e9);
         assert_eq!(b.alerts.len(), 1, "a narrowed run resolves only what it probed");
+    }
+
+    #[test]
+    fn a_shard_leaves_the_alerts_of_images_it_does_not_own_alone() {
+        let ok = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
+        // Another image of the same probe, firing on the replica; not in this run's results.
+        let mut elsewhere = failed(Reason::BlobUnknown);
+        elsewhere.image = "registry.example.org/releng/other:latest".into();
+        let active = firing_alert(&elsewhere, &settings(1), 1.5e9, 1.95e9);
+        let owner = crate::shard::owner(&elsewhere.image, 2);
+        for index in 0..2 {
+            let mut sharded = settings(1);
+            sharded.shard = Shard { index, total: 2 };
+            let b = batch(std::slice::from_ref(&ok), None, Some(std::slice::from_ref(&active)), &sharded, 2e9, 1.9e9);
+            let resolved = b.alerts.iter().any(|a| a.labels["image"] == elsewhere.image);
+            assert_eq!(resolved, index == owner, "shard {index} of 2; the image is shard {owner}'s");
+        }
     }
 
     #[test]

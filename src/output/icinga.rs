@@ -55,6 +55,14 @@ pub fn unknown(message: &str) -> CheckOutput {
     CheckOutput { state: PluginState::Unknown, text: format!("PULLPROBE UNKNOWN - {}\n", plain(message)) }
 }
 
+/// Nothing to judge because another shard owns every image asked for (`--shard`).
+pub fn not_owned(shard: &str) -> CheckOutput {
+    CheckOutput {
+        state: PluginState::Ok,
+        text: format!("PULLPROBE OK - shard {} owns none of these images; another shard checks them\n", plain(shard)),
+    }
+}
+
 /// The check ran out of time (`-t`) before every pull had a result: a pull that
 /// does not finish in time is a registry-side `timeout`, so CRITICAL.
 pub fn timed_out(seconds: f64, thresholds: Thresholds) -> CheckOutput {

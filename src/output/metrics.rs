@@ -27,6 +27,7 @@ use crate::output::canary_metrics::{self, CanaryCounters};
 use crate::output::gauge_family::{GaugeFamily, Labels, Sample};
 use crate::output::history::{History, SeriesKey, parse_rfc3339};
 use crate::result::{Check, ProbeResult};
+use crate::shard::Shard;
 
 /// Every family name starts with `pullprobe_`.
 pub const PREFIX: &str = "pullprobe";
@@ -48,6 +49,9 @@ pub const TLS_NOT_AFTER: &str = "tls_cert_not_after_timestamp_seconds";
 pub const FRONTEND_CONSISTENT: &str = "frontend_consistent";
 pub const BUILD_INFO: &str = "build_info";
 pub const RATELIMIT_REMAINING: &str = "ratelimit_remaining";
+pub const SHARD_INFO: &str = "shard_info";
+pub const SHARD_COUNT: &str = "shard_count";
+pub const SHARD_IMAGES: &str = "shard_images";
 
 /// `pullprobe_<name>`.
 pub fn full_name(name: &str) -> String {
@@ -177,6 +181,32 @@ pub fn probe_info(results: &[ProbeResult], severities: &BTreeMap<String, Severit
         help: "How a failure of the series pages: the prober's location, the probe's kind and severity; always 1",
         samples,
     }
+}
+
+/// Which shard of how many this prober is, and how many units (images, canaries)
+/// it owns: `shard_info{location, index, total} 1`, `shard_count{location, index}`
+/// (the total as a value, for the rule that counts the shards reporting) and
+/// `shard_images{location, index}`. One shard of one when nothing is split.
+pub fn shard_families(shard: Shard, location: &str, owned: usize) -> Vec<GaugeFamily> {
+    let labels = || vec![("location".to_string(), location.to_string()), ("index".to_string(), shard.index.to_string())];
+    let sample = |labels, value| vec![Sample { labels, value }];
+    vec![
+        GaugeFamily {
+            name: SHARD_INFO,
+            help: "The shard of the images this prober probes (index of total, from --shard); always 1",
+            samples: sample(with(labels(), "total", &shard.total.to_string()), 1.0),
+        },
+        GaugeFamily {
+            name: SHARD_COUNT,
+            help: "The number of shards the images are split into, as this prober was told",
+            samples: sample(labels(), f64::from(shard.total)),
+        },
+        GaugeFamily {
+            name: SHARD_IMAGES,
+            help: "Images (and canaries) this shard owns, probed this run or not",
+            samples: sample(labels(), owned as f64),
+        },
+    ]
 }
 
 /// Per (probe, registry): false if a result says `frontend_inconsistent`, or if

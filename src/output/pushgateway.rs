@@ -109,26 +109,67 @@ const READ_BACK_POLICY: RetryPolicy = RetryPolicy {
     first_backoff: Duration::from_millis(500),
 };
 
-/// The group of one probe: `job`, `probe`, `location`.
+/// A Pushgateway group: its grouping labels, `job` first.
+///
+/// Every image of a probe has a group of its own (`job`, `probe`, `location`,
+/// `image`): a push replaces that image's series only, so a run that probes
+/// some images of a probe (a catalog sample, one shard of the images) keeps the
+/// series and history of the others, and two shards never write one group.
+/// Each shard has a group for its own gauges (`job`, `location`, `index`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Group {
-    pub job: String,
-    pub probe: String,
-    pub location: String,
+    labels: Vec<(String, String)>,
 }
 
 impl Group {
-    /// `/metrics/job@base64/…/probe@base64/…/location@base64/…`: base64url, so
-    /// a probe named after an image reference (with `/`) is one path segment.
-    pub fn path(&self) -> String {
-        let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-        format!(
-            "/metrics/job@base64/{}/probe@base64/{}/location@base64/{}",
-            b64(&self.job),
-            b64(&self.probe),
-            b64(&self.location)
-        )
+    /// The group of one image's series.
+    pub fn image(job: &str, probe: &str, location: &str, image: &str) -> Group {
+        Group::of([("job", job), ("probe", probe), ("location", location), ("image", image)])
     }
+
+    /// The group of a shard's own gauges ([`metrics::shard_families`]).
+    pub fn shard(job: &str, location: &str, index: u32) -> Group {
+        Group::of([("job", job), ("location", location), ("index", &index.to_string())])
+    }
+
+    fn of<const N: usize>(labels: [(&str, &str); N]) -> Group {
+        Group { labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+
+    /// A group as the read-back shows it: `job` first, the others by name.
+    fn from_labels(labels: &BTreeMap<String, String>) -> Group {
+        let job = labels.get("job").cloned().unwrap_or_default();
+        let others = labels.iter().filter(|(k, _)| k.as_str() != "job").map(|(k, v)| (k.clone(), v.clone()));
+        Group { labels: std::iter::once(("job".to_string(), job)).chain(others).collect() }
+    }
+
+    /// The value of a grouping label.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// `/metrics/job@base64/…/probe@base64/…`: base64url, so a value with `/`
+    /// (an image reference) is one path segment; `=` for an empty value.
+    pub fn path(&self) -> String {
+        let b64 = |v: &str| match v {
+            "" => "=".to_string(),
+            v => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v),
+        };
+        let mut path = "/metrics".to_string();
+        for (name, value) in &self.labels {
+            path.push_str(&format!("/{name}@base64/{}", b64(value)));
+        }
+        path
+    }
+}
+
+/// What the Pushgateway holds for one `job` and `location`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadBack {
+    /// Every series' history, as the last pushes left it.
+    pub history: History,
+    /// Every group of the job and location.
+    pub groups: Vec<Group>,
 }
 
 /// A Pushgateway to push to and read back from.
@@ -147,17 +188,13 @@ impl Pushgateway {
         self.client.name()
     }
 
-    pub fn group(&self, probe: &str, location: &str) -> Group {
-        Group { job: self.job.clone(), probe: probe.to_string(), location: location.to_string() }
-    }
-
-    /// The history of every series in `groups`, as the last pushes left it.
+    /// Every group of this job at `location`, and the history of their series.
     /// Alerts wait for it, so it gets a few seconds, not the full retry budget.
-    pub async fn read_back(&self, groups: &[Group]) -> Result<History, DeliveryError> {
+    pub async fn read_back(&self, location: &str) -> Result<ReadBack, DeliveryError> {
         let url = self.client.url("/api/v1/metrics")?;
         let client = self.client.with_policy(READ_BACK_POLICY);
         let body = client.send(reqwest::Method::GET, &url, None).await?;
-        parse_read_back(&body, groups).map_err(|message| DeliveryError {
+        parse_read_back(&body, &self.job, location).map_err(|message| DeliveryError {
             endpoint: self.name(),
             message,
             attempts: 1,
@@ -171,10 +208,16 @@ impl Pushgateway {
         let body = encode_protobuf(families);
         self.client.send(reqwest::Method::POST, &url, Some((PROTOBUF_CONTENT_TYPE, body))).await.map(|_| ())
     }
+
+    /// `DELETE` the group: its series are gone (an image no longer probed).
+    pub async fn delete(&self, group: &Group) -> Result<(), DeliveryError> {
+        let url = self.client.url(&group.path())?;
+        self.client.send(reqwest::Method::DELETE, &url, None).await.map(|_| ())
+    }
 }
 
 #[derive(Deserialize)]
-struct ReadBack {
+struct Answer {
     status: String,
     #[serde(default)]
     data: Vec<ReadBackGroup>,
@@ -200,20 +243,22 @@ struct ReadBackMetric {
     value: Option<String>,
 }
 
-/// The series histories in the `/api/v1/metrics` answer that belong to `groups`.
-pub fn parse_read_back(body: &[u8], groups: &[Group]) -> Result<History, String> {
-    let answer: ReadBack = serde_json::from_slice(body)
+/// The groups of `job` at `location` in an `/api/v1/metrics` answer, and the
+/// history of their series.
+pub fn parse_read_back(body: &[u8], job: &str, location: &str) -> Result<ReadBack, String> {
+    let answer: Answer = serde_json::from_slice(body)
         .map_err(|e| format!("/api/v1/metrics is not the expected JSON: {}", json_error(&e)))?;
     if answer.status != "success" {
         return Err(format!("/api/v1/metrics answered status {:?}", answer.status));
     }
-    let mut history = History::new();
+    let mut read = ReadBack::default();
+    let history = &mut read.history;
     for group in answer.data {
-        let label = |k: &str| group.labels.get(k).cloned().unwrap_or_default();
-        let this = Group { job: label("job"), probe: label("probe"), location: label("location") };
-        if !groups.contains(&this) {
+        let this = Group::from_labels(&group.labels);
+        if this.get("job") != Some(job) || this.get("location").unwrap_or_default() != location {
             continue;
         }
+        read.groups.push(this);
         for (name, raw) in &group.families {
             let Some(short) = name.strip_prefix(&format!("{}_", metrics::PREFIX)) else { continue };
             let Ok(family) = serde_json::from_value::<ReadBackFamily>(raw.clone()) else { continue };
@@ -239,7 +284,9 @@ pub fn parse_read_back(body: &[u8], groups: &[Group]) -> Result<History, String>
             }
         }
     }
-    Ok(history)
+    read.groups.sort();
+    read.groups.dedup();
+    Ok(read)
 }
 
 fn reason_named(name: &str) -> Option<Reason> {
@@ -252,11 +299,12 @@ mod tests {
 
     #[test]
     fn group_paths_are_base64url() {
-        let group = Group { job: "pullprobe".into(), probe: "127.0.0.1:5000/a:b".into(), location: "eqiad".into() };
+        let group = Group::image("pullprobe", "p", "eqiad", "127.0.0.1:5000/a:b");
         assert_eq!(
             group.path(),
-            "/metrics/job@base64/cHVsbHByb2Jl/probe@base64/MTI3LjAuMC4xOjUwMDAvYTpi/location@base64/ZXFpYWQ"
+            "/metrics/job@base64/cHVsbHByb2Jl/probe@base64/cA/location@base64/ZXFpYWQ/image@base64/MTI3LjAuMC4xOjUwMDAvYTpi"
         );
+        assert_eq!(Group::shard("pullprobe", "", 3).path(), "/metrics/job@base64/cHVsbHByb2Jl/location@base64/=/index@base64/Mw");
     }
 
     #[test]
@@ -289,9 +337,19 @@ mod tests {
            "push_time_seconds":{"type":"GAUGE","metrics":[{"labels":{},"value":"1"}]}},
           {"labels":{"job":"pullprobe","probe":"other","location":"eqiad"},
            "pullprobe_probe_consecutive_failures":{"type":"GAUGE","metrics":[
-             {"labels":{"probe":"other","image":"r/i:1","registry":"r","frontend":"f","platform":"linux/amd64"},"value":"9"}]}}]}"#;
-        let groups = [Group { job: "pullprobe".into(), probe: "p".into(), location: "eqiad".into() }];
-        let history = parse_read_back(body, &groups).unwrap();
+             {"labels":{"probe":"other","image":"r/i:1","registry":"r","frontend":"f","platform":"linux/amd64"},"value":"9"}]}},
+          {"labels":{"job":"someone-else","probe":"p","location":"eqiad","image":"r/i:1"},
+           "pullprobe_probe_consecutive_failures":{"type":"GAUGE","metrics":[
+             {"labels":{"probe":"p","image":"r/i:1","registry":"r","frontend":"g","platform":"linux/amd64"},"value":"7"}]}},
+          {"labels":{"job":"pullprobe","location":"codfw","index":"0"},
+           "pullprobe_shard_info":{"type":"GAUGE","metrics":[{"labels":{"index":"0","total":"2"},"value":"1"}]}}]}"#;
+        let read = parse_read_back(body, "pullprobe", "eqiad").unwrap();
+        let legacy = |probe: &str| {
+            let labels = [("job", "pullprobe"), ("probe", probe), ("location", "eqiad")];
+            Group::from_labels(&labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        };
+        assert_eq!(read.groups, [legacy("other"), legacy("p")]);
+        let history: History = read.history.into_iter().filter(|(k, _)| k.probe == "p").collect();
         assert_eq!(history.len(), 1);
         let state = history.values().next().unwrap();
         assert_eq!(state.consecutive_failures, 3);

@@ -15,14 +15,21 @@ use crate::output::history::{History, unix_seconds};
 use crate::output::http::RetryPolicy;
 use crate::probe::discover::Coverage;
 use crate::result::ProbeResult;
+use crate::shard::Shard;
 
-/// Delivery failures, by replica, since start (for `/metrics`).
+/// Sends this shard's alerts; counts delivery failures by replica since start (for `/metrics`).
 #[derive(Default)]
 pub struct AlertSender {
+    /// Alerts of another shard's images are that shard's to resolve.
+    shard: Shard,
     failures: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl AlertSender {
+    pub fn new(shard: Shard) -> Self {
+        AlertSender { shard, failures: Default::default() }
+    }
+
     pub async fn after_run(
         &self,
         config: &Config,
@@ -47,6 +54,7 @@ impl AlertSender {
         let mut settings = AlertSettings::from_config(am, config.alerting.after);
         settings.severities.insert(probe.name.clone(), probe.severity);
         settings.owned_probes = BTreeSet::from([probe.name.clone()]);
+        settings.shard = self.shard;
         if let Some(coverage) = coverage {
             settings.carried = coverage.candidates.iter().map(|image| (probe.name.clone(), image.clone())).collect();
         }

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::config::{Config, ConfigError};
 use crate::serve::alerts::AlertSender;
 use crate::serve::state::ServeState;
+use crate::shard::Shard;
 
 /// How often the config file is checked for changes.
 const CONFIG_POLL: Duration = Duration::from_secs(2);
@@ -48,7 +49,7 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Run until SIGTERM/SIGINT. Errors are for startup only (bad config, port in use).
-pub async fn run(config_path: PathBuf, listen: SocketAddr) -> Result<(), ServeError> {
+pub async fn run(config_path: PathBuf, listen: SocketAddr, shard: Shard) -> Result<(), ServeError> {
     let config = Config::load(&config_path)?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| ServeError::Listen { address: listen, source })?;
@@ -57,8 +58,8 @@ pub async fn run(config_path: PathBuf, listen: SocketAddr) -> Result<(), ServeEr
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
-    let state = Arc::new(ServeState::new(config_path.clone(), config));
-    let alerts = Arc::new(AlertSender::default());
+    let state = Arc::new(ServeState::new(config_path.clone(), config, shard));
+    let alerts = Arc::new(AlertSender::new(shard));
     let (stop_server, server_stopped) = watch::channel(false);
     let app = http::router(state.clone(), alerts.clone());
     let server = tokio::spawn(async move {
@@ -69,7 +70,7 @@ pub async fn run(config_path: PathBuf, listen: SocketAddr) -> Result<(), ServeEr
             })
             .await
     });
-    tracing::info!(listen = %local, config = %config_path.display(), "serving");
+    tracing::info!(listen = %local, config = %config_path.display(), shard = %shard, "serving");
 
     let mut stamp = file_stamp(&config_path);
     let mut poll = tokio::time::interval(CONFIG_POLL);

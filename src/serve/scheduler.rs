@@ -65,11 +65,13 @@ async fn probe_loop(
         if scheduled.elapsed() > interval / 10 + Duration::from_secs(1) {
             state.count_late_run(&probe.name);
         }
-        let (results, coverage) = run_once(config, probe, &permits, round).await;
+        let (results, coverage, owned) = run_once(state, config, probe, &permits, round).await;
         round += 1;
-        if results.is_empty() {
+        state.record_owned(&probe.name, owned);
+        if results.is_empty() && owned != Some(0) {
             // Nothing was probed (the probe could not be planned; logged): keep the
             // last series rather than wiping them, so staleness alerts see the gap.
+            // (A probe all of whose images another shard owns has no series here.)
             continue;
         }
         for r in &results {
@@ -91,24 +93,28 @@ async fn probe_loop(
     }
 }
 
-/// One run of `probe`, planned and run like any other, every job holding one
-/// of the shared permits: its results, and what a discovery rule stands for.
-/// No results when the probe cannot be planned (logged).
+/// One run of `probe` (the images of this shard), planned and run like any
+/// other, every job holding one of the shared permits: its results, what a
+/// discovery rule stands for, and how many units this shard owns (`None` when
+/// a discovery failed). No results when the probe cannot be planned (logged).
 async fn run_once(
+    state: &ServeState,
     config: &Config,
     probe: &ProbeConfig,
     permits: &Arc<Semaphore>,
     round: u64,
-) -> (Vec<ProbeResult>, Option<Coverage>) {
+) -> (Vec<ProbeResult>, Option<Coverage>, Option<usize>) {
     let slot = plan::clock_slot(config.interval_for(probe));
-    let mut planned = match plan::plan_probe(config, probe, &Overrides::default(), slot).await {
+    let overrides = Overrides { shard: state.shard, ..Overrides::default() };
+    let mut planned = match plan::plan_probe(config, probe, &overrides, slot).await {
         Ok(planned) => planned,
         Err(e) => {
             tracing::error!(probe = %probe.name, error = %e, "cannot plan the probe");
-            return (Vec::new(), None);
+            return (Vec::new(), None, None);
         }
     };
     let coverage = planned.coverage.remove(&probe.name);
+    let owned = planned.owned.get(&probe.name).map(|units| units.len());
     let options = RoundOptions { permits: Some(permits.clone()), ..RoundOptions::of(config, round) };
-    (run::run(planned.jobs, options).await, coverage)
+    (run::run(planned.jobs, options).await, coverage, owned)
 }

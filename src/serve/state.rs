@@ -13,12 +13,15 @@ use crate::output::history::{self, History, SeriesKey};
 use crate::output::metrics::{self, RunCounters};
 use crate::probe::discover;
 use crate::result::{Check, ProbeResult};
+use crate::shard::Shard;
 
 /// Results kept per probe for the status page.
 pub const RECENT_RESULTS: usize = 10;
 
 pub struct ServeState {
     pub config_path: PathBuf,
+    /// The share of the images this process probes (`--shard`).
+    pub shard: Shard,
     config: RwLock<Arc<Config>>,
     series: Mutex<Series>,
     counters: RwLock<RunCounters>,
@@ -36,6 +39,8 @@ struct Series {
     layer_reads: BTreeMap<(SeriesKey, String), f64>,
     /// Per discovery probe: what its rule stands for now, and when each was last probed.
     discovery: BTreeMap<String, RuleCoverage>,
+    /// Per probe: the units (images, canaries) this shard owned at its last run.
+    owned: BTreeMap<String, usize>,
 }
 
 /// A discovery rule's candidates and when each was last probed (or first seen,
@@ -52,9 +57,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ServeState {
-    pub fn new(config_path: PathBuf, config: Config) -> Self {
+    pub fn new(config_path: PathBuf, config: Config, shard: Shard) -> Self {
         ServeState {
             config_path,
+            shard,
             config: RwLock::new(Arc::new(config)),
             series: Mutex::new(Series::default()),
             counters: RwLock::new(RunCounters::default()),
@@ -93,6 +99,7 @@ impl ServeState {
         s.late_runs.retain(|k, _| names.contains(k));
         s.layer_reads.retain(|k, _| names.contains(&k.0.probe));
         s.discovery.retain(|k, _| names.contains(k));
+        s.owned.retain(|k, _| names.contains(k));
         s.reloads.entry("success").and_modify(|n| *n += 1).or_insert(1);
     }
 
@@ -167,6 +174,14 @@ impl ServeState {
         }
     }
 
+    /// How many units of `probe` this shard owns now (`None`: unknown this run, a
+    /// discovery failed; the last count stands).
+    pub fn record_owned(&self, probe: &str, owned: Option<usize>) {
+        if let Some(owned) = owned {
+            lock(&self.series).owned.insert(probe.to_string(), owned);
+        }
+    }
+
     pub fn count_late_run(&self, probe: &str) {
         *lock(&self.series).late_runs.entry(probe.to_string()).or_default() += 1;
     }
@@ -188,7 +203,7 @@ impl ServeState {
 
     /// `/metrics`: the gauges of every series' last run, the run counters, and serve's own.
     pub fn metric_families(&self) -> Vec<GaugeFamily> {
-        let (latest, history, late, reloads, reads, discovery) = {
+        let (latest, history, late, reloads, reads, discovery, owned) = {
             let s = lock(&self.series);
             (
                 s.latest.values().cloned().collect::<Vec<_>>(),
@@ -197,6 +212,7 @@ impl ServeState {
                 s.reloads.clone(),
                 s.layer_reads.clone(),
                 s.discovery.clone(),
+                s.owned.values().sum::<usize>(),
             )
         };
         let now = history::unix_seconds(time::OffsetDateTime::now_utc());
@@ -207,8 +223,10 @@ impl ServeState {
             *entry = entry.max(age);
         }
         let mut families = metrics::gauge_families(&latest, &history);
-        let severities = self.config().probes.iter().map(|p| (p.name.clone(), p.severity)).collect();
+        let config = self.config();
+        let severities = config.probes.iter().map(|p| (p.name.clone(), p.severity)).collect();
         families.push(metrics::probe_info(&latest, &severities));
+        families.extend(metrics::shard_families(self.shard, &config.defaults.location, owned));
         families.push(GaugeFamily {
             name: "coverage_oldest_layer_read_age_seconds",
             help: "Seconds since the least recently read layer of the image was last read in full through this frontend",

@@ -9,6 +9,7 @@ use crate::platform::PlatformSelection;
 use crate::probe::connection::ConnectionOverrides;
 use crate::probe::plan::{self, Overrides, Plan, PlanError};
 use crate::probe::run::{Job, RoundOptions};
+use crate::shard::Shard;
 
 /// One run the command line asks for, as given (DESIGN.md, "Commands").
 #[derive(Debug, Clone, Default)]
@@ -31,6 +32,8 @@ pub struct Request {
     pub no_push: bool,
     /// The round number (default: the wall clock over the interval).
     pub round: Option<u64>,
+    /// `--shard`: only the images this shard owns ([`Shard::ALL`] without it).
+    pub shard: Shard,
 }
 
 impl Request {
@@ -81,11 +84,15 @@ pub async fn plan_command(request: &Request) -> Result<CommandPlan, PlanError> {
         },
         platforms,
         expect_paths: request.expect_paths.clone(),
+        shard: request.shard,
     };
     let base = config.clone().unwrap_or_default();
     let mut planned = Plan::default();
     for raw in &request.images {
-        planned.jobs.push(Job::Pull(plan::job_for_image(&base, raw, &overrides).await?));
+        let job = plan::job_for_image(&base, raw, &overrides).await?;
+        if request.shard.owns(&job.target.image.to_string()) {
+            planned.jobs.push(Job::Pull(job));
+        }
     }
     let mut skipped_canaries = 0;
     if let Some(config) = &config {
@@ -98,7 +105,8 @@ pub async fn plan_command(request: &Request) -> Result<CommandPlan, PlanError> {
             planned.extend(plan::plan_probe(config, probe, &overrides, slot).await?);
         }
     }
-    if planned.jobs.is_empty() {
+    // A shard may own nothing of a small config: an empty run, not a mistake.
+    if planned.jobs.is_empty() && !request.shard.is_split() {
         return Err(PlanError::NothingToProbe { skipped_canaries });
     }
     let round = request.round.unwrap_or_else(|| plan::clock_slot(base.defaults.interval));

@@ -5,15 +5,15 @@
 //!
 //! [`plan_probe`] plans one configured probe of any kind; a discovery rule is
 //! expanded there, once per run, into one pull job per image, and what the rule
-//! learns about an image travels on its job. A step that narrows a run by
-//! image (a shard of the images) belongs at the end of [`plan_probe`], after
-//! that expansion: one `retain` over [`Plan::jobs`], the same in every mode.
+//! learns about an image travels on its job. The shard ([`crate::shard`])
+//! narrows the run after that expansion and before any job is built (no DNS
+//! lookups, no credentials for images another shard owns), the same in every mode.
 //! [`command`] plans what the command line asks for, [`jobs`] builds one job.
 
 pub mod command;
 pub mod jobs;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind};
@@ -21,6 +21,7 @@ use crate::platform::{PlatformError, PlatformSelection};
 use crate::probe::connection::ConnectionOverrides;
 use crate::probe::discover::{self, Coverage, Found, RuleError};
 use crate::probe::run::{Job, PullJob};
+use crate::shard::{self, Shard};
 
 pub use self::command::{CommandPlan, Request, plan_command};
 pub use self::jobs::{job_for_image, job_for_probe};
@@ -33,6 +34,8 @@ pub struct Overrides {
     pub platforms: Option<PlatformSelection>,
     /// `--expect-path`: paths that must exist, added to every probe's `expect:`.
     pub expect_paths: Vec<String>,
+    /// `--shard`: only the images this shard owns.
+    pub shard: Shard,
 }
 
 /// Why a run cannot be planned: pullprobe's own problem (a usage or config
@@ -90,17 +93,32 @@ pub struct Plan {
     /// Per discovery probe (by name), failed or not: what its rule stands for
     /// now, so series of images it did not probe this run are kept.
     pub coverage: BTreeMap<String, Coverage>,
+    /// Per probe whose images are all known this run (not one whose discovery
+    /// failed): the `image` labels of the units ([`shard::unit`]) this shard
+    /// owns, probed this run or not. What an output still holds of that probe
+    /// under another image of this shard's is gone.
+    pub owned: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Plan {
-    fn of(job: Job) -> Plan {
-        Plan { jobs: vec![job], ..Plan::default() }
+    /// The plan of a probe of one unit: its job and `image` label, if this shard owns it.
+    fn of(probe: &str, job: Option<(String, Job)>) -> Plan {
+        let (label, jobs): (BTreeSet<String>, Vec<Job>) = job.into_iter().unzip();
+        Plan { jobs, owned: BTreeMap::from([(probe.to_string(), label)]), ..Plan::default() }
     }
 
     /// The jobs of `other` after this plan's.
     pub fn extend(&mut self, other: Plan) {
         self.jobs.extend(other.jobs);
         self.coverage.extend(other.coverage);
+        for (probe, units) in other.owned {
+            self.owned.entry(probe).or_default().extend(units);
+        }
+    }
+
+    /// How many units (images, canaries) this shard owns.
+    pub fn owned_units(&self) -> usize {
+        self.owned.values().map(BTreeSet::len).sum()
     }
 
     /// The probes the run has jobs of.
@@ -144,11 +162,27 @@ pub async fn plan_probe(
     slot: u64,
 ) -> Result<Plan, PlanError> {
     let connection = &overrides.connection;
+    let shard = overrides.shard;
     let found = match &probe.kind {
         ProbeKind::Image { tags: None, .. } => {
-            return Ok(Plan::of(Job::Pull(job_for_probe(config, probe, overrides).await?)));
+            let (image, _) = config.resolve_image(probe).map_err(|e| PlanError::probe(&probe.name, e.to_string()))?;
+            let label = image.to_string();
+            let job = match shard.owns(&label) {
+                true => Some((label, Job::Pull(job_for_probe(config, probe, overrides).await?))),
+                false => None,
+            };
+            return Ok(Plan::of(&probe.name, job));
         }
-        ProbeKind::Canary(_) => return Ok(Plan::of(Job::Canary(jobs::canary_job(config, probe, overrides).await?))),
+        ProbeKind::Canary(_) => {
+            let job = match shard.owns(shard::unit(true, &probe.name, "")) {
+                true => {
+                    let job = jobs::canary_job(config, probe, overrides).await?;
+                    Some((job.repository.name(), Job::Canary(job)))
+                }
+                false => None,
+            };
+            return Ok(Plan::of(&probe.name, job));
+        }
         ProbeKind::Image { tags: Some(rule), .. } => {
             let (repository, registry) =
                 config.resolve_image(probe).map_err(|e| PlanError::probe(&probe.name, e.to_string()))?;
@@ -157,10 +191,17 @@ pub async fn plan_probe(
         ProbeKind::Catalog(rule) => discover::catalog(config, probe, rule, connection, slot).await?,
         ProbeKind::Kubernetes(rule) => discover::kubernetes(config, probe, rule, connection).await?,
     };
-    let Found { targets, coverage, failure } = found;
+    let Found { targets, mut coverage, failure } = found;
     let mut plan = Plan::default();
-    plan.jobs.extend(failure.map(Job::DiscoveryFailed));
-    for target in targets {
+    coverage.candidates.retain(|image| shard.owns(image));
+    match failure {
+        // The listing's failure is one unit (what was listed), paged by one shard.
+        Some(failure) => plan.jobs.extend(shard.owns(&failure.image).then_some(Job::DiscoveryFailed(failure))),
+        None => {
+            plan.owned.insert(probe.name.clone(), coverage.candidates.iter().cloned().collect());
+        }
+    }
+    for target in targets.into_iter().filter(|t| shard.owns(&t.image.to_string())) {
         plan.jobs.push(Job::Pull(jobs::discovered_job(config, probe, target, overrides).await?));
     }
     plan.coverage.insert(probe.name.clone(), coverage);
