@@ -142,7 +142,8 @@ impl PodIdentity {
             .ok()
             .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
             .map(|h| h.trim().to_string());
-        let env = POD_VARIABLES.iter().filter_map(|&name| Some((name.to_string(), std::env::var(name).ok()?))).collect();
+        let env =
+            POD_VARIABLES.iter().filter_map(|&name| Some((name.to_string(), std::env::var(name).ok()?))).collect();
         PodIdentity { env, hostname }
     }
 
@@ -170,9 +171,9 @@ pub fn resolve(spec: Option<ShardSpec>, shards: Option<u32>, identity: &PodIdent
                     let text = identity.var("PULLPROBE_SHARDS").ok_or_else(|| {
                         ShardError("`auto` needs the shard count: --shards N or PULLPROBE_SHARDS".into())
                     })?;
-                    text.trim().parse().map_err(|_| {
-                        ShardError(format!("PULLPROBE_SHARDS={:?} is not a whole number", clip(text)))
-                    })?
+                    text.trim()
+                        .parse()
+                        .map_err(|_| ShardError(format!("PULLPROBE_SHARDS={:?} is not a whole number", clip(text))))?
                 }
             };
             let index = auto_index(identity)?;

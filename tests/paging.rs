@@ -218,13 +218,20 @@ async fn pushgateway_keeps_last_success_counts_failures_and_drives_after() {
             alertmanager.url()
         ),
     );
+    // One group for the image's series, one for the prober's own (its shard).
     let group = || {
         let groups = pushgateway.groups();
         let ours: Vec<&Value> = groups.iter().filter(|g| g["labels"]["job"] == "pullprobe-test").collect();
-        assert_eq!(ours.len(), 1, "one group: {groups:#?}");
-        assert_eq!(ours[0]["labels"]["probe"], "golden");
-        assert_eq!(ours[0]["labels"]["location"], "test-site");
-        ours[0].clone()
+        assert_eq!(ours.len(), 2, "two groups: {groups:#?}");
+        let shard = ours.iter().find(|g| g["labels"].get("probe").is_none()).expect("the shard's group");
+        assert_eq!(shard["labels"]["index"], "0");
+        let (_, value, labels) = series(shard, "shard_info").expect("shard_info");
+        assert_eq!((value, &labels["total"]), (1.0, &Value::from("1")));
+        let images: Vec<&&Value> = ours.iter().filter(|g| g["labels"].get("probe").is_some()).collect();
+        assert_eq!(images[0]["labels"]["probe"], "golden");
+        assert_eq!(images[0]["labels"]["image"], image.reference.as_str());
+        assert_eq!(images[0]["labels"]["location"], "test-site");
+        (*images[0]).clone()
     };
 
     // A passing run sets the last success.

@@ -80,7 +80,12 @@ fn delivery_context(
         shard: request.shard,
         location: config.defaults.location.clone(),
         owned: if narrowed { Default::default() } else { planned.owned.clone() },
-        canaries: config.probes.iter().filter(|p| matches!(p.kind, crate::config::ProbeKind::Canary(_))).map(|p| p.name.clone()).collect(),
+        canaries: config
+            .probes
+            .iter()
+            .filter(|p| matches!(p.kind, crate::config::ProbeKind::Canary(_)))
+            .map(|p| p.name.clone())
+            .collect(),
     };
     (config.alerting.clone(), context)
 }

@@ -231,11 +231,8 @@ mod tests {
             let shard = Shard { index, total: 3 };
             // The catalog now stands for the first 30 images; a run of shard `index` probed some.
             let owned = images[..30].iter().filter(|i| shard.owns(i)).cloned().collect();
-            let context = RunContext {
-                shard,
-                owned: BTreeMap::from([("catalog".to_string(), owned)]),
-                ..RunContext::default()
-            };
+            let context =
+                RunContext { shard, owned: BTreeMap::from([("catalog".to_string(), owned)]), ..RunContext::default() };
             let stale: Vec<&str> = context.stale(&groups).filter_map(|g| g.get("image")).collect();
             let expected: Vec<&str> = images[30..].iter().map(String::as_str).filter(|i| shard.owns(i)).collect();
             assert_eq!(stale, expected, "shard {shard}");

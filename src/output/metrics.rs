@@ -188,7 +188,8 @@ pub fn probe_info(results: &[ProbeResult], severities: &BTreeMap<String, Severit
 /// (the total as a value, for the rule that counts the shards reporting) and
 /// `shard_images{location, index}`. One shard of one when nothing is split.
 pub fn shard_families(shard: Shard, location: &str, owned: usize) -> Vec<GaugeFamily> {
-    let labels = || vec![("location".to_string(), location.to_string()), ("index".to_string(), shard.index.to_string())];
+    let labels =
+        || vec![("location".to_string(), location.to_string()), ("index".to_string(), shard.index.to_string())];
     let sample = |labels, value| vec![Sample { labels, value }];
     vec![
         GaugeFamily {

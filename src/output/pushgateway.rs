@@ -304,7 +304,10 @@ mod tests {
             group.path(),
             "/metrics/job@base64/cHVsbHByb2Jl/probe@base64/cA/location@base64/ZXFpYWQ/image@base64/MTI3LjAuMC4xOjUwMDAvYTpi"
         );
-        assert_eq!(Group::shard("pullprobe", "", 3).path(), "/metrics/job@base64/cHVsbHByb2Jl/location@base64/=/index@base64/Mw");
+        assert_eq!(
+            Group::shard("pullprobe", "", 3).path(),
+            "/metrics/job@base64/cHVsbHByb2Jl/location@base64/=/index@base64/Mw"
+        );
     }
 
     #[test]
