@@ -28,7 +28,7 @@ fn prometheus_rules_pass_promtool_check_and_unit_tests() {
         Duration::from_secs(60),
     );
     assert_eq!(check.code, 0, "promtool check rules:\n{}{}", check.stdout, check.stderr);
-    assert!(check.stdout.contains("SUCCESS: 5 rules found"), "{}", check.stdout);
+    assert!(check.stdout.contains("SUCCESS: 6 rules found"), "{}", check.stdout);
     let test = run_with_timeout(
         Command::new(&promtool).arg("test").arg("rules").arg("pullprobe.rules.test.yml").current_dir(&dir),
         Duration::from_secs(60),
