@@ -103,7 +103,8 @@ fn families_in_code() -> BTreeMap<String, (String, Option<BTreeSet<String>>)> {
         })),
     ];
     let history = history::advance(&History::new(), &results);
-    let gauges = metrics::gauge_families(&results, &history);
+    let mut gauges = metrics::gauge_families(&results, &history);
+    gauges.extend(metrics::shard_families(pullprobe::shard::Shard { index: 1, total: 2 }, "eqiad", 3));
     let counters = RunCounters::default();
     counters.observe(&results);
     let text = metrics::encode_text(&gauges, Some(&counters));
