@@ -170,11 +170,11 @@ impl Rendered {
         serde_saphyr::from_str::<Value>(self.probes_yaml()).expect("probes.yaml parses")
     }
 
-    /// The pod spec of the CronJob's Job, or of the Deployment.
+    /// The pod spec of the CronJob's Job, of the Deployment, or of the StatefulSet (shards).
     pub fn pod_spec(&self) -> &Value {
         match self.find("CronJob") {
             Some(cronjob) => &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"],
-            None => &self.get("Deployment")["spec"]["template"]["spec"],
+            None => &self.find("StatefulSet").unwrap_or_else(|| self.get("Deployment"))["spec"]["template"]["spec"],
         }
     }
 

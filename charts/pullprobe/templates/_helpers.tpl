@@ -389,6 +389,24 @@ volumes:
 {{- end }}
 
 {{/*
+"true" when the images are split over more than one pod (shards > 1), else empty.
+*/}}
+{{- define "pullprobe.sharded" -}}
+{{- if gt (int .Values.shards) 1 }}true{{- end }}
+{{- end }}
+
+{{/*
+The arguments that make each pod its shard: the index from the pod (Indexed Job
+or StatefulSet), the count from the chart.
+*/}}
+{{- define "pullprobe.shardArgs" -}}
+- --shard
+- auto
+- --shards
+- {{ .Values.shards | quote }}
+{{- end }}
+
+{{/*
 Container fields both modes share, after `args`.
 */}}
 {{- define "pullprobe.containerCommon" -}}
@@ -398,9 +416,20 @@ securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 resources:
   {{- toYaml .Values.resources | nindent 2 }}
-{{- with .Values.extraEnv }}
+{{- $statefulShards := and (eq .Values.mode "deployment") (include "pullprobe.sharded" .) }}
+{{- if or .Values.extraEnv $statefulShards }}
 env:
+  {{- if $statefulShards }}
+  # The StatefulSet pod's ordinal (Kubernetes 1.28+); without the label,
+  # pullprobe falls back to the host name's -<ordinal>.
+  - name: PULLPROBE_SHARD_INDEX
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.labels['apps.kubernetes.io/pod-index']
+  {{- end }}
+  {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 volumeMounts:
   {{- include "pullprobe.volumeMounts" . | nindent 2 }}
