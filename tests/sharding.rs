@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use common::images;
 use common::monitoring::{Alertmanager, Pushgateway, Webhook};
+use common::serve::Serve;
 use common::{Pushed, Registry, json_results, push, run_pullprobe_with};
 use image_builder::{Format, Image, ImageBuilder, LayerBuilder, LayerCompression};
 use pullprobe::shard::owner;
@@ -141,6 +142,53 @@ async fn every_image_is_probed_by_exactly_one_shard() {
     let idle = (0..64u32).find(|&i| units.iter().all(|u| owner(u, 64) != i)).expect("an idle shard of 64");
     let (code, stdout, stderr) = now(&config, &["--shard", &format!("{idle}/64")], &[]);
     assert_eq!((code, json_results(&stdout).len()), (0, 0), "{stdout}\n{stderr}");
+}
+
+/// The `image` labels of `family`'s series in a `/metrics` text.
+fn images_in_metrics(text: &str, family: &str) -> BTreeSet<String> {
+    let prefix = format!("{family}{{");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|labels| labels.split("image=\"").nth(1)?.split('"').next().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_shards_export_disjoint_series_and_their_shard() {
+    let registry = Registry::start();
+    let images = fleet(&registry, 6).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &registry, 100, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("defaults:\n", "defaults:\n  interval: 2s\n");
+    std::fs::write(&config, text).unwrap();
+
+    // Two pods of a StatefulSet: the index from the host name, the count from the environment.
+    let pods: Vec<Serve> = (0..2)
+        .map(|index| {
+            let env = [("HOSTNAME".to_string(), format!("pullprobe-{index}")), ("PULLPROBE_SHARDS".into(), "2".into())];
+            Serve::start_with_args(&config, &["--shard", "auto"], &env)
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut owned = 0.0;
+    for (index, pod) in pods.iter().enumerate() {
+        let info = format!("pullprobe_shard_info{{location=\"test-site\",index=\"{index}\",total=\"2\"}} 1");
+        let mine: BTreeSet<String> =
+            images.iter().map(|i| i.reference.clone()).filter(|image| owner(image, 2) == index as u32).collect();
+        // Every image this shard owns has a result, and nothing else does.
+        let metrics = pod.wait_for(
+            "/metrics",
+            |text| text.contains(&info) && images_in_metrics(text, "pullprobe_probe_success") == mine,
+            Duration::from_secs(30),
+        );
+        let images_line = metrics.lines().find(|l| l.starts_with("pullprobe_shard_images{")).expect("shard_images");
+        owned += images_line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+        assert!(seen.is_disjoint(&mine), "shard {index} probes images of another shard");
+        seen.extend(mine);
+    }
+    assert_eq!(seen.len(), images.len(), "every image has a shard");
+    // The catalog's images and the listed one: 7 units, split between the two.
+    assert_eq!(owned, (images.len() + 1) as f64);
 }
 
 #[test]

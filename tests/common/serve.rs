@@ -24,6 +24,11 @@ impl Serve {
     /// Started with `env` set (and `DOCKER_CONFIG` an empty directory unless `env` names one);
     /// returns once `/healthz` answers.
     pub fn start_with(config: &Path, env: &[(String, String)]) -> Serve {
+        Serve::start_with_args(config, &[], env)
+    }
+
+    /// [`Serve::start_with`], with extra arguments after `--listen` (`--shard auto`).
+    pub fn start_with_args(config: &Path, args: &[&str], env: &[(String, String)]) -> Serve {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("serve.log");
         let addr = format!("127.0.0.1:{}", free_port());
@@ -32,6 +37,7 @@ impl Serve {
             .args(["serve", "--log-json", "true", "-c"])
             .arg(config)
             .args(["--listen", &addr])
+            .args(args)
             .current_dir(dir.path())
             .env("DOCKER_CONFIG", dir.path())
             .env_remove("RUST_LOG")
