@@ -140,8 +140,14 @@ async fn every_image_is_probed_by_exactly_one_shard() {
     // A shard that owns none of the images has nothing to do, and says so by exiting 0.
     let units: Vec<String> = everything.iter().map(|(_, image)| image.clone()).collect();
     let idle = (0..64u32).find(|&i| units.iter().all(|u| owner(u, 64) != i)).expect("an idle shard of 64");
-    let (code, stdout, stderr) = now(&config, &["--shard", &format!("{idle}/64")], &[]);
+    let idle = format!("{idle}/64");
+    let (code, stdout, stderr) = now(&config, &["--shard", &idle], &[]);
     assert_eq!((code, json_results(&stdout).len()), (0, 0), "{stdout}\n{stderr}");
+    let config = config.to_str().unwrap();
+    let check = ["check", "--probe", "pinned", "--config", config, "--shard", &idle];
+    let (code, stdout, _) = run_pullprobe_with(&check, &[], None, RUN_TIMEOUT);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with(&format!("PULLPROBE OK - shard {idle} owns none of these images")), "{stdout}");
 }
 
 /// The `image` labels of `family`'s series in a `/metrics` text.

@@ -223,11 +223,54 @@ struct Answer {
     data: Vec<ReadBackGroup>,
 }
 
-#[derive(Deserialize)]
+/// One group of the answer: its labels and the families the history needs.
+/// The other families (most of a group) are skipped unread, so a Pushgateway
+/// holding thousands of images costs little more memory than its answer's bytes.
 struct ReadBackGroup {
     labels: BTreeMap<String, String>,
-    #[serde(flatten)]
-    families: BTreeMap<String, serde_json::Value>,
+    families: Vec<(String, serde_json::Value)>,
+}
+
+/// The full names of the families a read-back keeps.
+fn is_history_family(name: &str) -> bool {
+    let short = name.strip_prefix(metrics::PREFIX).and_then(|n| n.strip_prefix('_'));
+    matches!(
+        short,
+        Some(
+            metrics::CONSECUTIVE_FAILURES | metrics::LAST_SUCCESS | metrics::FAILING_SINCE | metrics::LAST_FAILURE_INFO
+        )
+    )
+}
+
+impl<'de> Deserialize<'de> for ReadBackGroup {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct GroupVisitor;
+        impl<'de> serde::de::Visitor<'de> for GroupVisitor {
+            type Value = ReadBackGroup;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Pushgateway group (an object with `labels`)")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ReadBackGroup, A::Error> {
+                let mut labels = None;
+                let mut families = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "labels" {
+                        labels = Some(map.next_value()?);
+                    } else if is_history_family(&key) {
+                        let family = map.next_value()?;
+                        families.push((key, family));
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                let labels = labels.ok_or_else(|| serde::de::Error::missing_field("labels"))?;
+                Ok(ReadBackGroup { labels, families })
+            }
+        }
+        deserializer.deserialize_map(GroupVisitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -261,7 +304,7 @@ pub fn parse_read_back(body: &[u8], job: &str, location: &str) -> Result<ReadBac
         read.groups.push(this);
         for (name, raw) in &group.families {
             let Some(short) = name.strip_prefix(&format!("{}_", metrics::PREFIX)) else { continue };
-            let Ok(family) = serde_json::from_value::<ReadBackFamily>(raw.clone()) else { continue };
+            let Ok(family) = ReadBackFamily::deserialize(raw) else { continue };
             for metric in family.metrics {
                 let Some(key) = SeriesKey::from_labels(&metric.labels) else { continue };
                 let Some(value) = metric.value.as_deref().and_then(|v| v.parse::<f64>().ok()) else { continue };
