@@ -645,7 +645,7 @@ impl Validator<'_> {
     fn catalog(&self, raw: &RawCatalog) -> Result<CatalogDiscovery> {
         let pattern = raw.pattern.as_ref().map(|p| self.regex("match", p)).transpose()?;
         let sample = match &raw.sample {
-            Some(n) => self.count("sample", n, 1, 1_000)? as usize,
+            Some(n) => self.count("sample", n, 1, 100_000)? as usize,
             None => 5,
         };
         let tag = match &raw.tag {
