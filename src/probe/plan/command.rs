@@ -62,6 +62,9 @@ pub async fn plan_command(request: &Request) -> Result<CommandPlan, PlanError> {
         (None, true) => Some(PathBuf::from("probes.yaml")),
         (None, false) => None,
     };
+    if let (None, Some(probe)) = (&config_path, request.probes.first()) {
+        return Err(PlanError::ProbeWithoutConfig(probe.clone()));
+    }
     let config = match &config_path {
         Some(path) => Some(Config::load(path)?),
         None => None,
@@ -138,6 +141,14 @@ mod tests {
         let path = dir.path().join("probes.yaml");
         std::fs::write(&path, CONFIG).expect("probes.yaml written");
         (dir, Request { config: Some(path), ..request })
+    }
+
+    #[tokio::test]
+    async fn a_probe_without_a_config_is_a_usage_error() {
+        let request = Request { images: vec!["alpine".into()], probes: vec!["golden".into()], ..Request::default() };
+        let error = plan_command(&request).await.expect_err("--probe without -c");
+        assert!(matches!(error, PlanError::ProbeWithoutConfig(_)), "{error:?}");
+        assert!(error.to_string().contains("needs the config"), "{error}");
     }
 
     #[tokio::test]

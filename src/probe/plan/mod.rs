@@ -59,6 +59,9 @@ pub enum PlanError {
     /// `--probe NAME` names no probe of the config.
     #[error("--probe {0:?}: no such probe in the config")]
     UnknownProbe(String),
+    /// `--probe NAME` with images and no `--config`: there is no probe to select.
+    #[error("--probe {0:?} needs the config that has it (-c probes.yaml); with an IMAGE and no -c there are no probes")]
+    ProbeWithoutConfig(String),
     /// No job left (with the canaries `--no-push` skipped).
     #[error("nothing to probe: give an IMAGE or a config with probes{}", skipped_canaries_note(*.skipped_canaries))]
     NothingToProbe { skipped_canaries: usize },
