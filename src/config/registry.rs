@@ -158,6 +158,15 @@ pub enum IpFamily {
 }
 
 impl IpFamily {
+    /// "IPv4", "IPv6" or "of any family", for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            IpFamily::Any => "of any family",
+            IpFamily::Ipv4 => "IPv4",
+            IpFamily::Ipv6 => "IPv6",
+        }
+    }
+
     /// Whether an address of this family may be used.
     pub fn allows(self, ip: IpAddr) -> bool {
         match self {

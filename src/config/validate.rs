@@ -291,6 +291,21 @@ impl Validator<'_> {
             registry.frontends = self.frontends(frontends)?;
         }
         registry.ip_family = raw.ip_family.unwrap_or_default();
+        if let (FrontendSet::List(list), Some(frontends)) = (&registry.frontends, &raw.frontends) {
+            let reachable = list.iter().any(|spec| match spec {
+                FrontendSpec::Address { ip, .. } => registry.ip_family.allows(*ip),
+                FrontendSpec::Endpoint { .. } => true,
+            });
+            if !reachable {
+                return Err(self.error(
+                    &frontends.referenced,
+                    format!(
+                        "`frontends`: no address is {}: `ip_family` leaves nothing to probe",
+                        registry.ip_family.describe()
+                    ),
+                ));
+            }
+        }
         if let Some(auth) = &raw.auth {
             registry.auth = self.auth(auth)?;
         }

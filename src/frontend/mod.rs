@@ -223,7 +223,9 @@ pub async fn configured_frontends(
                 }
             }
             if frontends.is_empty() {
-                return Err(format!("registry {:?}: {host} has no {:?} addresses", registry.name, registry.ip_family));
+                // None of `ip_family`: probed through the name, whose lookup then
+                // fails with `dns_error` (the transport keeps to the family) and pages.
+                return Ok(by_name());
             }
             Ok(frontends)
         }

@@ -39,6 +39,7 @@ pub fn transport_for(
         max_redirects: config.limits.max_redirects as usize,
         connect_timeout: Some(Duration::from_secs(10)),
         read_timeout: Some(Duration::from_secs(30)),
+        ip_family: registry.map(|r| r.ip_family).unwrap_or_default(),
         ..TransportOptions::default()
     };
     if let Some(tls) = registry.and_then(|r| r.tls.as_ref()) {

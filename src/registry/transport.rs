@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+use crate::config::IpFamily;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::auth::{AuthOptions, Authenticator};
 use crate::registry::errors::{DnsFailure, classify_transport, error_chain};
@@ -47,6 +48,9 @@ pub struct TransportOptions {
     pub response_timeout: Option<Duration>,
     /// Credentials and the token cache; `None`: anonymous (Bearer challenges still get anonymous tokens).
     pub auth: Option<AuthOptions>,
+    /// Only addresses of this family are connected to (`ip_family:`); a name
+    /// with none of them fails the lookup (`dns_error`). A pinned address is used as given.
+    pub ip_family: IpFamily,
 }
 
 /// The first-byte deadline of one pull: a third of its timeout, between 2 s and 30 s.
@@ -103,7 +107,7 @@ impl Transport {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("pullprobe/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::limited(options.max_redirects))
-            .dns_resolver(Arc::new(TimedResolver { slot: timings.clone() }))
+            .dns_resolver(Arc::new(TimedResolver { slot: timings.clone(), family: options.ip_family }))
             .connector_layer(TimedConnectLayer { slot: timings.clone() })
             .tls_info(true)
             .pool_max_idle_per_host(8);
@@ -297,26 +301,25 @@ async fn small_body(mut response: Response) -> Vec<u8> {
 /// a failed lookup is `dns_error` and not a generic connect failure.
 struct TimedResolver {
     slot: Arc<TimingSlot>,
+    family: IpFamily,
 }
 
 impl reqwest::dns::Resolve for TimedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let slot = self.slot.clone();
+        let family = self.family;
         let host = name.as_str().to_string();
         Box::pin(async move {
             let started = Instant::now();
             let result = tokio::net::lookup_host((host.as_str(), 0)).await;
             slot.record_dns(started.elapsed());
-            match result {
-                Ok(addrs) => {
-                    let addrs: Vec<SocketAddr> = addrs.collect();
-                    Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-                }
-                Err(cause) => {
-                    let failure = DnsFailure { host: host.clone(), cause };
-                    Err(Box::new(failure) as Box<dyn StdError + Send + Sync>)
-                }
+            let failure = |cause| Box::new(DnsFailure { host: host.clone(), cause }) as Box<dyn StdError + Send + Sync>;
+            let addrs: Vec<SocketAddr> = result.map_err(failure)?.filter(|a| family.allows(a.ip())).collect();
+            if addrs.is_empty() {
+                let why = format!("no {} address (ip_family: {family:?})", family.describe());
+                return Err(failure(std::io::Error::new(std::io::ErrorKind::NotFound, why)));
             }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
