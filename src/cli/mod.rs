@@ -113,6 +113,7 @@ fn init_logging() {
 fn validate(args: &ValidateArgs) -> ExitCode {
     match Config::load(&args.config)
         .and_then(|config| crate::frontend::node_config::check_files(&config).map(|()| config))
+        .and_then(|config| crate::probe::connection::check_all_files(&config).map(|()| config))
     {
         Ok(config) => {
             for warning in &config.warnings {

@@ -33,8 +33,8 @@ pub use probe::{
     ProbeKind, Severity, TagRule,
 };
 pub use registry::{
-    Auth, CloudAuth, CredentialProvider, FrontendAddressError, FrontendSet, FrontendSpec, IpFamily, NodeMirrors,
-    PasswordSource, RegistryConfig, TlsConfig,
+    Auth, CloudAuth, CredentialProvider, FileKey, FrontendAddressError, FrontendSet, FrontendSpec, IpFamily,
+    NodeMirrors, PasswordSource, RegistryConfig, TlsConfig,
 };
 pub use units::{DurationError, SizeError, format_duration, parse_duration, parse_size};
 

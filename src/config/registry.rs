@@ -20,6 +20,20 @@ pub struct RegistryConfig {
     pub ip_family: IpFamily,
     pub auth: Option<Auth>,
     pub tls: Option<TlsConfig>,
+    /// The files of pullprobe's own that `auth:` and `tls:` name, where they are
+    /// named: checked before a run, so that a missing or unreadable one is a
+    /// config error (exit 2, UNKNOWN, `pullprobe_config_error`), not a registry failure.
+    pub files: Vec<FileKey>,
+}
+
+/// A key of probes.yaml that names a file pullprobe reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileKey {
+    /// `ca_file`, `client_cert`, `client_key`, `password_file`, `docker_config`.
+    pub key: &'static str,
+    pub path: PathBuf,
+    /// Where the key's value is in probes.yaml.
+    pub position: Option<crate::config::Position>,
 }
 
 impl RegistryConfig {
@@ -31,6 +45,7 @@ impl RegistryConfig {
             ip_family: IpFamily::Any,
             auth: None,
             tls: None,
+            files: Vec::new(),
         }
     }
 

@@ -14,7 +14,7 @@ use super::raw::*;
 use super::units::{parse_duration, parse_size};
 use super::{
     AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, CloudAuth, Config,
-    CredentialProvider, Defaults, EndpointAccess, EndpointAuth, Expectations, FrontendSet, FrontendSpec,
+    CredentialProvider, Defaults, EndpointAccess, EndpointAuth, Expectations, FileKey, FrontendSet, FrontendSpec,
     KubernetesDiscovery, Limits, NodeMirrors, PasswordSource, PathExpectation, PathType, ProbeConfig, ProbeKind,
     PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule, TargetPattern, TlsConfig,
     unknown_registry,
@@ -312,6 +312,7 @@ impl Validator<'_> {
         if let Some(tls) = &raw.tls {
             registry.tls = Some(self.tls(tls)?);
         }
+        registry.files = self.file_keys(&raw);
         Ok(registry)
     }
 
@@ -546,6 +547,38 @@ impl Validator<'_> {
             }
         }
         Ok(CredentialProvider { command, args, env })
+    }
+
+    /// The files a registry's `tls:` and `auth:` name, with their positions (already validated).
+    fn file_keys(&self, raw: &RawRegistry) -> Vec<FileKey> {
+        let mut files = Vec::new();
+        let mut named = |key: &'static str, text: &Text| {
+            files.push(FileKey {
+                key,
+                path: PathBuf::from(text.value.trim()),
+                position: Position::from_location(text.referenced),
+            });
+        };
+        if let Some(tls) = &raw.tls {
+            for (key, text) in [
+                ("ca_file", &tls.value.ca_file),
+                ("client_cert", &tls.value.client_cert),
+                ("client_key", &tls.value.client_key),
+            ] {
+                text.iter().for_each(|t| named(key, t));
+            }
+        }
+        if let Some(Spanned { value: ScalarOr::Structured(auth), .. }) = &raw.auth {
+            auth.password_file.iter().for_each(|t| named("password_file", t));
+            if let Some(Spanned { value: Scalar::Text(path), referenced, .. }) = &auth.docker_config {
+                files.push(FileKey {
+                    key: "docker_config",
+                    path: PathBuf::from(path.trim()),
+                    position: Position::from_location(*referenced),
+                });
+            }
+        }
+        files
     }
 
     fn tls(&self, raw: &Spanned<RawTls>) -> Result<TlsConfig> {

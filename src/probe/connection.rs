@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::config::{Auth, Config, RegistryConfig};
+use crate::config::{Auth, Config, ConfigError, PasswordSource, RegistryConfig};
+use crate::redact;
 use crate::reference::ImageReference;
 use crate::registry::auth::AuthOptions;
+use crate::registry::credentials::read_password;
+use crate::registry::tls::{self, TlsSettings};
 use crate::registry::transport::TransportOptions;
 
 /// What the command line (or a `/probe` request) changes about connecting.
@@ -78,5 +81,59 @@ pub fn capped(configured: Duration, cap: Option<Duration>) -> Duration {
     match cap {
         Some(cap) => configured.min(cap),
         None => configured,
+    }
+}
+
+/// pullprobe's own files that a registry's `tls:` and `auth:` name, read and
+/// parsed as a run would read them. A missing, unreadable or malformed one is
+/// pullprobe's problem, not the registry's: a [`ConfigError`] at the key's
+/// position in probes.yaml (`now` exits 2, `check` is UNKNOWN, `serve` skips
+/// the probe and exports `pullprobe_config_error`), never a page to the
+/// registry's owners.
+pub fn check_files(config: &Config, registry: &RegistryConfig) -> Result<(), ConfigError> {
+    for file in &registry.files {
+        let problem = match file.key {
+            "password_file" => read_password(&PasswordSource::File(file.path.clone())).err().map(|e| e.message),
+            "docker_config" => docker_config_problem(&file.path),
+            "ca_file" => tls_problem(TlsSettings { ca_file: Some(&file.path), ..TlsSettings::default() }),
+            "client_cert" | "client_key" => registry.tls.as_ref().and_then(|tls| {
+                let settings = TlsSettings {
+                    client_cert: tls.client_cert.as_deref(),
+                    client_key: tls.client_key.as_deref(),
+                    ..TlsSettings::default()
+                };
+                tls_problem(settings).filter(|message| message.contains(file.key))
+            }),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            let message = format!(
+                "registry {:?}: `{}` {}: {problem} (a file of pullprobe's own: fix it here, the registry is not at fault)",
+                registry.name,
+                file.key,
+                file.path.display()
+            );
+            return Err(ConfigError::new(&config.file, file.position, message));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_files`] for every registry.
+pub fn check_all_files(config: &Config) -> Result<(), ConfigError> {
+    config.registries.iter().try_for_each(|registry| check_files(config, registry))
+}
+
+fn tls_problem(settings: TlsSettings<'_>) -> Option<String> {
+    tls::client_config(&settings).err().map(|e| e.message)
+}
+
+/// A Docker config that cannot be read or is not JSON (its text is never quoted: it holds secrets).
+fn docker_config_problem(path: &std::path::Path) -> Option<String> {
+    match std::fs::read(path) {
+        Err(e) => Some(e.to_string()),
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .err()
+            .map(|e| format!("not JSON: {}", redact::json_error_position(&e))),
     }
 }

@@ -37,6 +37,7 @@ impl TlsObservations {
 }
 
 /// The trust and identity settings of one frontend.
+#[derive(Default)]
 pub struct TlsSettings<'a> {
     pub insecure: bool,
     pub ca_file: Option<&'a Path>,

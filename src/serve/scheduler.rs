@@ -106,10 +106,16 @@ async fn run_once(
 ) -> (Vec<ProbeResult>, Option<Coverage>, Option<usize>) {
     let slot = plan::clock_slot(config.interval_for(probe));
     let overrides = Overrides { shard: state.shard, ..Overrides::default() };
-    let mut planned = match plan::plan_probe(config, probe, &overrides, slot).await {
+    let planned = match plan::check_probe_files(config, probe) {
+        Ok(()) => plan::plan_probe(config, probe, &overrides, slot).await,
+        Err(e) => Err(e),
+    };
+    state.record_config_error(&probe.name, planned.is_err());
+    let mut planned = match planned {
         Ok(planned) => planned,
         Err(e) => {
-            tracing::error!(probe = %probe.name, error = %e, "cannot plan the probe");
+            // pullprobe's own problem: logged and exported, never paged to the registry's owners.
+            tracing::error!(probe = %probe.name, error = %e, "cannot run the probe (pullprobe_config_error)");
             return (Vec::new(), None, None);
         }
     };

@@ -41,6 +41,9 @@ struct Series {
     discovery: BTreeMap<String, RuleCoverage>,
     /// Per probe: the units (images, canaries) this shard owned at its last run.
     owned: BTreeMap<String, usize>,
+    /// Per probe: whether its last run could not start for a problem of
+    /// pullprobe's own (a file it names, a probe it cannot plan).
+    config_errors: BTreeMap<String, bool>,
 }
 
 /// A discovery rule's candidates and when each was last probed (or first seen,
@@ -100,6 +103,7 @@ impl ServeState {
         s.layer_reads.retain(|k, _| names.contains(&k.0.probe));
         s.discovery.retain(|k, _| names.contains(k));
         s.owned.retain(|k, _| names.contains(k));
+        s.config_errors.retain(|k, _| names.contains(k));
         s.reloads.entry("success").and_modify(|n| *n += 1).or_insert(1);
     }
 
@@ -182,6 +186,11 @@ impl ServeState {
         }
     }
 
+    /// Whether the last run of `probe` could not start for a problem of pullprobe's own.
+    pub fn record_config_error(&self, probe: &str, failed: bool) {
+        lock(&self.series).config_errors.insert(probe.to_string(), failed);
+    }
+
     pub fn count_late_run(&self, probe: &str) {
         *lock(&self.series).late_runs.entry(probe.to_string()).or_default() += 1;
     }
@@ -203,7 +212,7 @@ impl ServeState {
 
     /// `/metrics`: the gauges of every series' last run, the run counters, and serve's own.
     pub fn metric_families(&self) -> Vec<GaugeFamily> {
-        let (latest, history, late, reloads, reads, discovery, owned) = {
+        let (latest, history, late, reloads, reads, discovery, owned, config_errors) = {
             let s = lock(&self.series);
             (
                 s.latest.values().cloned().collect::<Vec<_>>(),
@@ -213,6 +222,7 @@ impl ServeState {
                 s.layer_reads.clone(),
                 s.discovery.clone(),
                 s.owned.values().sum::<usize>(),
+                s.config_errors.clone(),
             )
         };
         let now = history::unix_seconds(time::OffsetDateTime::now_utc());
@@ -265,6 +275,18 @@ impl ServeState {
                 .map(|(probe, c)| {
                     let oldest = c.probed.values().fold(now, |a, b| a.min(*b));
                     Sample { labels: labels(probe, c), value: (now - oldest).max(0.0) }
+                })
+                .collect(),
+        });
+        families.push(GaugeFamily {
+            name: "config_error",
+            help: "1 if the probe's last run could not start for a problem of pullprobe's own \
+                   (a file its registry's tls: or auth: names, a probe that cannot be planned), else 0",
+            samples: config_errors
+                .into_iter()
+                .map(|(probe, failed)| Sample {
+                    labels: vec![("probe".into(), probe)],
+                    value: f64::from(u8::from(failed)),
                 })
                 .collect(),
         });

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::config::{Config, ProbeConfig, ProbeKind};
 use crate::platform::PlatformSelection;
-use crate::probe::connection::ConnectionOverrides;
+use crate::probe::connection::{self, ConnectionOverrides};
 use crate::probe::plan::{self, Overrides, Plan, PlanError};
 use crate::probe::run::{Job, RoundOptions};
 use crate::shard::Shard;
@@ -93,6 +93,9 @@ pub async fn plan_command(request: &Request) -> Result<CommandPlan, PlanError> {
     let mut planned = Plan::default();
     for raw in &request.images {
         let job = plan::job_for_image(&base, raw, &overrides).await?;
+        if let Some(registry) = base.registry_for(&job.target.image) {
+            connection::check_files(&base, registry)?;
+        }
         if request.shard.owns(&job.target.image.to_string()) {
             planned.jobs.push(Job::Pull(job));
         }
@@ -104,6 +107,7 @@ pub async fn plan_command(request: &Request) -> Result<CommandPlan, PlanError> {
                 skipped_canaries += 1;
                 continue;
             }
+            plan::check_probe_files(config, probe)?;
             let slot = request.round.unwrap_or_else(|| plan::clock_slot(config.interval_for(probe)));
             planned.extend(plan::plan_probe(config, probe, &overrides, slot).await?);
         }

@@ -16,9 +16,9 @@ pub mod jobs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind};
+use crate::config::{Config, ConfigError, ProbeConfig, ProbeKind, RegistryConfig};
 use crate::platform::{PlatformError, PlatformSelection};
-use crate::probe::connection::ConnectionOverrides;
+use crate::probe::connection::{self, ConnectionOverrides};
 use crate::probe::discover::{self, Coverage, Found, RuleError};
 use crate::probe::run::{Job, PullJob};
 use crate::shard::{self, Shard};
@@ -209,6 +209,24 @@ pub async fn plan_probe(
     }
     plan.coverage.insert(probe.name.clone(), coverage);
     Ok(plan)
+}
+
+/// The registry a probe's work goes to (its `registry:`, or the one its image
+/// names), whose files [`check_probe_files`] reads before a run.
+fn probe_registry<'a>(config: &'a Config, probe: &ProbeConfig) -> Option<&'a RegistryConfig> {
+    match &probe.registry {
+        Some(name) => config.registry(name),
+        None => config.resolve_image(probe).ok().and_then(|(_, registry)| registry),
+    }
+}
+
+/// pullprobe's own files for a run of `probe` ([`connection::check_files`]):
+/// an error is pullprobe's, never the registry's.
+pub fn check_probe_files(config: &Config, probe: &ProbeConfig) -> Result<(), PlanError> {
+    match probe_registry(config, probe) {
+        Some(registry) => connection::check_files(config, registry).map_err(PlanError::Config),
+        None => Ok(()),
+    }
 }
 
 /// The number of a scheduled run: consecutive runs one interval apart get
