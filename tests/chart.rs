@@ -155,7 +155,7 @@ fn check_values_file(path: &Path, dir: &Path) -> &'static str {
     // The binary accepts the probes.yaml the chart rendered.
     let file = dir.join(format!("{name}.probes.yaml"));
     std::fs::write(&file, rendered.probes_yaml()).expect("writing probes.yaml");
-    let (code, stdout, stderr) = run_pullprobe(&["validate", "-c", &file.display().to_string()]);
+    let (code, stdout, stderr) = run_pullprobe(&["validate", "--no-files", "-c", &file.display().to_string()]);
     assert_eq!(code, 0, "pullprobe validate of {name}'s probes.yaml:\n{stdout}{stderr}\n{}", rendered.probes_yaml());
     mode
 }
@@ -346,7 +346,7 @@ fn discovery_rbac_renders_and_validates_cluster_wide_and_per_namespace() {
     assert_eq!(config["probes"][1]["kubernetes"]["pull_secrets"], true, "what the values set wins");
     let file = dir.path().join("rbac-namespaced.probes.yaml");
     std::fs::write(&file, rendered.probes_yaml()).expect("writing probes.yaml");
-    let (code, stdout, stderr) = run_pullprobe(&["validate", "-c", &file.display().to_string()]);
+    let (code, stdout, stderr) = run_pullprobe(&["validate", "--no-files", "-c", &file.display().to_string()]);
     assert_eq!(code, 0, "pullprobe validate:\n{stdout}{stderr}\n{}", rendered.probes_yaml());
 
     // Named namespaces win over the probes'; a probe of every namespace needs clusterWide.

@@ -108,6 +108,11 @@ pub(super) struct NowArgs {
 pub(super) struct ValidateArgs {
     #[arg(short = 'c', long = "config", default_value = "probes.yaml")]
     pub(super) config: PathBuf,
+    /// Check probes.yaml only, not the files it names (TLS files, password files,
+    /// Docker configs, node mirror files): for a config written for another
+    /// machine, such as the one a chart renders for its pods.
+    #[arg(long)]
+    pub(super) no_files: bool,
 }
 
 const CHECK_HELP: &str = "\

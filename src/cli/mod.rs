@@ -111,10 +111,15 @@ fn init_logging() {
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {
-    match Config::load(&args.config)
-        .and_then(|config| crate::frontend::node_config::check_files(&config).map(|()| config))
-        .and_then(|config| crate::probe::connection::check_all_files(&config).map(|()| config))
-    {
+    let files = |config: Config| {
+        if args.no_files {
+            return Ok(config);
+        }
+        crate::frontend::node_config::check_files(&config)?;
+        crate::probe::connection::check_all_files(&config)?;
+        Ok(config)
+    };
+    match Config::load(&args.config).and_then(files) {
         Ok(config) => {
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");
