@@ -122,6 +122,8 @@ impl Default for Limits {
 pub struct ServeConfig {
     /// What `/probe?target=…` may fetch besides the configured probes.
     pub allow_targets: Vec<TargetPattern>,
+    /// A cap on the bytes per second all pulls of the process read together.
+    pub max_bytes_per_second: Option<u64>,
 }
 
 impl ServeConfig {

@@ -279,6 +279,7 @@ pub(super) struct RawAfter {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServe {
     pub allow_targets: Option<Vec<Text>>,
+    pub max_bytes_per_second: Option<Text>,
 }
 
 /// A YAML scalar of any type, kept for a message that names what was written.

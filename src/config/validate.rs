@@ -1098,7 +1098,17 @@ impl Validator<'_> {
 
     fn serve(&self, raw: Option<RawServe>) -> Result<ServeConfig> {
         let mut serve = ServeConfig::default();
-        for pattern in raw.and_then(|r| r.allow_targets).into_iter().flatten() {
+        let Some(raw) = raw else { return Ok(serve) };
+        if let Some(text) = &raw.max_bytes_per_second {
+            let rate = self.size("max_bytes_per_second", text)?;
+            if rate < 1024 {
+                return Err(
+                    self.error(&text.referenced, format!("`max_bytes_per_second`: at least 1KiB, got {rate} bytes"))
+                );
+            }
+            serve.max_bytes_per_second = Some(rate);
+        }
+        for pattern in raw.allow_targets.into_iter().flatten() {
             if pattern.value.is_empty() || pattern.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(self.error(
                     &pattern.referenced,

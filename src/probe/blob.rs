@@ -14,6 +14,7 @@ use reqwest::Response;
 use url::Url;
 
 use crate::digest::Digest;
+use crate::probe::bandwidth::Bandwidth;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::client::BlobSource;
 use crate::registry::errors::{classify_transport, is_incomplete_body};
@@ -33,6 +34,7 @@ const CHANNEL_BYTES: usize = 1 << 20;
 pub async fn verify_body(
     mut response: Response,
     mut on_chunk: impl FnMut(usize),
+    bandwidth: Option<&Bandwidth>,
     verifier: impl FnOnce(ChunkReader) -> LayerReport + Send + 'static,
 ) -> Result<LayerReport, ProbeError> {
     let (sender, reader) = verify::chunk_channel(CHANNEL_CHUNKS, CHANNEL_BYTES);
@@ -41,6 +43,9 @@ pub async fn verify_body(
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 on_chunk(chunk.len());
+                if let Some(cap) = bandwidth {
+                    cap.take(chunk.len()).await;
+                }
                 if sender.send(Ok(chunk)).await.is_err() {
                     break; // the verifier has seen enough (e.g. more bytes than the descriptor)
                 }

@@ -5,6 +5,7 @@
 //! never re-probe. Each kind has its room: [`pull`], [`canary`], [`discover`];
 //! [`connection`] is how any of them reaches a registry.
 
+pub mod bandwidth;
 pub mod blob;
 pub mod budget;
 pub mod canary;

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::digest::Digest;
 use crate::frontend::Frontend;
+use crate::probe::bandwidth::Bandwidth;
 use crate::probe::budget::RoundBudget;
 use crate::probe::canary::{self, CanaryJob};
 use crate::probe::consistency::check_frontends;
@@ -116,6 +117,8 @@ pub struct RoundOptions {
     pub progress: Option<Progress>,
     /// A limit shared with other rounds (serve's global concurrency); else `concurrency`.
     pub permits: Option<Arc<Semaphore>>,
+    /// A cap on bytes per second shared with other rounds (`serve.max_bytes_per_second`).
+    pub bandwidth: Option<Arc<Bandwidth>>,
 }
 
 impl RoundOptions {
@@ -149,7 +152,12 @@ impl Round {
             })
             .sum();
         let budget = options.max_round_bytes.map(|limit| Arc::new(RoundBudget::new(limit, pulls, options.round)));
-        let pull = RoundContext { progress: options.progress, ledger: Some(ledger.clone()), budget };
+        let pull = RoundContext {
+            progress: options.progress,
+            ledger: Some(ledger.clone()),
+            budget,
+            bandwidth: options.bandwidth,
+        };
         let permits = options.permits.unwrap_or_else(|| Arc::new(Semaphore::new(options.concurrency.max(1))));
         Round { permits, ledger, pull }
     }

@@ -100,7 +100,8 @@ async fn probe_endpoint(State(app): State<App>, headers: HeaderMap, Query(query)
         Ok(planned) => planned,
         Err((status, message)) => return refuse(status, message),
     };
-    let results = run::run(planned.jobs, RoundOptions::of(&config, 0)).await;
+    let options = RoundOptions { bandwidth: app.state.bandwidth(), ..RoundOptions::of(&config, 0) };
+    let results = run::run(planned.jobs, options).await;
     let history = advance(&History::default(), &results);
     let mut families = metrics::gauge_families(&results, &history);
     let severities = config.probes.iter().map(|p| (p.name.clone(), p.severity)).collect();

@@ -121,6 +121,10 @@ async fn run_once(
     };
     let coverage = planned.coverage.remove(&probe.name);
     let owned = planned.owned.get(&probe.name).map(|units| units.len());
-    let options = RoundOptions { permits: Some(permits.clone()), ..RoundOptions::of(config, round) };
+    let options = RoundOptions {
+        permits: Some(permits.clone()),
+        bandwidth: state.bandwidth(),
+        ..RoundOptions::of(config, round)
+    };
     (run::run(planned.jobs, options).await, coverage, owned)
 }

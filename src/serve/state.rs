@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::output::gauge_family::{GaugeFamily, Sample};
 use crate::output::history::{self, History, SeriesKey};
 use crate::output::metrics::{self, RunCounters};
+use crate::probe::bandwidth::Bandwidth;
 use crate::probe::discover;
 use crate::result::{Check, ProbeResult};
 use crate::shard::Shard;
@@ -25,6 +26,8 @@ pub struct ServeState {
     config: RwLock<Arc<Config>>,
     series: Mutex<Series>,
     counters: RwLock<RunCounters>,
+    /// `serve.max_bytes_per_second`, shared by every pull of the process.
+    bandwidth: RwLock<Option<Arc<Bandwidth>>>,
 }
 
 #[derive(Default)]
@@ -64,6 +67,7 @@ impl ServeState {
         ServeState {
             config_path,
             shard,
+            bandwidth: RwLock::new(config.serve.max_bytes_per_second.map(|rate| Arc::new(Bandwidth::new(rate)))),
             config: RwLock::new(Arc::new(config)),
             series: Mutex::new(Series::default()),
             counters: RwLock::new(RunCounters::default()),
@@ -72,6 +76,11 @@ impl ServeState {
 
     pub fn config(&self) -> Arc<Config> {
         self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The cap on bytes per second every pull shares, if configured.
+    pub fn bandwidth(&self) -> Option<Arc<Bandwidth>> {
+        self.bandwidth.read().map(|b| b.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// The counters only serve keeps (cheap to clone: clones share the counts).
@@ -89,6 +98,13 @@ impl ServeState {
             match self.counters.write() {
                 Ok(mut c) => *c = RunCounters::default(),
                 Err(p) => *p.into_inner() = RunCounters::default(),
+            }
+        }
+        if self.bandwidth().map(|b| b.rate()) != config.serve.max_bytes_per_second {
+            let cap = config.serve.max_bytes_per_second.map(|rate| Arc::new(Bandwidth::new(rate)));
+            match self.bandwidth.write() {
+                Ok(mut b) => *b = cap,
+                Err(p) => *p.into_inner() = cap,
             }
         }
         match self.config.write() {
@@ -277,6 +293,12 @@ impl ServeState {
                     Sample { labels: labels(probe, c), value: (now - oldest).max(0.0) }
                 })
                 .collect(),
+        });
+        let waited = self.bandwidth().map(|b| b.waited().as_secs_f64());
+        families.push(GaugeFamily {
+            name: "serve_bandwidth_wait_seconds",
+            help: "Seconds pulls have waited for serve.max_bytes_per_second since the cap was set (slowed, never skipped)",
+            samples: waited.map(|value| Sample { labels: Vec::new(), value }).into_iter().collect(),
         });
         families.push(GaugeFamily {
             name: "config_error",

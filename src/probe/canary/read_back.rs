@@ -254,7 +254,7 @@ impl Reader<'_> {
         blob::attribute_to_pin(&mut source, self.frontend.pin, self.client.base());
         let spec = LayerSpec::digest_only(pushed.digest, pushed.size());
         let verifier = move |reader: ChunkReader| verify::verify_layer(reader, &spec, None);
-        let report = blob::verify_body(response.response, |_| {}, verifier).await?;
+        let report = blob::verify_body(response.response, |_| {}, None, verifier).await?;
         if let Some(err) = report.error {
             return Err(blob::with_cache(err, &source));
         }

@@ -18,6 +18,7 @@ use super::{Progress, PullLimits, PullRun, SharedState, lock};
 use crate::digest::Digest;
 use crate::manifest::BlobRef;
 use crate::media_types::{self, Compression};
+use crate::probe::bandwidth::Bandwidth;
 use crate::probe::blob;
 use crate::probe::ledger::BlobLedger;
 use crate::reason::{ProbeError, Reason};
@@ -40,6 +41,8 @@ pub(super) struct LayerJob {
     pub is_image: bool,
     pub limits: PullLimits,
     pub progress: Option<Progress>,
+    /// The process's cap on bytes per second, if any.
+    pub bandwidth: Option<Arc<Bandwidth>>,
     pub first_byte: FirstByte,
     pub ledger: Option<Arc<BlobLedger>>,
     pub frontend: String,
@@ -70,6 +73,7 @@ impl PullRun<'_> {
             is_image: true,
             limits: self.target.limits,
             progress: self.round.progress.clone(),
+            bandwidth: self.round.bandwidth.clone(),
             first_byte: FirstByte::default(),
             ledger: self.round.ledger.clone(),
             frontend: self.frontend.label.clone(),
@@ -178,7 +182,7 @@ impl LayerJob {
             }
             report
         };
-        blob::verify_body(response, |len| self.count(len), verifier).await
+        blob::verify_body(response, |len| self.count(len), self.bandwidth.as_deref(), verifier).await
     }
 
     /// A chunk arrived: the pull's first byte, and the progress display.

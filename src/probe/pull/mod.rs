@@ -27,6 +27,7 @@ use crate::digest::Digest;
 use crate::frontend::Frontend;
 use crate::manifest::Manifest;
 use crate::platform::PlatformSelection;
+use crate::probe::bandwidth::Bandwidth;
 use crate::probe::budget::RoundBudget;
 use crate::probe::expect;
 use crate::probe::ledger::BlobLedger;
@@ -88,6 +89,8 @@ pub struct RoundContext {
     pub ledger: Option<Arc<BlobLedger>>,
     /// The round's bandwidth budget and rotation.
     pub budget: Option<Arc<RoundBudget>>,
+    /// The process's cap on bytes per second (`serve.max_bytes_per_second`).
+    pub bandwidth: Option<Arc<Bandwidth>>,
 }
 
 /// Pull `target` through `frontend`: one result per selected platform.
