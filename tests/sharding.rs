@@ -254,6 +254,30 @@ fn pushed_value(pushgateway: &Pushgateway, family: &str, image: &str) -> Option<
     metric["value"].as_str()?.parse().ok()
 }
 
+/// A Pushgateway, an Alertmanager (notifying a webhook) and the `alerting:` block for them.
+struct Paging {
+    pushgateway: Pushgateway,
+    hook: Webhook,
+    alertmanager: Alertmanager,
+    alerting: String,
+}
+
+impl Paging {
+    /// Paging after `after` failed runs.
+    fn start(after: u32) -> Paging {
+        let pushgateway = Pushgateway::start();
+        let hook = Webhook::start();
+        let alertmanager = Alertmanager::start(&hook, false);
+        let alerting = format!(
+            "alerting:\n  pushgateway: {{url: {}, job: pullprobe-test}}\n\
+             \x20 alertmanager: {{urls: [{}], resolve_timeout: 10m}}\n  after: {after}\n",
+            pushgateway.url(),
+            alertmanager.url()
+        );
+        Paging { pushgateway, hook, alertmanager, alerting }
+    }
+}
+
 fn firing(alertmanager: &Alertmanager) -> Vec<Value> {
     alertmanager.alerts().into_iter().filter(|a| a["status"]["state"] == "active").collect()
 }
@@ -268,16 +292,8 @@ async fn a_broken_image_pages_once_and_resharding_neither_resolves_it_nor_loses_
         .find(|i| owner(&i.reference, 3) != owner(&i.reference, 4))
         .expect("an image that moves from 3 to 4 shards");
     registry.flip_byte(&broken.content.layers[1].digest(), 10);
-    let pushgateway = Pushgateway::start();
-    let hook = Webhook::start();
-    let alertmanager = Alertmanager::start(&hook, false);
+    let Paging { pushgateway, hook, alertmanager, alerting } = Paging::start(1);
     let dir = tempfile::tempdir().unwrap();
-    let alerting = format!(
-        "alerting:\n  pushgateway: {{url: {}, job: pullprobe-test}}\n\
-         \x20 alertmanager: {{urls: [{}], resolve_timeout: 10m}}\n  after: 1\n",
-        pushgateway.url(),
-        alertmanager.url()
-    );
     let config = write_config(dir.path(), &registry, 100, &alerting);
 
     // Three shards, as an Indexed Job runs them.
@@ -336,16 +352,8 @@ async fn a_catalog_sample_pages_an_image_failing_in_two_samples() {
     let images = fleet(&registry, 3).await;
     let broken = &images[2];
     registry.flip_byte(&broken.content.layers[1].digest(), 10);
-    let pushgateway = Pushgateway::start();
-    let hook = Webhook::start();
-    let alertmanager = Alertmanager::start(&hook, false);
+    let Paging { pushgateway, alertmanager, alerting, .. } = Paging::start(2);
     let dir = tempfile::tempdir().unwrap();
-    let alerting = format!(
-        "alerting:\n  pushgateway: {{url: {}, job: pullprobe-test}}\n\
-         \x20 alertmanager: {{urls: [{}], resolve_timeout: 10m}}\n  after: 2\n",
-        pushgateway.url(),
-        alertmanager.url()
-    );
     let config = write_config(dir.path(), &registry, 1, &alerting);
 
     // One of three repositories per run: the broken one in rounds 2 and 5.
