@@ -36,6 +36,7 @@ fuzz_target!(|body: &[u8]| {
         severities: BTreeMap::new(),
         owned_probes: BTreeSet::from(["golden-base".to_string()]),
         carried: BTreeSet::new(),
+        shard: pullprobe::shard::Shard::ALL,
     };
     let sent = batch(&results, None, Some(&active), &settings, ENDS_AT, NOW);
     assert!(sent.fired.is_disjoint(&sent.held));
