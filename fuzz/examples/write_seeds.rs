@@ -323,6 +323,7 @@ fn read_backs(seeds: &Seeds) -> Result<()> {
         severities: BTreeMap::new(),
         owned_probes: Default::default(),
         carried: Default::default(),
+        shard: Default::default(),
     };
     let mut alerts: Vec<Value> = results
         .iter()
