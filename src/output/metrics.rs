@@ -50,7 +50,7 @@ pub const FRONTEND_CONSISTENT: &str = "frontend_consistent";
 pub const BUILD_INFO: &str = "build_info";
 pub const RATELIMIT_REMAINING: &str = "ratelimit_remaining";
 pub const SHARD_INFO: &str = "shard_info";
-pub const SHARD_COUNT: &str = "shard_count";
+pub const SHARDS: &str = "shards";
 pub const SHARD_IMAGES: &str = "shard_images";
 
 /// `pullprobe_<name>`.
@@ -184,7 +184,7 @@ pub fn probe_info(results: &[ProbeResult], severities: &BTreeMap<String, Severit
 }
 
 /// Which shard of how many this prober is, and how many units (images, canaries)
-/// it owns: `shard_info{location, index, total} 1`, `shard_count{location, index}`
+/// it owns: `shard_info{location, index, total} 1`, `shards{location, index}`
 /// (the total as a value, for the rule that counts the shards reporting) and
 /// `shard_images{location, index}`. One shard of one when nothing is split.
 pub fn shard_families(shard: Shard, location: &str, owned: usize) -> Vec<GaugeFamily> {
@@ -198,7 +198,7 @@ pub fn shard_families(shard: Shard, location: &str, owned: usize) -> Vec<GaugeFa
             samples: sample(with(labels(), "total", &shard.total.to_string()), 1.0),
         },
         GaugeFamily {
-            name: SHARD_COUNT,
+            name: SHARDS,
             help: "The number of shards the images are split into, as this prober was told",
             samples: sample(labels(), f64::from(shard.total)),
         },
