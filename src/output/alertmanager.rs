@@ -215,10 +215,45 @@ pub fn description(result: &ProbeResult) -> String {
     if failed.len() > MAX_LAYERS_DESCRIBED {
         lines.push(format!("… and {} more failed layers", failed.len() - MAX_LAYERS_DESCRIBED));
     }
+    lines.extend(referrer_lines(result));
     if result.retries > 0 {
         lines.push(format!("retried {} time(s) within the run", result.retries));
     }
     redact_text(&lines.join("\n"))
+}
+
+/// With `signatures:`: what was found where, and each referrer that failed.
+fn referrer_lines(result: &ProbeResult) -> Vec<String> {
+    let Some(referrers) = &result.referrers else { return Vec::new() };
+    let mut lines = Vec::new();
+    let valid: Vec<String> = referrers
+        .iter()
+        .filter(|r| r.ok)
+        .take(MAX_LAYERS_DESCRIBED)
+        .map(|r| {
+            let kind = r.artifact_type.as_deref().unwrap_or("unknown type");
+            match &r.verified_with {
+                Some(key) => format!("{} ({kind}, {}, verified with {key})", r.digest, r.source.as_str()),
+                None => format!("{} ({kind}, {})", r.digest, r.source.as_str()),
+            }
+        })
+        .collect();
+    lines.push(if valid.is_empty() {
+        "valid referrers on this frontend: none".to_string()
+    } else {
+        format!("valid referrers on this frontend: {}", valid.join(", "))
+    });
+    for r in referrers.iter().filter(|r| !r.ok).take(MAX_LAYERS_DESCRIBED) {
+        lines.push(format!(
+            "referrer {} ({}, from {}): {}: {}",
+            r.digest,
+            r.artifact_type.as_deref().unwrap_or("unknown type"),
+            r.source.as_str(),
+            r.reason.map(|x| x.as_str()).unwrap_or("failed"),
+            r.error.as_deref().unwrap_or("")
+        ));
+    }
+    lines
 }
 
 /// What to send to one replica, and what it means for each failed series.

@@ -25,8 +25,13 @@ pub fn one_line(result: &crate::result::ProbeResult) -> String {
         return format!("{head}: ok in {:.2}s", result.duration_seconds);
     };
     let mut line = format!("{head}: {reason}");
+    let failed_referrer = result.referrers.iter().flatten().find(|r| !r.ok && r.reason == result.reason);
     if let Some(layer) = result.layers.iter().find(|l| !l.ok && l.reason.is_some()) {
         line.push_str(&format!(" layer {}", layer.digest));
+    } else if let Some(referrer) = failed_referrer {
+        line.push_str(&format!(" referrer {} ({})", referrer.digest, referrer.source.as_str()));
+    } else if result.reason == Some(crate::reason::Reason::SignatureMissing) {
+        line.push_str(" of the image");
     } else if let Some(code) = &result.registry_error {
         line.push_str(&format!(" ({code})"));
     }
