@@ -597,3 +597,69 @@ async fn ten_thousand_referrers_are_examined_within_a_bound() {
     assert!(warnings.contains("the first 1000 were examined"), "{warnings}");
     assert_eq!(result.reason(), Some("manifest_unknown"), "a listed referrer that is not there: {}", run.context());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_platforms_every_platform_manifest_needs_its_own_signature() {
+    let signer = Signer::new();
+    let registry = Registry::start();
+    let index = common::push_multi_arch_index(&registry, "team/multi", "1.0").await;
+    let amd64 = index.content.image_for("linux/amd64").expect("an amd64 image").digest();
+    push_legacy_signature(&registry, "team/multi", &index.digest, &signer).await;
+    push_legacy_signature(&registry, "team/multi", &amd64, &signer).await;
+    let yaml = probes_yaml(&registry, &[("direct", url(registry.url()))], "team/multi:1.0", &format!(
+        "{{keys: ['{}'], platforms: true}}\n    platforms: all",
+        signer.public_key().display()
+    ));
+    let (run, results) = probe(&yaml).await;
+    assert_eq!(run.code, 1, "{}", run.context());
+    let by_platform = |p: &str| {
+        results.iter().find(|r| r.str_field("platform") == Some(p)).unwrap_or_else(|| panic!("no {p}: {}", run.context()))
+    };
+    let signed = by_platform("linux/amd64");
+    assert!(signed.is_ok(), "{signed}");
+    let subjects: Vec<&str> = referrers(signed).iter().filter_map(|r| r.str_field("subject")).collect();
+    assert!(subjects.contains(&index.digest.to_string().as_str()) && subjects.contains(&amd64.to_string().as_str()));
+    let unsigned = by_platform("linux/arm64/v8");
+    assert_eq!((unsigned.reason(), unsigned.str_field("phase")), (Some("signature_missing"), Some("referrers")));
+    let arm64 = index.content.image_for("linux/arm64/v8").expect("an arm64 image").digest();
+    assert!(unsigned.error_message().unwrap_or_default().contains(&arm64.to_string()), "{unsigned}");
+
+    // Without `platforms: true`, the index's own signature is enough.
+    let yaml = probes_yaml(&registry, &[("direct", url(registry.url()))], "team/multi:1.0", &format!(
+        "{{keys: ['{}']}}\n    platforms: all",
+        signer.public_key().display()
+    ));
+    let (run, _) = probe(&yaml).await;
+    assert_eq!(run.code, 0, "{}", run.context());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_names_a_missing_or_foreign_key_file_at_its_position() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("absent.pub");
+    let yaml = probes_yaml(&registry, &[("direct", url(registry.url()))], "team/app:1.0", &format!(
+        "{{keys: ['{}']}}",
+        missing.display()
+    ));
+    let (_config_dir, path) = config_file(&yaml);
+    let (code, stdout, stderr) = common::run_pullprobe(&["validate", "-c", &path]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    let line = format!("{path}:9:");
+    assert!(stderr.contains(&line) && stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert!(stderr.contains("no such file"), "{stderr}");
+    // `now` refuses the config the same way: pullprobe's own problem, exit 2.
+    let (code, _, stderr) = common::run_pullprobe(&["now", "-c", &path]);
+    assert_eq!(code, 2, "{stderr}");
+
+    let private = dir.path().join("cosign.key");
+    std::fs::write(&private, "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n").expect("key");
+    let yaml = probes_yaml(&registry, &[("direct", url(registry.url()))], "team/app:1.0", &format!(
+        "{{keys: ['{}']}}",
+        private.display()
+    ));
+    let (_config_dir, path) = config_file(&yaml);
+    let (code, _, stderr) = common::run_pullprobe(&["validate", "-c", &path]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("is a private key"), "{stderr}");
+}
