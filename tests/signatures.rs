@@ -606,14 +606,19 @@ async fn with_platforms_every_platform_manifest_needs_its_own_signature() {
     let amd64 = index.content.image_for("linux/amd64").expect("an amd64 image").digest();
     push_legacy_signature(&registry, "team/multi", &index.digest, &signer).await;
     push_legacy_signature(&registry, "team/multi", &amd64, &signer).await;
-    let yaml = probes_yaml(&registry, &[("direct", url(registry.url()))], "team/multi:1.0", &format!(
-        "{{keys: ['{}'], platforms: true}}\n    platforms: all",
-        signer.public_key().display()
-    ));
+    let yaml = probes_yaml(
+        &registry,
+        &[("direct", url(registry.url()))],
+        "team/multi:1.0",
+        &format!("{{keys: ['{}'], platforms: true}}\n    platforms: all", signer.public_key().display()),
+    );
     let (run, results) = probe(&yaml).await;
     assert_eq!(run.code, 1, "{}", run.context());
     let by_platform = |p: &str| {
-        results.iter().find(|r| r.str_field("platform") == Some(p)).unwrap_or_else(|| panic!("no {p}: {}", run.context()))
+        results
+            .iter()
+            .find(|r| r.str_field("platform") == Some(p))
+            .unwrap_or_else(|| panic!("no {p}: {}", run.context()))
     };
     let signed = by_platform("linux/amd64");
     assert!(signed.is_ok(), "{signed}");
@@ -625,10 +630,12 @@ async fn with_platforms_every_platform_manifest_needs_its_own_signature() {
     assert!(unsigned.error_message().unwrap_or_default().contains(&arm64.to_string()), "{unsigned}");
 
     // Without `platforms: true`, the index's own signature is enough.
-    let yaml = probes_yaml(&registry, &[("direct", url(registry.url()))], "team/multi:1.0", &format!(
-        "{{keys: ['{}']}}\n    platforms: all",
-        signer.public_key().display()
-    ));
+    let yaml = probes_yaml(
+        &registry,
+        &[("direct", url(registry.url()))],
+        "team/multi:1.0",
+        &format!("{{keys: ['{}']}}\n    platforms: all", signer.public_key().display()),
+    );
     let (run, _) = probe(&yaml).await;
     assert_eq!(run.code, 0, "{}", run.context());
 }
@@ -638,10 +645,12 @@ async fn validate_names_a_missing_or_foreign_key_file_at_its_position() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let missing = dir.path().join("absent.pub");
-    let yaml = probes_yaml(&registry, &[("direct", url(registry.url()))], "team/app:1.0", &format!(
-        "{{keys: ['{}']}}",
-        missing.display()
-    ));
+    let yaml = probes_yaml(
+        &registry,
+        &[("direct", url(registry.url()))],
+        "team/app:1.0",
+        &format!("{{keys: ['{}']}}", missing.display()),
+    );
     let (_config_dir, path) = config_file(&yaml);
     let (code, stdout, stderr) = common::run_pullprobe(&["validate", "-c", &path]);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
@@ -654,10 +663,12 @@ async fn validate_names_a_missing_or_foreign_key_file_at_its_position() {
 
     let private = dir.path().join("cosign.key");
     std::fs::write(&private, "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n").expect("key");
-    let yaml = probes_yaml(&registry, &[("direct", url(registry.url()))], "team/app:1.0", &format!(
-        "{{keys: ['{}']}}",
-        private.display()
-    ));
+    let yaml = probes_yaml(
+        &registry,
+        &[("direct", url(registry.url()))],
+        "team/app:1.0",
+        &format!("{{keys: ['{}']}}", private.display()),
+    );
     let (_config_dir, path) = config_file(&yaml);
     let (code, _, stderr) = common::run_pullprobe(&["validate", "-c", &path]);
     assert_eq!(code, 2, "{stderr}");
