@@ -496,6 +496,28 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_signature_says_what_is_missing_and_where_it_was_looked_for() {
+        let mut r = result("10.0.0.1", Some(Reason::SignatureMissing), "2026-11-23T06:00:00Z");
+        r.error =
+            Some("no cosign signature for sha256:aa… on this frontend; looked in tag sha256-aa….sig (absent)".into());
+        r.referrers = Some(vec![crate::result::ReferrerCheck {
+            digest: format!("sha256:{}", "5".repeat(64)),
+            artifact_type: Some("application/spdx+json".into()),
+            source: crate::result::ReferrerSource::TagSchema,
+            ok: true,
+            reason: None,
+            verified_with: None,
+            subject: format!("sha256:{}", "a".repeat(64)),
+            error: None,
+        }]);
+        let alert = firing_alert(&r, &settings(1), 0.0, 60.0);
+        let description = &alert.annotations["description"];
+        assert!(description.contains("no cosign signature") && description.contains(".sig (absent)"), "{description}");
+        assert!(description.contains("valid referrers on this frontend: sha256:5555"), "{description}");
+        assert_eq!(alert.annotations["summary"], "golden-base 10.0.0.1: signature_missing of the image");
+    }
+
+    #[test]
     fn identity_and_annotations() {
         let r = failed(Reason::BlobDigestMismatch);
         let history = advance(&History::new(), std::slice::from_ref(&r));

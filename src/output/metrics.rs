@@ -426,6 +426,41 @@ mod tests {
     }
 
     #[test]
+    fn referrers_count_the_valid_ones_by_artifact_type() {
+        use crate::result::{ReferrerCheck, ReferrerSource};
+        let referrer = |artifact_type: &str, ok: bool| ReferrerCheck {
+            digest: format!("sha256:{}", "d".repeat(64)),
+            artifact_type: Some(artifact_type.to_string()),
+            source: ReferrerSource::TagSchema,
+            ok,
+            reason: (!ok).then_some(Reason::SignatureInvalid),
+            verified_with: None,
+            subject: format!("sha256:{}", "a".repeat(64)),
+            error: None,
+        };
+        let mut signed = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
+        signed.referrers = Some(vec![referrer("a/sig", true), referrer("a/sig", true), referrer("a/sbom", false)]);
+        let mut many = result("10.0.0.2", None, "2026-11-23T06:00:00Z");
+        many.referrers = Some((0..20).map(|i| referrer(&format!("type/{i:02}"), true)).collect());
+        let results = [signed, many];
+        let families = gauge_families(&results, &advance(&History::new(), &results));
+        let family = families.iter().find(|f| f.name == REFERRERS).expect("family");
+        let of = |frontend: &str, artifact_type: &str| {
+            family
+                .samples
+                .iter()
+                .find(|s| {
+                    s.labels.contains(&("frontend".into(), frontend.into()))
+                        && s.labels.contains(&("artifact_type".into(), artifact_type.into()))
+                })
+                .map(|s| s.value)
+        };
+        assert_eq!(of("10.0.0.1", "a/sig"), Some(2.0));
+        assert_eq!(of("10.0.0.1", "a/sbom"), None, "only valid referrers count");
+        assert_eq!(of("10.0.0.2", "other"), Some(4.0), "16 types per series, the rest as other");
+    }
+
+    #[test]
     fn probe_info_carries_location_kind_and_severity() {
         let pull = result("10.0.0.1", Some(Reason::BlobDigestMismatch), "2026-11-23T06:00:00Z");
         let mut canary = result("10.0.0.1", Some(Reason::NotReplicated), "2026-11-23T06:00:00Z");

@@ -98,7 +98,7 @@ async fn one(client: &RegistryClient, request: Request<'_>, candidate: Candidate
         Ok(Some(unverified)) => {
             check.ok = false;
             check.reason = Some(unverified.reason);
-            check.error = Some(unverified.message);
+            check.error = Some(crate::redact::redact_text(&unverified.message));
             return Finding { check, kind, broken: None };
         }
         Err(err) => {
@@ -175,7 +175,7 @@ async fn judge(
 /// The verdict of a referrer's signatures: the key one verified with, else (keys
 /// configured, none verifies) why it does not count.
 fn settle(outcomes: &[Outcome], short: &str, request: Request<'_>) -> Option<ProbeError> {
-    if outcomes.is_empty() || outcomes.iter().any(|o| *o == Outcome::Unkeyed) {
+    if outcomes.is_empty() || outcomes.contains(&Outcome::Unkeyed) {
         return None;
     }
     if outcomes.iter().any(|o| matches!(o, Outcome::VerifiedWith(_))) {
