@@ -674,3 +674,52 @@ async fn validate_names_a_missing_or_foreign_key_file_at_its_position() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("is a private key"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_exports_the_referrers_found_per_frontend_and_promtool_accepts_them() {
+    let signer = Signer::new();
+    let registry = Registry::start();
+    let image = push_small_image(&registry, "team/app", "1.0").await;
+    push_legacy_signature(&registry, "team/app", &image.digest, &signer).await;
+    let proxy = Nginx::start_proxy(&registry.host_port());
+    let frontends = [("proxy", url(proxy.url())), ("direct", url(registry.url()))];
+    let yaml = probes_yaml(&registry, &frontends, "team/app:1.0", &keys(&signer));
+    let (_dir, path) = config_file(&format!("defaults:\n  interval: 2s\n{yaml}"));
+    let serve = common::serve::Serve::start(std::path::Path::new(&path));
+    let wanted = |frontend: &str| {
+        format!(r#"frontend="{frontend}",platform="linux/amd64",artifact_type="{SIMPLE_SIGNING}"}} 1.0"#)
+    };
+    let metrics = tokio::task::spawn_blocking(move || {
+        let metrics = serve.wait_for(
+            "/metrics",
+            |body| {
+                let referrers: Vec<&str> = body.lines().filter(|l| l.starts_with("pullprobe_referrers{")).collect();
+                ["proxy", "direct"].iter().all(|f| referrers.iter().any(|l| l.ends_with(&wanted(f))))
+            },
+            Duration::from_secs(30),
+        );
+        drop(serve);
+        metrics
+    })
+    .await
+    .expect("serve");
+    // The referrers family alone: promtool's lint judges each family on its own.
+    let family: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("pullprobe_referrers{")
+                || l.ends_with(" pullprobe_referrers gauge")
+                || l.starts_with("# HELP pullprobe_referrers ")
+        })
+        .collect();
+    assert_eq!(family.len(), 4, "HELP, TYPE and one sample per frontend: {family:?}");
+    let file = tempfile::NamedTempFile::new().expect("metrics file");
+    std::fs::write(file.path(), family.join("\n") + "\n").expect("metrics file");
+    let promtool = require_binary("/usr/bin/promtool", "prometheus");
+    let out = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(file.path()).expect("metrics"))
+        .output()
+        .expect("promtool");
+    assert!(out.status.success(), "promtool check metrics:\n{}", String::from_utf8_lossy(&out.stderr));
+}
