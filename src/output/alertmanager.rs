@@ -514,7 +514,10 @@ mod tests {
         let description = &alert.annotations["description"];
         assert!(description.contains("no cosign signature") && description.contains(".sig (absent)"), "{description}");
         assert!(description.contains("valid referrers on this frontend: sha256:5555"), "{description}");
-        assert_eq!(alert.annotations["summary"], "golden-base 10.0.0.1: signature_missing of the image");
+        assert_eq!(
+            alert.annotations["summary"],
+            "golden-base 10.0.0.1: signature_missing: no cosign signature for sha256:aa… on this frontend"
+        );
     }
 
     #[test]

@@ -30,8 +30,10 @@ pub fn one_line(result: &crate::result::ProbeResult) -> String {
         line.push_str(&format!(" layer {}", layer.digest));
     } else if let Some(referrer) = failed_referrer {
         line.push_str(&format!(" referrer {} ({})", referrer.digest, referrer.source.as_str()));
-    } else if result.reason == Some(crate::reason::Reason::SignatureMissing) {
-        line.push_str(" of the image");
+    } else if let (Some(crate::reason::Reason::SignatureMissing), Some(error)) = (result.reason, &result.error) {
+        // What is missing, without where it was looked for (the description has that).
+        let what: String = error.split(';').next().unwrap_or_default().chars().take(200).collect();
+        line.push_str(&format!(": {what}"));
     } else if let Some(code) = &result.registry_error {
         line.push_str(&format!(" ({code})"));
     }
