@@ -723,3 +723,26 @@ async fn serve_exports_the_referrers_found_per_frontend_and_promtool_accepts_the
         .expect("promtool");
     assert!(out.status.success(), "promtool check metrics:\n{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signature_blob_lost_from_storage_keeps_its_blob_reason_in_phase_referrers() {
+    let signer = Signer::new();
+    let registry = Registry::start();
+    let image = push_small_image(&registry, "team/app", "1.0").await;
+    let payload = simple_signing("registry.example.org/team/app", &image.digest);
+    let signature = signer.sign(&payload);
+    let sig = cosign_signatures(&[(payload.clone(), signature)]);
+    push_raw(&registry, "team/app", &sig_tag(&image.digest), &sig).await;
+    // The data file goes; distribution still knows the blob's size and answers
+    // 200 with its Content-Length and no bytes, as a deleted bucket does.
+    let lost = Digest::of(&payload);
+    registry.delete_blob(&lost);
+    let frontends = [("direct", url(registry.url()))];
+    let (run, results) = probe(&probes_yaml(&registry, &frontends, "team/app:1.0", &keys(&signer))).await;
+    assert_eq!(run.code, 1, "{}", run.context());
+    let result = &results[0];
+    assert_eq!((result.reason(), result.str_field("phase")), (Some("blob_truncated"), Some("referrers")), "{result}");
+    assert_eq!(referrer(result, &sig.digest()).reason(), Some("blob_truncated"));
+    let error = result.error_message().unwrap_or_default();
+    assert!(error.contains(&format!("layer 1 {}", &lost.to_string()[..19])), "{error}");
+}

@@ -206,14 +206,14 @@ impl RegistryClient {
         Ok(BlobResponse { response, source })
     }
 
-    /// A small blob (an image config) read whole, at most `max_bytes`.
+    /// A small blob (an image config, a signature) read whole, at most `max_bytes`.
     pub async fn small_blob(
         &self,
         repository: &str,
         digest: &Digest,
         max_bytes: u64,
     ) -> Result<(Bytes, BlobSource), ProbeError> {
-        let what = format!("config blob {}", digest.short());
+        let what = format!("blob {}", digest.short());
         let blob = self.blob(repository, digest).await?;
         let body = read_capped(blob.response, max_bytes, &what).await?;
         Ok((body, blob.source))
