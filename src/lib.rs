@@ -6,6 +6,7 @@
 //!
 //! - [`config`] reads probes.yaml; [`reference`] parses image references.
 //! - [`registry`] speaks the Distribution API and knows nothing about verdicts.
+//! - [`signature`] judges cosign and DSSE signatures already read (keys, payloads, ECDSA P-256).
 //! - [`verify`] is streaming readers (digest, count, decompress, tar walk) that know nothing about HTTP.
 //! - [`probe`] joins them for one image on one frontend and returns a [`result::ProbeResult`];
 //!   every mode takes one path through it: [`probe::plan`] → [`probe::run`] → results.
@@ -29,4 +30,5 @@ pub mod registry;
 pub mod result;
 pub mod serve;
 pub mod shard;
+pub mod signature;
 pub mod verify;

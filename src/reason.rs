@@ -40,11 +40,14 @@ pub enum Reason {
     ImageStale,
     RedirectLoop,
     DiscoveryFailed,
+    SignatureMissing,
+    SignatureInvalid,
+    ReferrersInconsistent,
 }
 
 impl Reason {
     /// Every reason, in the order of DESIGN.md.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 31] = [
         Reason::ManifestUnknown,
         Reason::ManifestInvalid,
         Reason::ManifestDigestMismatch,
@@ -73,6 +76,9 @@ impl Reason {
         Reason::ImageStale,
         Reason::RedirectLoop,
         Reason::DiscoveryFailed,
+        Reason::SignatureMissing,
+        Reason::SignatureInvalid,
+        Reason::ReferrersInconsistent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +111,9 @@ impl Reason {
             Reason::ImageStale => "image_stale",
             Reason::RedirectLoop => "redirect_loop",
             Reason::DiscoveryFailed => "discovery_failed",
+            Reason::SignatureMissing => "signature_missing",
+            Reason::SignatureInvalid => "signature_invalid",
+            Reason::ReferrersInconsistent => "referrers_inconsistent",
         }
     }
 
@@ -125,6 +134,9 @@ impl Reason {
                 | Reason::FrontendInconsistent
                 | Reason::ContentMissing
                 | Reason::ContentMismatch
+                | Reason::SignatureMissing
+                | Reason::SignatureInvalid
+                | Reason::ReferrersInconsistent
         )
     }
 }
@@ -148,6 +160,7 @@ pub enum Phase {
     Consistency,
     Upload,
     Discovery,
+    Referrers,
 }
 
 impl Phase {
@@ -162,6 +175,7 @@ impl Phase {
             Phase::Consistency => "consistency",
             Phase::Upload => "upload",
             Phase::Discovery => "discovery",
+            Phase::Referrers => "referrers",
         }
     }
 }

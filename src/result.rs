@@ -58,6 +58,52 @@ pub struct ProbeResult {
     /// Things worth knowing that are not failures (e.g. no `Docker-Content-Digest` header).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// With `signatures:`: the referrers examined on this frontend; `None` when they
+    /// were not listed (no `signatures:`, or the pull or the listing failed first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrers: Option<Vec<ReferrerCheck>>,
+}
+
+/// One referrer of the image (a signature, an SBOM, an attestation) as one frontend served it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferrerCheck {
+    /// The referrer's manifest digest.
+    pub digest: String,
+    /// The manifest's `artifactType` (else its config media type; for a simple signing
+    /// signature, the layer type `application/vnd.dev.cosign.simplesigning.v1+json`).
+    pub artifact_type: Option<String>,
+    /// Where it was found.
+    pub source: ReferrerSource,
+    pub ok: bool,
+    pub reason: Option<Reason>,
+    /// The configured key (as written in probes.yaml) a signature verified with; null otherwise.
+    pub verified_with: Option<String>,
+    /// The image digest it refers to: the manifest probed, or with `platforms: true` a platform's.
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a referrer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferrerSource {
+    /// `GET /v2/<name>/referrers/<digest>` (OCI 1.1).
+    ReferrersApi,
+    /// The referrers tag schema: the index at tag `sha256-<hex>`.
+    TagSchema,
+    /// cosign's legacy tag `sha256-<hex>.sig`.
+    CosignTag,
+}
+
+impl ReferrerSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReferrerSource::ReferrersApi => "referrers_api",
+            ReferrerSource::TagSchema => "tag_schema",
+            ReferrerSource::CosignTag => "cosign_tag",
+        }
+    }
 }
 
 /// What happened to one blob of the image (layers; for artifacts, every blob).

@@ -87,7 +87,11 @@ fn result(edit: serde_json::Value) -> ProbeResult {
 /// (`None` when the code built the family but no sample shows its labels).
 fn families_in_code() -> BTreeMap<String, (String, Option<BTreeSet<String>>)> {
     let results = [
-        result(serde_json::json!({})),
+        result(serde_json::json!({"referrers": [{
+            "digest": format!("sha256:{}", "d".repeat(64)), "artifact_type": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "source": "referrers_api", "ok": true, "reason": null, "verified_with": "/etc/pullprobe/cosign.pub",
+            "subject": format!("sha256:{}", "a".repeat(64)),
+        }]})),
         result(serde_json::json!({
             "frontend": "10.0.0.2", "ok": false, "reason": "blob_digest_mismatch", "phase": "blob", "retries": 1,
             "error": "layer 1: got another digest", "manifest_digest": format!("sha256:{}", "b".repeat(64)),

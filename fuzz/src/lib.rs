@@ -78,6 +78,7 @@ pub fn result(frontend: &str, reason: Option<Reason>) -> ProbeResult {
         ratelimit_remaining: None,
         used_by: Vec::new(),
         mirror_position: None,
+        referrers: None,
         warnings: Vec::new(),
     }
 }

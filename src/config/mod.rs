@@ -8,7 +8,10 @@
 //! [`ConfigError`] that displays as `FILE:LINE:COLUMN: message`.
 //!
 //! Nothing here touches the network or the files that the config names
-//! (password files, CA files): those are read when used.
+//! (password files, CA files): those are read when used. Signature keys are
+//! the exception: they are read and parsed while validating, so a key that is
+//! missing or is not an ECDSA P-256 public key is a configuration error that
+//! names the file, never a probe that fails every signature.
 
 mod alerting;
 mod error;
@@ -30,7 +33,7 @@ pub use alerting::{
 pub use error::{ConfigError, Position};
 pub use probe::{
     CanaryConfig, CatalogDiscovery, Expectations, KubernetesDiscovery, PathExpectation, PathType, ProbeConfig,
-    ProbeKind, Severity, TagRule,
+    ProbeKind, RequiredReferrer, Severity, SignaturePolicy, TagRule,
 };
 pub use registry::{
     Auth, CloudAuth, CredentialProvider, FileKey, FrontendAddressError, FrontendSet, FrontendSpec, IpFamily,

@@ -11,6 +11,7 @@ use url::Url;
 use super::error::Position;
 use crate::digest::Digest;
 use crate::platform::PlatformSelection;
+use crate::signature::PublicKey;
 
 /// One `probes:` entry.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct ProbeConfig {
     pub kind: ProbeKind,
     pub severity: Severity,
     pub expect: Expectations,
+    /// `signatures:`: the referrers every frontend must serve for the image.
+    pub signatures: Option<SignaturePolicy>,
     /// Overrides of `defaults:`; use [`Config::interval_for`](super::Config::interval_for) and friends.
     pub interval: Option<Duration>,
     pub timeout: Option<Duration>,
@@ -47,6 +50,7 @@ impl ProbeConfig {
             kind,
             severity: Severity::default(),
             expect: Expectations::default(),
+            signatures: None,
             interval: None,
             timeout: None,
             platforms: None,
@@ -196,6 +200,36 @@ impl Severity {
 impl std::fmt::Display for Severity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// `signatures: {require, keys, platforms}`: what admission control will look for,
+/// checked on every frontend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignaturePolicy {
+    /// Each kind must be present (and valid) among the image's referrers; at least one.
+    pub require: Vec<RequiredReferrer>,
+    /// With keys, at least one signature of a required signature kind must verify with one of them.
+    pub keys: Vec<PublicKey>,
+    /// Each platform manifest of an index must be signed too (`cosign sign --recursive`).
+    pub platforms: bool,
+}
+
+/// One entry of `signatures.require`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RequiredReferrer {
+    /// A cosign signature: the legacy `.sig` tag, a simple signing referrer, or a sigstore bundle.
+    Cosign,
+    /// A referrer of this artifactType (`application/spdx+json`, `application/vnd.in-toto+json`…).
+    ArtifactType(String),
+}
+
+impl std::fmt::Display for RequiredReferrer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequiredReferrer::Cosign => f.write_str("cosign signature"),
+            RequiredReferrer::ArtifactType(t) => write!(f, "referrer of artifactType {t}"),
+        }
     }
 }
 

@@ -162,6 +162,7 @@ pub(super) struct RawProbe {
     pub canary: Option<Spanned<RawCanary>>,
     pub severity: Option<Severity>,
     pub expect: Option<Spanned<RawExpect>>,
+    pub signatures: Option<Spanned<RawSignatures>>,
     pub interval: Option<Text>,
     pub timeout: Option<Text>,
     pub platforms: Option<Spanned<RawPlatforms>>,
@@ -212,6 +213,14 @@ pub(super) struct RawExpect {
     pub paths: Option<Vec<Spanned<ScalarOr<RawPathExpect>>>>,
     pub max_age: Option<Text>,
     pub labels: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSignatures {
+    pub require: Option<Spanned<Vec<Text>>>,
+    pub keys: Option<Vec<Text>>,
+    pub platforms: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1015,3 +1015,49 @@ fn cloud_auth_errors() {
     );
     finish();
 }
+
+#[test]
+fn signatures_read_their_keys_and_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cosign.pub");
+    std::fs::write(&key, crate::signature::tests::PUBLIC_PEM).unwrap();
+    let rsa = dir.path().join("rsa.pub");
+    std::fs::write(&rsa, "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAwHzvR8+tE/PrdcqPEZ+H\n-----END PUBLIC KEY-----\n").unwrap();
+    let missing = dir.path().join("absent.pub");
+    let probe = |signatures: &str| {
+        format!("probes:\n  - name: app\n    image: 127.0.0.1:5000/app:1\n    signatures: {signatures}\n")
+    };
+
+    let config = load(&probe(&format!(
+        "{{require: [cosign, application/spdx+json], keys: [{}], platforms: true}}",
+        key.display()
+    )));
+    let policy = config.probes[0].signatures.clone().unwrap();
+    assert_eq!(
+        policy.require,
+        [RequiredReferrer::Cosign, RequiredReferrer::ArtifactType("application/spdx+json".into())]
+    );
+    assert_eq!(policy.keys.len(), 1);
+    assert_eq!(policy.keys[0].name, key.display().to_string());
+    assert!(policy.platforms);
+
+    let config = load(&probe("{}"));
+    let policy = config.probes[0].signatures.clone().unwrap();
+    assert_eq!((policy.require, policy.keys.len(), policy.platforms), (vec![RequiredReferrer::Cosign], 0, false));
+
+    assert_error(&probe("{require: [cosgin]}"), 4, 28, "`require`: unknown kind \"cosgin\"");
+    assert_error(&probe("{require: []}"), 4, 27, "`require`: the list is empty");
+    assert_error(&probe(&format!("{{keys: [{}]}}", missing.display())), 4, 25, "no such file");
+    let (_, _, message) = error(&probe(&format!("{{keys: [{}]}}", missing.display())));
+    assert!(message.contains(&missing.display().to_string()), "{message}");
+    assert_error(&probe(&format!("{{keys: [{}]}}", rsa.display())), 4, 25, "is not an ECDSA P-256 public key");
+    assert_error(&probe("{keys: []}"), 4, 17, "`keys`: the list is empty");
+    assert_error(&probe("{require: [cosign], sign: true}"), 4, 37, "unknown field `sign`");
+    assert_error(
+        "probes:\n  - name: c\n    registry: r\n    canary: {repository: x/y}\n    signatures: {}\nregistries:\n  - {name: r, url: https://r.example.org}\n",
+        5,
+        17,
+        "`signatures` goes with pulled images",
+    );
+    finish();
+}

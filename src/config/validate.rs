@@ -16,8 +16,8 @@ use super::{
     AlertAfter, AlertingConfig, AlertmanagerConfig, Auth, CanaryConfig, CatalogDiscovery, CloudAuth, Config,
     CredentialProvider, Defaults, EndpointAccess, EndpointAuth, Expectations, FileKey, FrontendSet, FrontendSpec,
     KubernetesDiscovery, Limits, NodeMirrors, PasswordSource, PathExpectation, PathType, ProbeConfig, ProbeKind,
-    PushgatewayConfig, RESERVED_LABELS, RegistryConfig, ServeConfig, TagRule, TargetPattern, TlsConfig,
-    unknown_registry,
+    PushgatewayConfig, RESERVED_LABELS, RegistryConfig, RequiredReferrer, ServeConfig, SignaturePolicy, TagRule,
+    TargetPattern, TlsConfig, unknown_registry,
 };
 use crate::platform::{Platform, PlatformSelection};
 use crate::reference::{self, ImageReference};
@@ -657,6 +657,14 @@ impl Validator<'_> {
             }
             probe.expect = self.expect(&expect.value)?;
         }
+        if let Some(signatures) = &raw.signatures {
+            if raw.canary.is_some() {
+                return Err(
+                    self.error(&signatures.referenced, "`signatures` goes with pulled images, not with `canary`")
+                );
+            }
+            probe.signatures = Some(self.signatures(&signatures.value, &signatures.referenced)?);
+        }
         if let Some(t) = &raw.interval {
             probe.interval = Some(self.positive_duration("interval", t)?);
         }
@@ -886,6 +894,66 @@ impl Validator<'_> {
             expect.labels = labels.value.clone();
         }
         Ok(expect)
+    }
+
+    /// `signatures: {require, keys, platforms}`. `require` defaults to `[cosign]`; each
+    /// key file is read and must be an ECDSA P-256 public key in PEM.
+    fn signatures(&self, raw: &RawSignatures, at: &Location) -> Result<SignaturePolicy> {
+        let mut require = Vec::new();
+        match &raw.require {
+            None => require.push(RequiredReferrer::Cosign),
+            Some(list) if list.value.is_empty() => {
+                return Err(self.error(
+                    &list.referenced,
+                    "`require`: the list is empty; name at least one kind (cosign, or an artifactType), or leave it out for [cosign]",
+                ));
+            }
+            Some(list) => {
+                for kind in &list.value {
+                    let required = self.required_referrer(kind)?;
+                    if !require.contains(&required) {
+                        require.push(required);
+                    }
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        for key in raw.keys.iter().flatten() {
+            let path = self.path("keys", key)?;
+            let pem = std::fs::read(&path).map_err(|e| {
+                self.error(&key.referenced, format!("`keys`: cannot read {}: {}", path.display(), io_reason(&e)))
+            })?;
+            let text = String::from_utf8_lossy(&pem);
+            let parsed = crate::signature::PublicKey::from_pem(&key.value, &text)
+                .map_err(|why| self.error(&key.referenced, format!("`keys`: {} {why}", path.display())))?;
+            keys.push(parsed);
+        }
+        if raw.keys.as_ref().is_some_and(Vec::is_empty) {
+            return Err(self.error(at, "`keys`: the list is empty; leave it out to check signatures without keys"));
+        }
+        Ok(SignaturePolicy { require, keys, platforms: raw.platforms.unwrap_or(false) })
+    }
+
+    /// `cosign`, or an artifactType: a media type `type/subtype` (RFC 6838 characters).
+    fn required_referrer(&self, kind: &Text) -> Result<RequiredReferrer> {
+        let value = kind.value.trim();
+        if value == "cosign" {
+            return Ok(RequiredReferrer::Cosign);
+        }
+        let token = |s: &str| {
+            !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
+        match value.split_once('/') {
+            Some((kind_type, subtype)) if token(kind_type) && token(subtype) => {
+                Ok(RequiredReferrer::ArtifactType(value.to_string()))
+            }
+            _ => Err(self.error(
+                &kind.referenced,
+                format!(
+                    "`require`: unknown kind {value:?}: expected `cosign` or an artifactType (a media type like application/spdx+json)"
+                ),
+            )),
+        }
     }
 
     /// `type`, `min_size`, `mode`, `sha256` and `absent` of one `{path: …}` entry.
@@ -1121,6 +1189,15 @@ impl Validator<'_> {
             serve.allow_targets.push(TargetPattern(pattern.value.clone()));
         }
         Ok(serve)
+    }
+}
+
+/// Why a file could not be read, without the OS's error number.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
     }
 }
 

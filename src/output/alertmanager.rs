@@ -215,10 +215,45 @@ pub fn description(result: &ProbeResult) -> String {
     if failed.len() > MAX_LAYERS_DESCRIBED {
         lines.push(format!("… and {} more failed layers", failed.len() - MAX_LAYERS_DESCRIBED));
     }
+    lines.extend(referrer_lines(result));
     if result.retries > 0 {
         lines.push(format!("retried {} time(s) within the run", result.retries));
     }
     redact_text(&lines.join("\n"))
+}
+
+/// With `signatures:`: what was found where, and each referrer that failed.
+fn referrer_lines(result: &ProbeResult) -> Vec<String> {
+    let Some(referrers) = &result.referrers else { return Vec::new() };
+    let mut lines = Vec::new();
+    let valid: Vec<String> = referrers
+        .iter()
+        .filter(|r| r.ok)
+        .take(MAX_LAYERS_DESCRIBED)
+        .map(|r| {
+            let kind = r.artifact_type.as_deref().unwrap_or("unknown type");
+            match &r.verified_with {
+                Some(key) => format!("{} ({kind}, {}, verified with {key})", r.digest, r.source.as_str()),
+                None => format!("{} ({kind}, {})", r.digest, r.source.as_str()),
+            }
+        })
+        .collect();
+    lines.push(if valid.is_empty() {
+        "valid referrers on this frontend: none".to_string()
+    } else {
+        format!("valid referrers on this frontend: {}", valid.join(", "))
+    });
+    for r in referrers.iter().filter(|r| !r.ok).take(MAX_LAYERS_DESCRIBED) {
+        lines.push(format!(
+            "referrer {} ({}, from {}): {}: {}",
+            r.digest,
+            r.artifact_type.as_deref().unwrap_or("unknown type"),
+            r.source.as_str(),
+            r.reason.map(|x| x.as_str()).unwrap_or("failed"),
+            r.error.as_deref().unwrap_or("")
+        ));
+    }
+    lines
 }
 
 /// What to send to one replica, and what it means for each failed series.
@@ -458,6 +493,31 @@ mod tests {
             error: Some("got sha256:cd… via https://s3.example.org/x?X-Amz-Signature=sekrit".into()),
         });
         r
+    }
+
+    #[test]
+    fn a_missing_signature_says_what_is_missing_and_where_it_was_looked_for() {
+        let mut r = result("10.0.0.1", Some(Reason::SignatureMissing), "2026-11-23T06:00:00Z");
+        r.error =
+            Some("no cosign signature for sha256:aa… on this frontend; looked in tag sha256-aa….sig (absent)".into());
+        r.referrers = Some(vec![crate::result::ReferrerCheck {
+            digest: format!("sha256:{}", "5".repeat(64)),
+            artifact_type: Some("application/spdx+json".into()),
+            source: crate::result::ReferrerSource::TagSchema,
+            ok: true,
+            reason: None,
+            verified_with: None,
+            subject: format!("sha256:{}", "a".repeat(64)),
+            error: None,
+        }]);
+        let alert = firing_alert(&r, &settings(1), 0.0, 60.0);
+        let description = &alert.annotations["description"];
+        assert!(description.contains("no cosign signature") && description.contains(".sig (absent)"), "{description}");
+        assert!(description.contains("valid referrers on this frontend: sha256:5555"), "{description}");
+        assert_eq!(
+            alert.annotations["summary"],
+            "golden-base 10.0.0.1: signature_missing: no cosign signature for sha256:aa… on this frontend"
+        );
     }
 
     #[test]

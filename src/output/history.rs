@@ -164,6 +164,7 @@ pub(crate) mod tests {
             ratelimit_remaining: None,
             used_by: Vec::new(),
             mirror_position: None,
+            referrers: None,
             warnings: Vec::new(),
         }
     }

@@ -49,6 +49,7 @@ pub const TLS_NOT_AFTER: &str = "tls_cert_not_after_timestamp_seconds";
 pub const FRONTEND_CONSISTENT: &str = "frontend_consistent";
 pub const BUILD_INFO: &str = "build_info";
 pub const RATELIMIT_REMAINING: &str = "ratelimit_remaining";
+pub const REFERRERS: &str = "referrers";
 pub const SHARD_INFO: &str = "shard_info";
 pub const SHARDS: &str = "shards";
 pub const SHARD_IMAGES: &str = "shard_images";
@@ -91,6 +92,10 @@ pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFa
     let mut ratelimit =
         GaugeFamily::new(RATELIMIT_REMAINING, "Pulls the registry says are left (RateLimit-Remaining), lowest seen");
     let mut ratelimit_by_registry: BTreeMap<String, f64> = BTreeMap::new();
+    let mut referrers = GaugeFamily::new(
+        REFERRERS,
+        "Valid referrers of the image on this frontend (signatures: set), by artifact type",
+    );
 
     let mut tls_seen = BTreeSet::new();
     for result in results {
@@ -113,6 +118,9 @@ pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFa
             (false, Some(reason)) => failure_info.push(with(labels.clone(), "reason", reason.as_str()), 1.0),
             (true, Some(reason)) => failure_info.push(with(labels.clone(), "reason", reason.as_str()), 0.0),
             (_, None) => {}
+        }
+        for (artifact_type, count) in referrer_counts(result) {
+            referrers.push(with(labels.clone(), "artifact_type", &artifact_type), count as f64);
         }
         if let Some(left) = result.ratelimit_remaining {
             let lowest = ratelimit_by_registry.entry(result.registry.clone()).or_insert(left as f64);
@@ -149,6 +157,7 @@ pub fn gauge_families(results: &[ProbeResult], history: &History) -> Vec<GaugeFa
         tls,
         consistent,
         ratelimit,
+        referrers,
         build,
     ];
     families.push(canary_metrics::push_duration(results));
@@ -212,6 +221,24 @@ pub fn shard_families(shard: Shard, location: &str, owned: usize) -> Vec<GaugeFa
 
 /// Per (probe, registry): false if a result says `frontend_inconsistent`, or if
 /// the frontends answered one image and platform with different manifest digests.
+/// Distinct `artifact_type` values of one series, at most; the rest count as `other`.
+const MAX_ARTIFACT_TYPES: usize = 16;
+
+/// The valid referrers of a result by artifact type (none unless they were listed).
+fn referrer_counts(result: &ProbeResult) -> BTreeMap<String, usize> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for check in result.referrers.iter().flatten().filter(|c| c.ok) {
+        let artifact_type = check.artifact_type.clone().unwrap_or_else(|| "unknown".to_string());
+        let label = if counts.len() < MAX_ARTIFACT_TYPES || counts.contains_key(&artifact_type) {
+            artifact_type
+        } else {
+            "other".to_string()
+        };
+        *counts.entry(label).or_default() += 1;
+    }
+    counts
+}
+
 fn frontend_consistency(results: &[ProbeResult]) -> BTreeMap<(String, String), bool> {
     let mut digests: BTreeMap<(String, String, String, String), BTreeSet<&str>> = BTreeMap::new();
     let mut out: BTreeMap<(String, String), bool> = BTreeMap::new();
@@ -396,6 +423,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn referrers_count_the_valid_ones_by_artifact_type() {
+        use crate::result::{ReferrerCheck, ReferrerSource};
+        let referrer = |artifact_type: &str, ok: bool| ReferrerCheck {
+            digest: format!("sha256:{}", "d".repeat(64)),
+            artifact_type: Some(artifact_type.to_string()),
+            source: ReferrerSource::TagSchema,
+            ok,
+            reason: (!ok).then_some(Reason::SignatureInvalid),
+            verified_with: None,
+            subject: format!("sha256:{}", "a".repeat(64)),
+            error: None,
+        };
+        let mut signed = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
+        signed.referrers = Some(vec![referrer("a/sig", true), referrer("a/sig", true), referrer("a/sbom", false)]);
+        let mut many = result("10.0.0.2", None, "2026-11-23T06:00:00Z");
+        many.referrers = Some((0..20).map(|i| referrer(&format!("type/{i:02}"), true)).collect());
+        let results = [signed, many];
+        let families = gauge_families(&results, &advance(&History::new(), &results));
+        let family = families.iter().find(|f| f.name == REFERRERS).expect("family");
+        let of = |frontend: &str, artifact_type: &str| {
+            family
+                .samples
+                .iter()
+                .find(|s| {
+                    s.labels.contains(&("frontend".into(), frontend.into()))
+                        && s.labels.contains(&("artifact_type".into(), artifact_type.into()))
+                })
+                .map(|s| s.value)
+        };
+        assert_eq!(of("10.0.0.1", "a/sig"), Some(2.0));
+        assert_eq!(of("10.0.0.1", "a/sbom"), None, "only valid referrers count");
+        assert_eq!(of("10.0.0.2", "other"), Some(4.0), "16 types per series, the rest as other");
     }
 
     #[test]

@@ -25,8 +25,15 @@ pub fn one_line(result: &crate::result::ProbeResult) -> String {
         return format!("{head}: ok in {:.2}s", result.duration_seconds);
     };
     let mut line = format!("{head}: {reason}");
+    let failed_referrer = result.referrers.iter().flatten().find(|r| !r.ok && r.reason == result.reason);
     if let Some(layer) = result.layers.iter().find(|l| !l.ok && l.reason.is_some()) {
         line.push_str(&format!(" layer {}", layer.digest));
+    } else if let Some(referrer) = failed_referrer {
+        line.push_str(&format!(" referrer {} ({})", referrer.digest, referrer.source.as_str()));
+    } else if let (Some(crate::reason::Reason::SignatureMissing), Some(error)) = (result.reason, &result.error) {
+        // What is missing, without where it was looked for (the description has that).
+        let what: String = error.split(';').next().unwrap_or_default().chars().take(200).collect();
+        line.push_str(&format!(": {what}"));
     } else if let Some(code) = &result.registry_error {
         line.push_str(&format!(" ({code})"));
     }

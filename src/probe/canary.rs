@@ -162,6 +162,7 @@ impl Run<'_> {
             ratelimit_remaining: None,
             used_by: Vec::new(),
             mirror_position: None,
+            referrers: None,
             warnings: warnings.iter().map(|w| crate::redact::redact_text(w)).collect(),
         }
     }

@@ -2,7 +2,7 @@
 //! a set of them. One path for every mode: [`plan`] turns a config or a
 //! command line into jobs, [`run`] turns jobs into plain
 //! [`crate::result::ProbeResult`] values; outputs are computed from those and
-//! never re-probe. Each kind has its room: [`pull`], [`canary`], [`discover`];
+//! never re-probe. Each kind has its room: [`pull`], [`canary`], [`discover`], and [`referrers`] (the signatures a pull must find);
 //! [`connection`] is how any of them reaches a registry.
 
 pub mod bandwidth;
@@ -17,4 +17,5 @@ pub mod ledger;
 pub mod node_order;
 pub mod plan;
 pub mod pull;
+pub mod referrers;
 pub mod run;

@@ -6,7 +6,7 @@
 //! discovery failed while planning (its result is already known).
 //!
 //! All jobs share one limit on concurrent work. After the pulls, the
-//! round-wide verdicts: frontends that disagree on a tag, and content failures
+//! round-wide verdicts: frontends that disagree on a tag or on its referrers, and content failures
 //! found through one frontend carried to the others that served the same
 //! digest (checked there by digest only).
 
@@ -22,7 +22,7 @@ use crate::frontend::Frontend;
 use crate::probe::bandwidth::Bandwidth;
 use crate::probe::budget::RoundBudget;
 use crate::probe::canary::{self, CanaryJob};
-use crate::probe::consistency::check_frontends;
+use crate::probe::consistency::{check_frontends, check_referrers};
 use crate::probe::ledger::BlobLedger;
 use crate::probe::node_order;
 use crate::probe::pull::{Progress, PullTarget, RoundContext};
@@ -177,6 +177,7 @@ pub async fn run(jobs: Vec<Job>, options: RoundOptions) -> Vec<ProbeResult> {
     if let Some(pulled) = by_rank.get_mut(&Rank::Pull) {
         carry_content_failures(pulled, &round.ledger);
         check_frontends(pulled);
+        check_referrers(pulled);
     }
     by_rank.into_values().flatten().collect()
 }
@@ -274,6 +275,7 @@ mod tests {
                 limits: Default::default(),
                 layer_concurrency: 2,
                 expect: Default::default(),
+                signatures: None,
             },
             frontends: Vec::new(),
             transport: Default::default(),

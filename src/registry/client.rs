@@ -128,13 +128,18 @@ impl RegistryClient {
         &self.transport
     }
 
+    /// The headers a mirror host wants on every request.
+    pub(super) fn route_headers(&self) -> &HeaderMap {
+        &self.route.headers
+    }
+
     /// The token scope for reading `repository` on this frontend (with its prefix).
-    fn pull_scope(&self, repository: &str) -> Scope {
+    pub(super) fn pull_scope(&self, repository: &str) -> Scope {
         Scope::pull(&format!("{}{}", self.repository_prefix, self.route.repository(repository)))
     }
 
     /// `/v2/<prefix><repository>/<rest>` on this frontend, with `?ns=` for mirrors.
-    fn url(&self, repository: &str, rest: &str) -> Result<Url, ProbeError> {
+    pub(super) fn url(&self, repository: &str, rest: &str) -> Result<Url, ProbeError> {
         let joined = format!(
             "{}{}/{}{}/{rest}",
             self.base.as_str().trim_end_matches('/'),
@@ -201,14 +206,14 @@ impl RegistryClient {
         Ok(BlobResponse { response, source })
     }
 
-    /// A small blob (an image config) read whole, at most `max_bytes`.
+    /// A small blob (an image config, a signature) read whole, at most `max_bytes`.
     pub async fn small_blob(
         &self,
         repository: &str,
         digest: &Digest,
         max_bytes: u64,
     ) -> Result<(Bytes, BlobSource), ProbeError> {
-        let what = format!("config blob {}", digest.short());
+        let what = format!("blob {}", digest.short());
         let blob = self.blob(repository, digest).await?;
         let body = read_capped(blob.response, max_bytes, &what).await?;
         Ok((body, blob.source))
@@ -223,7 +228,7 @@ fn certificate_not_after(der: &[u8]) -> Option<String> {
     at.format(&time::format_description::well_known::Rfc3339).ok()
 }
 
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect())
 }
 
@@ -266,7 +271,7 @@ pub fn cache_status(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Pass a success through; turn anything else into the registry's reason.
-async fn check_status(response: Response, kind: RequestKind, what: &str) -> Result<Response, ProbeError> {
+pub(super) async fn check_status(response: Response, kind: RequestKind, what: &str) -> Result<Response, ProbeError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -281,7 +286,7 @@ async fn check_status(response: Response, kind: RequestKind, what: &str) -> Resu
 }
 
 /// Read a whole body, failing with `too_large` past `max_bytes` without reading further.
-async fn read_capped(mut response: Response, max_bytes: u64, what: &str) -> Result<Bytes, ProbeError> {
+pub(super) async fn read_capped(mut response: Response, max_bytes: u64, what: &str) -> Result<Bytes, ProbeError> {
     if let Some(len) = response.content_length()
         && len > max_bytes
     {

@@ -13,6 +13,7 @@ pub mod docker_config;
 pub mod errors;
 pub mod mirrors;
 pub mod push;
+pub mod referrers;
 pub mod route;
 pub mod scope;
 pub mod tags;

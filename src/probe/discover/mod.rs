@@ -161,6 +161,7 @@ impl<'a> Listing<'a> {
             ratelimit_remaining: None,
             used_by: Vec::new(),
             mirror_position: None,
+            referrers: None,
             warnings: Vec::new(),
         }
     }

@@ -2,9 +2,10 @@
 //! canary — its labels, limits, credentials and frontends. Frontends are
 //! resolved here (`dns` frontends are re-resolved every time a job is planned).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Expectations, ProbeConfig, ProbeKind, RegistryConfig};
+use crate::config::{Config, Expectations, ProbeConfig, ProbeKind, RegistryConfig, SignaturePolicy};
 use crate::frontend::{self, Frontend};
 use crate::platform::PlatformSelection;
 use crate::probe::canary::CanaryJob;
@@ -85,6 +86,7 @@ struct Checks<'a> {
     platforms: PlatformSelection,
     timeout: Duration,
     expect: &'a Expectations,
+    signatures: Option<&'a SignaturePolicy>,
 }
 
 impl<'a> Checks<'a> {
@@ -94,6 +96,7 @@ impl<'a> Checks<'a> {
             platforms: config.platforms_for(probe),
             timeout: config.timeout_for(probe),
             expect: &probe.expect,
+            signatures: probe.signatures.as_ref(),
         }
     }
 }
@@ -139,6 +142,7 @@ pub async fn job_for_image(config: &Config, raw: &str, overrides: &Overrides) ->
         platforms: config.defaults.platforms.clone(),
         timeout: config.defaults.timeout,
         expect: &no_expectations,
+        signatures: None,
     };
     pull_job(config, checks, image, registry, None, overrides).await
 }
@@ -164,6 +168,7 @@ async fn pull_job(
         limits: pull_limits(config),
         layer_concurrency: layer_concurrency(),
         expect: expectations(checks.expect, overrides)?,
+        signatures: checks.signatures.cloned().map(Arc::new),
     };
     let mut transport = connection::transport_for(config, registry, connection);
     transport.auth =

@@ -96,9 +96,14 @@ impl PullRun<'_> {
             PlatformSelection::List(list) if list.len() == 1 => list[0].to_string(),
             _ => "unknown".to_string(),
         });
+        // The pull's own failure first; else what the referrers said (`signatures:`).
+        let (failure, from_referrers) = match failure {
+            Some(err) => (Some(err), false),
+            None => (state.referrers_failure.clone(), true),
+        };
         let (reason, phase, error, registry_error) = match failure {
             Some(err) => {
-                let phase = failure_phase(&err, &state);
+                let phase = if from_referrers { Phase::Referrers } else { failure_phase(&err, &state) };
                 let mut message = crate::redact::redact_text(&err.message);
                 if let Some(retry_after) = err.retry_after {
                     message.push_str(&format!(" (Retry-After {retry_after}s)"));
@@ -130,6 +135,7 @@ impl PullRun<'_> {
             ratelimit_remaining: state.ratelimit_remaining,
             used_by: Vec::new(),
             mirror_position: None,
+            referrers: state.referrers,
             warnings: state.warnings,
         }
     }

@@ -7,7 +7,8 @@
 //! manifest, an index's platforms), `config.rs` (the config blob and the diff_ids it
 //! promises), `layers.rs` (which layers are read, in what order, how many at once),
 //! `layer_job.rs` (one layer streamed into the verifier) and `expectations.rs`
-//! (`expect:` once the layers passed). `attempt.rs` is what every step runs inside:
+//! (`expect:` once the layers passed), `referrers.rs` (`signatures:`: the image's
+//! referrers on this frontend). `attempt.rs` is what every step runs inside:
 //! the deadline, one retry of transient failures, and the result a pull ends in.
 
 mod attempt;
@@ -16,13 +17,14 @@ mod expectations;
 mod layer_job;
 mod layers;
 mod manifest;
+mod referrers;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::Expectations;
+use crate::config::{Expectations, SignaturePolicy};
 use crate::digest::Digest;
 use crate::frontend::Frontend;
 use crate::manifest::Manifest;
@@ -35,7 +37,7 @@ use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::client::RegistryClient;
 use crate::registry::transport::TransportOptions;
-use crate::result::{LayerCheck, ProbeResult, now_utc_millis};
+use crate::result::{LayerCheck, ProbeResult, ReferrerCheck, now_utc_millis};
 
 use manifest::PlatformSource;
 
@@ -75,6 +77,8 @@ pub struct PullTarget {
     pub layer_concurrency: usize,
     /// Content and freshness assertions (`expect:`, `--expect-path`).
     pub expect: Expectations,
+    /// `signatures:`: the referrers each frontend must serve.
+    pub signatures: Option<Arc<SignaturePolicy>>,
 }
 
 /// Live byte counter for a progress display.
@@ -139,6 +143,10 @@ struct PullState {
     /// Layers being read now and layers finished, by index: what a timeout reports.
     active_layers: BTreeMap<usize, LayerCheck>,
     done_layers: BTreeMap<usize, LayerCheck>,
+    /// The referrers examined (`signatures:`), once listed.
+    referrers: Option<Vec<ReferrerCheck>>,
+    /// The referrers' verdict on the image, reported if the pull itself passes.
+    referrers_failure: Option<ProbeError>,
 }
 
 impl PullState {
@@ -152,6 +160,8 @@ impl PullState {
             warnings: self.warnings.clone(),
             tls_not_after: self.tls_not_after.clone(),
             ratelimit_remaining: self.ratelimit_remaining,
+            referrers: self.referrers.clone(),
+            referrers_failure: self.referrers_failure.clone(),
             ..PullState::default()
         }
     }
@@ -197,6 +207,7 @@ impl PullRun<'_> {
             Ok(top) => top,
             Err(err) => return vec![self.result(state, Some(err), retries, &clock)],
         };
+        let state = self.top_referrers(state, &top.digest, &clock, &mut retries).await;
         match top.manifest {
             // A single image continues the deadline its manifest fetch began.
             Manifest::Image(image) => {
@@ -237,6 +248,7 @@ impl PullRun<'_> {
         let layer_digests = image.layers.iter().map(|l| l.digest).collect();
         let content = config.image.as_ref().and_then(|_| expect::plan(&self.target.expect, layer_digests));
         self.pull_layers(client, &image, &config, state, content.clone()).await?;
-        self.check_expectations(client, &image, &config, content, state).await
+        self.check_expectations(client, &image, &config, content, state).await?;
+        self.platform_referrers(client, source, state).await
     }
 }
