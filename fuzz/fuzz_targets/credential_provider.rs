@@ -3,8 +3,8 @@
 //! (stdout, then after a NUL byte its stderr), ECR's `GetAuthorizationToken`
 //! answer, the GCP metadata server's token answer, and ACR's `/oauth2/exchange`
 //! answer. A refusal is `auth_failed`, names the plugin or step, is bounded, and
-//! never quotes a value where a credential belongs (any value of the plugin's
-//! `auth` map, any value of a cloud's answer). Accepted credentials are the
+//! never quotes a value where a credential may be (what the plugin printed but
+//! the fields a refusal names, any value of a cloud's answer). Accepted credentials are the
 //! token the answer carries, and neither prints nor describes itself with it.
 
 #![no_main]
@@ -53,8 +53,7 @@ fuzz_target!(|data: &[u8]| {
         }
         2 => {
             let answer = gcp::read_token_answer(body, GCP_STEP, "default", "metadata.google.internal");
-            if let Ok((_, lifetime)) = &answer {
-                let json: Value = serde_json::from_slice(body).expect("JSON");
+            if let (Ok((_, lifetime)), Ok(json)) = (&answer, serde_json::from_slice::<Value>(body)) {
                 assert_eq!(lifetime.map(|d| d.as_secs()), json["expires_in"].as_u64());
             }
             let issued = answer.map(|(credentials, _)| credentials);
@@ -87,7 +86,8 @@ fn check(
 ) {
     match result {
         Ok(credentials) => {
-            let json: Value = serde_json::from_slice(body).expect("accepted answers are JSON");
+            // serde_json takes bytes that are not UTF-8 in a field it skips; a Value does not.
+            let Ok(json) = serde_json::from_slice::<Value>(body) else { return };
             accepted(credentials, &json);
             let token = match credentials.secret() {
                 Secret::Password(p) | Secret::IdentityToken(p) => p,
@@ -110,7 +110,7 @@ fn check(
 }
 
 /// A plugin's stdout and stderr: refused as `auth_failed` naming the plugin, quoting
-/// no value of the `auth` map; accepted with a cache key type and a finite duration.
+/// no value of stdout but the fields it names; accepted with its cache key type.
 fn plugin(body: &[u8]) {
     let (stdout, stderr) = match body.iter().position(|&b| b == 0) {
         Some(at) => (&body[..at], &body[at + 1..]),
@@ -119,7 +119,8 @@ fn plugin(body: &[u8]) {
     let json: Option<Value> = serde_json::from_slice(stdout).ok();
     match read_response(stdout, stderr, PLUGIN, IMAGE) {
         Ok(answer) => {
-            let json = json.expect("accepted answers are JSON");
+            // serde_json takes bytes that are not UTF-8 in a field it skips; a Value does not.
+            let Some(json) = json else { return };
             let kind = json["cacheKeyType"].as_str();
             let expected = match answer.cache_key_type {
                 CacheKeyType::Image => "Image",
@@ -139,20 +140,23 @@ fn plugin(body: &[u8]) {
             check_error("plugin", &e, &[Reason::AuthFailed]);
             assert!(e.message.starts_with(&format!("{PLUGIN}: ")), "the plugin is not named: {}", e.message);
             let Some(json) = json else { return };
-            let Some(auth) = json.get("auth") else { return };
-            let (mut secret_keys, mut secrets) = (Vec::new(), Vec::new());
-            collect(auth, &mut secret_keys, &mut secrets);
-            if let Value::String(s) = auth {
+            // Stdout is never shown: no value of it is quoted but the four fields a
+            // refusal names (`apiVersion`, `kind`, `cacheKeyType`, `cacheDuration`).
+            let mut secret = json.clone();
+            let mut shown = vec![String::from_utf8_lossy(stderr).into_owned()];
+            if let Some(fields) = secret.as_object_mut() {
+                for field in ["apiVersion", "kind", "cacheKeyType", "cacheDuration"] {
+                    if let Some(Value::String(s)) = fields.remove(field) {
+                        shown.push(s);
+                    }
+                }
+            }
+            let mut secrets = Vec::new();
+            collect(&secret, &mut shown, &mut secrets);
+            if let Value::String(s) = &secret {
                 secrets.push(s.clone());
             }
-            // What is written outside the auth map may be quoted, and so may stderr.
-            let mut others = json.clone();
-            others.as_object_mut().map(|m| m.remove("auth"));
-            let (mut keys, mut values) = (secret_keys, Vec::new());
-            collect(&others, &mut keys, &mut values);
-            keys.extend(values);
-            keys.push(String::from_utf8_lossy(stderr).into_owned());
-            no_value_quoted(&e.message, &secrets, &keys, &format!("{PLUGIN} {IMAGE}"));
+            no_value_quoted(&e.message, &secrets, &shown, &format!("{PLUGIN} {IMAGE}"));
         }
     }
 }
