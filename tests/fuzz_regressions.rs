@@ -11,11 +11,14 @@ use std::sync::Arc;
 
 use pullprobe::config::{Config, PathExpectation, PathType};
 use pullprobe::digest::Digest;
+use pullprobe::frontend::containerd;
+use pullprobe::frontend::toml_file::TomlFile;
 use pullprobe::manifest::parse_manifest;
 use pullprobe::media_types;
 use pullprobe::output::alertmanager::parse_alerts;
 use pullprobe::output::pushgateway::{Group, parse_read_back};
 use pullprobe::reason::Reason;
+use pullprobe::reference::ImageReference;
 use pullprobe::registry::client::cache_status;
 use pullprobe::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
 use pullprobe::registry::tags::next_page;
@@ -180,4 +183,21 @@ fn a_content_verdict_does_not_depend_on_the_walk_order() {
     assert_eq!(bottom_first.len(), 1);
     assert_eq!(bottom_first[0].reason, Reason::ContentMissing);
     assert!(bottom_first[0].message.contains("/a is a regular file of 10 bytes"), "{}", bottom_first[0].message);
+}
+
+/// A hosts.toml host written with credentials (`https://user:password@mirror`): the
+/// refusal quoted the host as written, password and all.
+#[test]
+fn a_hosts_toml_error_does_not_quote_a_password() {
+    let input = fixture("hosts_toml", "host-with-credentials");
+    let (_, text) = input.split_first().expect("an image byte and a file");
+    let text = String::from_utf8(text.to_vec()).expect("UTF-8");
+    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
+    let hub = Url::parse("https://registry-1.docker.io").unwrap();
+    let image = ImageReference::parse("docker.io/library/alpine:3").unwrap();
+    let err = containerd::parse(&file, &hub, &image).expect_err("a host URL has no credentials");
+    assert_eq!(err.to_string().split(": ").next(), Some("hosts.toml:1:7"));
+    assert!(err.message.contains("no query, fragment or credentials"), "{err}");
+    assert!(err.message.contains("mirror.example.com"), "{err}");
+    assert!(!err.message.contains("hunter2-secret"), "{err}");
 }

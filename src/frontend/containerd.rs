@@ -24,7 +24,7 @@ use url::Url;
 
 use super::HostSettings;
 use super::node::{NodeHost, NodeHosts};
-use super::toml_file::{Table, TomlFile, Value, entries, get};
+use super::toml_file::{Table, TomlFile, Value, entries, get, quoted};
 use crate::config::{ConfigError, parse_duration};
 use crate::reference::{DOCKER_HUB, DOCKER_HUB_API_HOST, ImageReference};
 use crate::registry::mirrors::Walk;
@@ -216,8 +216,9 @@ fn host(
     if let Some(value) = get(table, "proxy") {
         let proxy = file.string("proxy", value)?;
         notes.push(format!(
-            "{}: `proxy = {proxy:?}` is not applied: pullprobe reaches {url} directly (HTTPS_PROXY and NO_PROXY apply)",
-            file.location(&value.span())
+            "{}: `proxy = {}` is not applied: pullprobe reaches {url} directly (HTTPS_PROXY and NO_PROXY apply)",
+            file.location(&value.span()),
+            quoted(&proxy)
         ));
     }
     // containerd tries HTTPS first for an http:// host with TLS settings (not on port 80).
