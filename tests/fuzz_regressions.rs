@@ -20,6 +20,8 @@ use pullprobe::output::pushgateway::{Group, parse_read_back};
 use pullprobe::reason::Reason;
 use pullprobe::reference::ImageReference;
 use pullprobe::registry::client::cache_status;
+use pullprobe::registry::cloud::provider_plugin::read_response;
+use pullprobe::registry::cloud::{acr, ecr, gcp};
 use pullprobe::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
 use pullprobe::registry::tags::next_page;
 use pullprobe::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
@@ -200,4 +202,30 @@ fn a_hosts_toml_error_does_not_quote_a_password() {
     assert!(err.message.contains("no query, fragment or credentials"), "{err}");
     assert!(err.message.contains("mirror.example.com"), "{err}");
     assert!(!err.message.contains("hunter2-secret"), "{err}");
+}
+
+/// A metadata server that answers a JSON string (here base64 of `AWS:password`) where
+/// the token object belongs: serde_json's message quoted the string, and would quote a
+/// token the same way. The other cloud answers and a plugin's stdout were read alike.
+#[test]
+fn a_token_answer_error_never_quotes_a_value() {
+    let input = fixture("credential_provider", "answer-is-a-token-string");
+    let (_, body) = input.split_first().expect("a selector byte and an answer");
+    let token = "QVdTOnBhc3N3b3Jk";
+    assert_eq!(body, format!("\"{token}\"").as_bytes());
+    let step = "GCP metadata server metadata.google.internal: access token of the default service account";
+    let errors = [
+        gcp::read_token_answer(body, step, "default", "metadata.google.internal").map(|_| ()).unwrap_err(),
+        ecr::read_token_answer(body, "ECR GetAuthorizationToken", "role/puller").map(|_| ()).unwrap_err(),
+        acr::read_exchange_answer(body, "ACR token exchange", "client 0").map(|_| ()).unwrap_err(),
+        read_response(body, b"", "credential provider /bin/plugin", "registry.example.org/app:1")
+            .map(|_| ())
+            .unwrap_err(),
+    ];
+    for err in errors {
+        assert_eq!(err.reason, Reason::AuthFailed);
+        assert!(err.message.contains("line 1 column"), "{}", err.message);
+        assert!(!err.message.contains(token), "{}", err.message);
+        assert_bounded(&err.message);
+    }
 }

@@ -15,7 +15,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use url::Url;
 
 use crate::reason::{ProbeError, Reason};
-use crate::redact::redact_text;
+use crate::redact::{json_error_position, redact_text};
 
 /// One request to a cloud endpoint, headers and body.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -191,8 +191,10 @@ pub(super) async fn send_ok(
 
 /// A JSON answer of type `T` for `step`; one of another shape is `auth_failed`.
 pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], step: &str) -> Result<T, ProbeError> {
-    // serde_json names a line and column, never the value.
-    serde_json::from_slice(body).map_err(|e| failed(step, format!("the answer is not the expected JSON ({e})")))
+    // serde_json's own message quotes the value it did not expect, which may be the
+    // token itself: only the kind of problem and where.
+    serde_json::from_slice(body)
+        .map_err(|e| failed(step, format!("the answer is not the expected JSON ({})", json_error_position(&e))))
 }
 
 /// `auth_failed`: `step` answered `status`, with the cloud's explanation if it gave one.

@@ -25,6 +25,7 @@ use super::cache::Flights;
 use super::endpoint::{detail, failed};
 use crate::config::CredentialProvider;
 use crate::reason::ProbeError;
+use crate::redact::json_error_position;
 use crate::registry::credentials::Credentials;
 use crate::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
 
@@ -190,8 +191,12 @@ pub struct PluginAnswer {
 /// quotes a value of the `auth` map.
 pub fn read_response(stdout: &[u8], stderr: &[u8], name: &str, image: &str) -> Result<PluginAnswer, ProbeError> {
     let said = || stderr_excerpt(stderr);
-    let response: Response = serde_json::from_slice(stdout)
-        .map_err(|e| failed(name, format!("printed no CredentialProviderResponse JSON for {image} ({e}){}", said())))?;
+    let response: Response = serde_json::from_slice(stdout).map_err(|e| {
+        failed(
+            name,
+            format!("printed no CredentialProviderResponse JSON for {image} ({}){}", json_error_position(&e), said()),
+        )
+    })?;
     if response.api_version != API_VERSION || response.kind != "CredentialProviderResponse" {
         return Err(failed(
             name,
