@@ -43,6 +43,10 @@ fuzz_target!(|data: &[u8]| {
     let registry = Url::parse(registry).expect("a URL");
     let file = TomlFile::from_text("hosts.toml", PathBuf::from("/etc/containerd/certs.d/docker.io"), input.into());
     let mut secrets = url_passwords(input, MIN_SECRET_LEN);
+    secrets.extend(schemeless_hosts(&file).iter().flat_map(|host| {
+        // containerd reads `user:password@mirror` as https://user:password@mirror.
+        url_passwords(&format!("https://{host}"), MIN_SECRET_LEN).into_iter().map(|p| format!("\"{}", &p[3..]))
+    }));
     secrets.extend(header_values(&file).into_iter().filter(|v| secret_like(v, input)));
     let hosts = match parse(&file, &registry, &image) {
         Ok(hosts) => hosts,
@@ -115,6 +119,13 @@ fn header_values(file: &TomlFile) -> Vec<String> {
         }
     }
     values
+}
+
+/// The `[host."…"]` keys written without a scheme.
+fn schemeless_hosts(file: &TomlFile) -> Vec<String> {
+    let Ok(top) = file.parse() else { return Vec::new() };
+    let Some(hosts) = get(&top, "host").and_then(|h| table_of(h.get_ref())) else { return Vec::new() };
+    entries(hosts).map(|(key, _, _)| key.to_string()).filter(|key| !key.starts_with("http")).collect()
 }
 
 fn table_of<'t, 'i>(value: &'t DeValue<'i>) -> Option<&'t Table<'i>> {

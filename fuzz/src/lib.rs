@@ -107,19 +107,20 @@ pub fn check_config_error(error: &pullprobe::config::ConfigError, file: &str, te
     }
 }
 
-/// The passwords of the URLs written in `text` (`scheme://user:password@host`), as
-/// `:password@`, for those of at least `min_len` characters: a message that
-/// contains one quotes a URL with its credentials.
+/// The user info of the URLs written in `text` (`scheme://user:password@host`) whose
+/// password has at least `min_len` characters, as `://user:password@`, each written
+/// once: a message that contains one quotes a URL with its credentials.
 pub fn url_passwords(text: &str, min_len: usize) -> Vec<String> {
     let mut passwords = Vec::new();
     for (start, _) in text.match_indices("://") {
         let rest = &text[start + 3..];
         let end = rest.find(|c: char| matches!(c, '/' | '"' | '\'' | ' ' | '\n' | '?' | '#')).unwrap_or(rest.len());
         let Some((userinfo, _)) = rest[..end].rsplit_once('@') else { continue };
-        if let Some((_, password)) = userinfo.split_once(':')
-            && password.chars().count() >= min_len
+        let written = format!("://{userinfo}@");
+        if userinfo.split_once(':').is_some_and(|(_, password)| password.chars().count() >= min_len)
+            && text.matches(written.as_str()).count() == 1
         {
-            passwords.push(format!(":{password}@"));
+            passwords.push(written);
         }
     }
     passwords
