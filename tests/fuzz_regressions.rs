@@ -202,6 +202,13 @@ fn a_hosts_toml_error_does_not_quote_a_password() {
     assert!(err.message.contains("no query, fragment or credentials"), "{err}");
     assert!(err.message.contains("mirror.example.com"), "{err}");
     assert!(!err.message.contains("hunter2-secret"), "{err}");
+
+    // Without a scheme, containerd reads the host as https://…: the same credentials.
+    let text = "[host.\"puller:hunter2-secret@mirror.example.com\"]\n".to_string();
+    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
+    let err = containerd::parse(&file, &hub, &image).expect_err("a host URL has no credentials");
+    assert!(err.message.contains("mirror.example.com"), "{err}");
+    assert!(!err.message.contains("hunter2-secret"), "{err}");
 }
 
 /// A metadata server that answers a JSON string (here base64 of `AWS:password`) where

@@ -128,12 +128,14 @@ fn host_url(
     override_path: bool,
 ) -> Result<(Url, String, Option<String>), ConfigError> {
     let written = if raw.starts_with("http") { raw.to_string() } else { format!("https://{raw}") };
-    let url = Url::parse(&written).map_err(|e| file.error(span, format!("host {raw:?} is not a URL: {e}")))?;
+    // Messages quote the host as read, never its user info (`user:password@`).
+    let shown = crate::redact::strip_userinfo(&written);
+    let url = Url::parse(&written).map_err(|e| file.error(span, format!("host {shown:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(file.error(span, format!("host {raw:?}: expected http:// or https:// with a host")));
+        return Err(file.error(span, format!("host {shown:?}: expected http:// or https:// with a host")));
     }
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err(file.error(span, format!("host {raw:?}: a host URL has no query, fragment or credentials")));
+        return Err(file.error(span, format!("host {shown:?}: a host URL has no query, fragment or credentials")));
     }
     let path: String = {
         let segments: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty() && *s != ".").collect();
