@@ -145,12 +145,22 @@ fn plugin(body: &[u8]) {
             // refusal names (`apiVersion`, `kind`, `cacheKeyType`, `cacheDuration`).
             let mut secret = json.clone();
             let mut shown = vec![String::from_utf8_lossy(stderr).into_owned()];
-            if let Some(fields) = secret.as_object_mut() {
-                for field in ["apiVersion", "kind", "cacheKeyType", "cacheDuration"] {
-                    if let Some(Value::String(s)) = fields.remove(field) {
-                        shown.push(s);
+            let named = ["apiVersion", "kind", "cacheKeyType", "cacheDuration"];
+            match &mut secret {
+                Value::Object(fields) => {
+                    for field in named {
+                        if let Some(Value::String(s)) = fields.remove(field) {
+                            shown.push(s);
+                        }
                     }
                 }
+                // serde reads a struct from an array too, field by field.
+                Value::Array(items) => {
+                    let rest = items.split_off(named.len().min(items.len()));
+                    shown.extend(items.iter().filter_map(|v| v.as_str().map(str::to_string)));
+                    *items = rest;
+                }
+                _ => {}
             }
             let mut secrets = Vec::new();
             collect(&secret, &mut shown, &mut secrets);
