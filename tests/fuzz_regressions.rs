@@ -209,6 +209,20 @@ fn a_hosts_toml_error_does_not_quote_a_password() {
     let err = containerd::parse(&file, &hub, &image).expect_err("a host URL has no credentials");
     assert!(err.message.contains("mirror.example.com"), "{err}");
     assert!(!err.message.contains("hunter2-secret"), "{err}");
+
+    // Nor does a message about a key of that host's table, which names the table: the
+    // fuzz input, then the same plainly.
+    let input = fixture("hosts_toml", "unknown-key-in-a-host-with-credentials");
+    let text = String::from_utf8(input[1..].to_vec()).expect("UTF-8");
+    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
+    let err = containerd::parse(&file, &hub, &image).expect_err("an unknown key");
+    assert!(err.message.starts_with("unknown key `capdial_timeout` in [host.\""), "{err}");
+    assert!(!err.message.contains("user:password@"), "{err}");
+    let text = "[host.\"puller:hunter2-secret@mirror.example.com\"]\n  capabilitys = [\"pull\"]\n".to_string();
+    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
+    let err = containerd::parse(&file, &hub, &image).expect_err("an unknown key");
+    assert!(err.message.contains("unknown key `capabilitys` in [host.\"mirror.example.com\"]"), "{err}");
+    assert!(!err.message.contains("hunter2-secret"), "{err}");
 }
 
 /// A metadata server that answers a JSON string (here base64 of `AWS:password`) where

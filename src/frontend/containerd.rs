@@ -82,7 +82,7 @@ pub fn parse(file: &TomlFile, registry_url: &Url, image: &ImageReference) -> Res
     let mut hosts = Vec::new();
     if let Some(value) = get(&top, "host") {
         for (key, span, entry) in entries(file.table("host", value)?) {
-            let what = format!("[host.{key:?}]");
+            let what = format!("[host.{:?}]", shown_host(key));
             let entry = file.table(&what, entry)?;
             file.known_keys(entry, HOST_KEYS, &what)?;
             let (url, path, api_root) = host_url(file, key, &span, override_path(file, entry)?)?;
@@ -128,8 +128,7 @@ fn host_url(
     override_path: bool,
 ) -> Result<(Url, String, Option<String>), ConfigError> {
     let written = if raw.starts_with("http") { raw.to_string() } else { format!("https://{raw}") };
-    // Messages quote the host as read, never its user info (`user:password@`).
-    let shown = crate::redact::strip_userinfo(&written);
+    let shown = shown_host(raw);
     let url = Url::parse(&written).map_err(|e| file.error(span, format!("host {shown:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
         return Err(file.error(span, format!("host {shown:?}: expected http:// or https:// with a host")));
@@ -153,6 +152,16 @@ fn host_url(
     let mut base = url;
     base.set_path("");
     Ok((base, path, api_root))
+}
+
+/// A host key or `server` as messages quote it: as written, without the user info
+/// (`user:password@`) that containerd would read from it, with a scheme or without.
+fn shown_host(raw: &str) -> String {
+    if raw.starts_with("http") {
+        return crate::redact::strip_userinfo(raw);
+    }
+    let shown = crate::redact::strip_userinfo(&format!("https://{raw}"));
+    shown.strip_prefix("https://").unwrap_or(&shown).to_string()
 }
 
 /// One host: its capabilities and settings from `table` (a host entry, or the top level for `server`).
