@@ -250,3 +250,22 @@ fn a_token_answer_error_never_quotes_a_value() {
         assert_bounded(&err.message);
     }
 }
+
+/// Two client certificates, the first at a path that holds a URL with credentials:
+/// the note saying which one pullprobe offers quoted the path whole, credentials
+/// and all, and would quote a path of any length.
+#[test]
+fn a_hosts_toml_note_quotes_a_path_briefly_and_without_credentials() {
+    let input = fixture("hosts_toml", "client-path-with-a-url");
+    let text = String::from_utf8(input[1..].to_vec()).expect("UTF-8");
+    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
+    let hub = Url::parse("https://registry-1.docker.io").unwrap();
+    let image = ImageReference::parse("docker.io/library/alpine:3").unwrap();
+    let hosts = containerd::parse(&file, &hub, &image).expect("a valid hosts.toml");
+    let notes: Vec<&String> = hosts.iter().flat_map(|h| &h.notes).collect();
+    assert!(notes.iter().any(|n| n.contains("client certificates configured")), "{notes:?}");
+    for note in notes {
+        assert!(!note.contains("user:password@"), "{note}");
+        assert_bounded(note);
+    }
+}

@@ -210,7 +210,7 @@ fn host(
             notes.push(format!(
                 "{} client certificates configured for {url}: pullprobe offers the first, {}",
                 pairs.len(),
-                pairs[0].0.display()
+                quoted(&pairs[0].0.display().to_string())
             ));
         }
         settings.client_pair = pairs.into_iter().next();
