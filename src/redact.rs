@@ -22,6 +22,25 @@ pub fn redact_url(url: &Url) -> String {
     shown.to_string()
 }
 
+/// `text` with the user info of every URL in it left out (`https://user:password@host`
+/// becomes `https://host`), and nothing else changed: for messages that quote what a
+/// file says, where a URL may carry credentials and anything else helps the reader.
+pub fn strip_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail.find(['/', '?', '#', '"', '\'', ' ', '\n', '\t', '\r']).unwrap_or(tail.len());
+        rest = match tail[..end].rfind('@') {
+            Some(userinfo_end) => &tail[userinfo_end + 1..],
+            None => tail,
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Free text (an error chain, a server message) with anything secret-looking removed.
 pub fn redact_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -156,6 +175,19 @@ impl Drop for RedactingWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_info_is_stripped_and_nothing_else() {
+        assert_eq!(
+            strip_userinfo("host \"https://puller:hunter2@mirror.example.com/v2\": no credentials"),
+            "host \"https://mirror.example.com/v2\": no credentials"
+        );
+        assert_eq!(strip_userinfo("proxy http://a@b@proxy:3128 and ftp://x"), "proxy http://proxy:3128 and ftp://x");
+        assert_eq!(
+            strip_userinfo("mail a@b.org, see https://example.org/@team"),
+            "mail a@b.org, see https://example.org/@team"
+        );
+    }
 
     #[test]
     fn urls_lose_credentials_and_queries() {

@@ -11,12 +11,17 @@ use std::sync::Arc;
 
 use pullprobe::config::{Config, PathExpectation, PathType};
 use pullprobe::digest::Digest;
+use pullprobe::frontend::containerd;
+use pullprobe::frontend::toml_file::TomlFile;
 use pullprobe::manifest::parse_manifest;
 use pullprobe::media_types;
 use pullprobe::output::alertmanager::parse_alerts;
 use pullprobe::output::pushgateway::parse_read_back;
 use pullprobe::reason::Reason;
+use pullprobe::reference::ImageReference;
 use pullprobe::registry::client::cache_status;
+use pullprobe::registry::cloud::provider_plugin::read_response;
+use pullprobe::registry::cloud::{acr, ecr, gcp};
 use pullprobe::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
 use pullprobe::registry::tags::next_page;
 use pullprobe::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
@@ -179,4 +184,87 @@ fn a_content_verdict_does_not_depend_on_the_walk_order() {
     assert_eq!(bottom_first.len(), 1);
     assert_eq!(bottom_first[0].reason, Reason::ContentMissing);
     assert!(bottom_first[0].message.contains("/a is a regular file of 10 bytes"), "{}", bottom_first[0].message);
+}
+
+/// A hosts.toml host written with credentials (`https://user:password@mirror`): the
+/// refusal quoted the host as written, password and all.
+#[test]
+fn a_hosts_toml_error_does_not_quote_a_password() {
+    let input = fixture("hosts_toml", "host-with-credentials");
+    let (_, text) = input.split_first().expect("an image byte and a file");
+    let text = String::from_utf8(text.to_vec()).expect("UTF-8");
+    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
+    let hub = Url::parse("https://registry-1.docker.io").unwrap();
+    let image = ImageReference::parse("docker.io/library/alpine:3").unwrap();
+    let err = containerd::parse(&file, &hub, &image).expect_err("a host URL has no credentials");
+    assert_eq!(err.to_string().split(": ").next(), Some("hosts.toml:1:7"));
+    assert!(err.message.contains("no query, fragment or credentials"), "{err}");
+    assert!(err.message.contains("mirror.example.com"), "{err}");
+    assert!(!err.message.contains("hunter2-secret"), "{err}");
+
+    // Without a scheme, containerd reads the host as https://…: the same credentials.
+    let text = "[host.\"puller:hunter2-secret@mirror.example.com\"]\n".to_string();
+    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
+    let err = containerd::parse(&file, &hub, &image).expect_err("a host URL has no credentials");
+    assert!(err.message.contains("mirror.example.com"), "{err}");
+    assert!(!err.message.contains("hunter2-secret"), "{err}");
+
+    // Nor does a message about a key of that host's table, which names the table: the
+    // fuzz input, then the same plainly.
+    let input = fixture("hosts_toml", "unknown-key-in-a-host-with-credentials");
+    let text = String::from_utf8(input[1..].to_vec()).expect("UTF-8");
+    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
+    let err = containerd::parse(&file, &hub, &image).expect_err("an unknown key");
+    assert!(err.message.starts_with("unknown key `capdial_timeout` in [host.\""), "{err}");
+    assert!(!err.message.contains("user:password@"), "{err}");
+    let text = "[host.\"puller:hunter2-secret@mirror.example.com\"]\n  capabilitys = [\"pull\"]\n".to_string();
+    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
+    let err = containerd::parse(&file, &hub, &image).expect_err("an unknown key");
+    assert!(err.message.contains("unknown key `capabilitys` in [host.\"mirror.example.com\"]"), "{err}");
+    assert!(!err.message.contains("hunter2-secret"), "{err}");
+}
+
+/// A metadata server that answers a JSON string (here base64 of `AWS:password`) where
+/// the token object belongs: serde_json's message quoted the string, and would quote a
+/// token the same way. The other cloud answers and a plugin's stdout were read alike.
+#[test]
+fn a_token_answer_error_never_quotes_a_value() {
+    let input = fixture("credential_provider", "answer-is-a-token-string");
+    let (_, body) = input.split_first().expect("a selector byte and an answer");
+    let token = "QVdTOnBhc3N3b3Jk";
+    assert_eq!(body, format!("\"{token}\"").as_bytes());
+    let step = "GCP metadata server metadata.google.internal: access token of the default service account";
+    let errors = [
+        gcp::read_token_answer(body, step, "default", "metadata.google.internal").map(|_| ()).unwrap_err(),
+        ecr::read_token_answer(body, "ECR GetAuthorizationToken", "role/puller").map(|_| ()).unwrap_err(),
+        acr::read_exchange_answer(body, "ACR token exchange", "client 0").map(|_| ()).unwrap_err(),
+        read_response(body, b"", "credential provider /bin/plugin", "registry.example.org/app:1")
+            .map(|_| ())
+            .unwrap_err(),
+    ];
+    for err in errors {
+        assert_eq!(err.reason, Reason::AuthFailed);
+        assert!(err.message.contains("line 1 column"), "{}", err.message);
+        assert!(!err.message.contains(token), "{}", err.message);
+        assert_bounded(&err.message);
+    }
+}
+
+/// Two client certificates, the first at a path that holds a URL with credentials:
+/// the note saying which one pullprobe offers quoted the path whole, credentials
+/// and all, and would quote a path of any length.
+#[test]
+fn a_hosts_toml_note_quotes_a_path_briefly_and_without_credentials() {
+    let input = fixture("hosts_toml", "client-path-with-a-url");
+    let text = String::from_utf8(input[1..].to_vec()).expect("UTF-8");
+    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
+    let hub = Url::parse("https://registry-1.docker.io").unwrap();
+    let image = ImageReference::parse("docker.io/library/alpine:3").unwrap();
+    let hosts = containerd::parse(&file, &hub, &image).expect("a valid hosts.toml");
+    let notes: Vec<&String> = hosts.iter().flat_map(|h| &h.notes).collect();
+    assert!(notes.iter().any(|n| n.contains("client certificates configured")), "{notes:?}");
+    for note in notes {
+        assert!(!note.contains("user:password@"), "{note}");
+        assert_bounded(note);
+    }
 }

@@ -1,7 +1,9 @@
 //! Writes the seed corpus of every fuzz target into `fuzz/corpus/<target>/`:
 //! real manifests, indexes, configs and layers made by pullprobe's own image
 //! builder, the headers, error bodies and read-backs the test suite serves, the
-//! probes.yaml of the repository, and Kubernetes list pages in the API's shape.
+//! probes.yaml of the repository, Kubernetes list pages in the API's shape, the
+//! hosts.toml and registries.conf examples of the mirror tests, and what credential
+//! provider plugins and the ECR, GCP and ACR stand-ins of the cloud tests answer.
 //! Each file is laid out as its target reads input (a selector byte, a header…).
 //!
 //! Usage (from `fuzz/`): `cargo run --example write_seeds`. The files are
@@ -11,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
 use image_builder::{
     ArtifactBlob, Entry, Format, GeneratedContent, Image, ImageBuilder, IndexBuilder, LayerBuilder, LayerCompression,
     Platform, attestation, in_toto_statement,
@@ -39,6 +42,8 @@ fn main() -> Result<()> {
     docker_configs(&seeds)?;
     read_backs(&seeds)?;
     kubernetes(&seeds)?;
+    node_configs(&seeds, fuzz.parent().ok_or("fuzz/ has a parent")?)?;
+    credential_answers(&seeds)?;
     std::fs::remove_dir_all(&scratch)?;
     Ok(())
 }
@@ -392,5 +397,118 @@ fn kubernetes(seeds: &Seeds) -> Result<()> {
     ] {
         seeds.selected("kubernetes_list", name, kind, &serde_json::to_vec(body)?)?;
     }
+    Ok(())
+}
+
+/// Selector bytes of the hosts_toml target's images.
+const HOSTS_DOCKER_IO: u8 = 0;
+const HOSTS_MYREGISTRY: u8 = 1;
+const HOSTS_GHCR: u8 = 3;
+/// Selector bytes of the registries_conf target's images.
+const CONF_DOCKER_IO: u8 = 0;
+const CONF_EXAMPLE_COM: u8 = 1;
+const CONF_REGISTRY_COM_BY_DIGEST: u8 = 2;
+const CONF_SUBDOMAIN: u8 = 3;
+const CONF_QUAY: u8 = 5;
+
+/// The hosts.toml and registries.conf files of tests/fixtures/mirrors (containerd's
+/// docs/hosts.md and containers-registries.conf(5) examples), and the unit tests' texts.
+fn node_configs(seeds: &Seeds, repository: &Path) -> Result<()> {
+    let containerd = repository.join("tests/fixtures/mirrors/containerd");
+    for (example, selector) in [
+        ("simple/docker.io", HOSTS_DOCKER_IO),
+        ("local-mirror/docker.io", HOSTS_DOCKER_IO),
+        ("skip-verify/docker.io", HOSTS_DOCKER_IO),
+        ("host-fields/myregistry.io_5000_", HOSTS_MYREGISTRY),
+        ("default-mirror/_default", HOSTS_GHCR),
+        ("default-server/_default", HOSTS_GHCR),
+        ("proxy/my-registry.io", HOSTS_GHCR),
+        ("mirror-proxy/my-registry.io", HOSTS_GHCR),
+    ] {
+        let text = std::fs::read(containerd.join(example).join("hosts.toml"))?;
+        let name = example.split('/').next().ok_or("an example name")?;
+        seeds.selected("hosts_toml", name, selector, &text)?;
+    }
+    let texts = [
+        "[host.\"mirror.example.com/some/path/\"]\n  capabilities = [\"PULL\", \"Resolve\"]\n  dial_timeout = \"1s\"\n\
+         [host.\"https://m2/v2\"]\n  capabilities = [\"resolve\"]\n[host.\"https://m3\"]\n  override_path = true\n",
+        "server = \"https://registry-1.docker.io\"\n[header]\n  Authorization = \"Bearer c2VjcmV0LXRva2Vu\"\n\
+         [host.\"http://10.0.0.2:5000\"]\n  ca = \"ca.crt\"\n  client = [\"client.pem\"]\n  [host.\"http://10.0.0.2:5000\".header]\n    X-Token = [\"Zm9vYmFyYmF6\"]\n",
+        "[host.\"https://m\"]\n  client = [[\"only-one\"]]\n",
+    ];
+    for (i, text) in texts.iter().enumerate() {
+        seeds.selected("hosts_toml", &format!("unit-{i}"), HOSTS_DOCKER_IO, text.as_bytes())?;
+    }
+
+    let conf = repository.join("tests/fixtures/mirrors/registries.conf");
+    for (file, selector) in [
+        ("example.conf", CONF_EXAMPLE_COM),
+        ("pull-from-mirror.conf", CONF_DOCKER_IO),
+        ("pull-from-mirror.conf", CONF_QUAY),
+        ("pull-from-mirror.conf", CONF_SUBDOMAIN),
+        ("version-1.conf", CONF_DOCKER_IO),
+    ] {
+        let name = format!("{}-{selector}", file.trim_end_matches(".conf"));
+        seeds.selected("registries_conf", &name, selector, &std::fs::read(conf.join(file))?)?;
+    }
+    let texts = [
+        "[[registry]]\nlocation = \"example.com\"\n[[registry]]\nprefix = \"example.com/foo\"\nlocation = \"m.io/x\"\n",
+        "unqualified-search-registries = [\"docker.io\"]\nshort-name-mode = \"enforcing\"\n\
+         [[registry]]\nprefix = \"registry.com\"\nlocation = \"registry.com\"\ninsecure = true\n\
+         [[registry.mirror]]\nlocation = \"mirror.registry.com:5000/cache\"\npull-from-mirror = \"digest-only\"\n\
+         [aliases]\n\"app\" = \"registry.com/app\"\n",
+        "[[registry]]\nlocation = \"r.io\"\n[registries.search]\nregistries = [\"a.io\"]\n",
+    ];
+    for (i, text) in texts.iter().enumerate() {
+        let selector = [CONF_EXAMPLE_COM, CONF_REGISTRY_COM_BY_DIGEST, CONF_DOCKER_IO][i];
+        seeds.selected("registries_conf", &format!("unit-{i}"), selector, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Selector bytes of the credential_provider target.
+const PLUGIN_RESPONSE: u8 = 0;
+const ECR_ANSWER: u8 = 1;
+const GCP_ANSWER: u8 = 2;
+const ACR_ANSWER: u8 = 3;
+
+/// A plugin's answers and the cloud stand-ins' token answers, as tests/cloud_auth.rs has them.
+fn credential_answers(seeds: &Seeds) -> Result<()> {
+    let response = json!({
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+        "kind": "CredentialProviderResponse",
+        "cacheKeyType": "Registry",
+        "cacheDuration": "1h0m0s",
+        "auth": {
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com": {"username": "puller", "password": "plugin-password-5f3a"},
+            "*.example.org": {"username": "elsewhere", "password": "not-for-this-registry"},
+        },
+    });
+    seeds.selected("credential_provider", "plugin-registry", PLUGIN_RESPONSE, &serde_json::to_vec(&response)?)?;
+    let unmatched = br#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Image","auth":{"*.example.org":{"username":"u","password":"p"}}}"#;
+    seeds.selected("credential_provider", "plugin-unmatched", PLUGIN_RESPONSE, unmatched)?;
+    let mut garbage = b"this is not JSON stdout-secret-1234\0".to_vec();
+    garbage.extend_from_slice(b"plugin complaint number 0\nplugin complaint number 1\nAuthorization: Bearer abc.def\n");
+    seeds.selected("credential_provider", "plugin-garbage", PLUGIN_RESPONSE, &garbage)?;
+    let global = br#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Global","cacheDuration":"300ms","auth":{"https://index.docker.io/v1/":{"username":"u","password":"pw"}}}"#;
+    seeds.selected("credential_provider", "plugin-global", PLUGIN_RESPONSE, global)?;
+
+    let token = base64::engine::general_purpose::STANDARD.encode("AWS:ecr-password-0123456789");
+    let ecr = json!({"authorizationData": [{
+        "authorizationToken": token,
+        "expiresAt": 1_795_000_000.5,
+        "proxyEndpoint": "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+    }]});
+    seeds.selected("credential_provider", "ecr", ECR_ANSWER, &serde_json::to_vec(&ecr)?)?;
+    let gcp = json!({"access_token": "ya29.c.b0AXv0zTPexample", "expires_in": 3599, "token_type": "Bearer"});
+    seeds.selected("credential_provider", "gcp", GCP_ANSWER, &serde_json::to_vec(&gcp)?)?;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let refresh = format!("{}.{}.sig", b64("{\"alg\":\"RS256\"}"), b64("{\"exp\":1795000000}"));
+    seeds.selected(
+        "credential_provider",
+        "acr",
+        ACR_ANSWER,
+        &serde_json::to_vec(&json!({"refresh_token": refresh}))?,
+    )?;
     Ok(())
 }

@@ -91,3 +91,38 @@ pub fn results() -> Vec<ProbeResult> {
         result("10.0.0.3", Some(Reason::Timeout)),
     ]
 }
+
+/// Panic unless a configuration file's error names `file` (or a place in it,
+/// `FILE:LINE:COLUMN`), has a one-line message of at most 1,000 characters plus an
+/// ellipsis, and a position, when it has one, inside `text`.
+pub fn check_config_error(error: &pullprobe::config::ConfigError, file: &str, text: &str) {
+    let place = error.file.strip_prefix(file);
+    assert!(place.is_some_and(|rest| rest.is_empty() || rest.starts_with(':')), "{error}: not in {file}");
+    assert!(error.message.chars().count() <= 1_001, "{error}");
+    assert!(!error.message.contains(['\n', '\r']), "a multi-line message: {error}");
+    if let Some(position) = error.position {
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert!(position.line >= 1 && position.line as usize <= lines.len(), "{error}: {} lines", lines.len());
+        let chars = lines[position.line as usize - 1].chars().count();
+        assert!(position.column >= 1 && position.column as usize <= chars + 1, "{error}: {chars} characters");
+    }
+}
+
+/// The user info of the URLs written in `text` (`scheme://user:password@host`) whose
+/// password has at least `min_len` characters, as `://user:password@`, each written
+/// once: a message that contains one quotes a URL with its credentials.
+pub fn url_passwords(text: &str, min_len: usize) -> Vec<String> {
+    let mut passwords = Vec::new();
+    for (start, _) in text.match_indices("://") {
+        let rest = &text[start + 3..];
+        let end = rest.find(|c: char| matches!(c, '/' | '"' | '\'' | ' ' | '\n' | '?' | '#')).unwrap_or(rest.len());
+        let Some((userinfo, _)) = rest[..end].rsplit_once('@') else { continue };
+        let written = format!("://{userinfo}@");
+        if userinfo.split_once(':').is_some_and(|(_, password)| password.chars().count() >= min_len)
+            && text.matches(written.as_str()).count() == 1
+        {
+            passwords.push(written);
+        }
+    }
+    passwords
+}

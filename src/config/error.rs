@@ -30,9 +30,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// The message is kept to one line of at most [`MAX_MESSAGE_CHARS`] characters,
-    /// whatever the input echoed in it.
+    /// whatever the input echoed in it, and never quotes a URL's user info
+    /// (`https://user:password@host` shows as `https://host`).
     pub fn new(file: &str, position: Option<Position>, message: impl Into<String>) -> Self {
-        ConfigError { file: file.to_string(), position, message: printable(&message.into()) }
+        let message = crate::redact::strip_userinfo(&message.into());
+        ConfigError { file: file.to_string(), position, message: printable(&message) }
     }
 
     /// A parse error from serde-saphyr: its bare message (no snippet, no

@@ -24,7 +24,7 @@ use url::Url;
 
 use super::HostSettings;
 use super::node::{NodeHost, NodeHosts};
-use super::toml_file::{Table, TomlFile, Value, entries, get};
+use super::toml_file::{Table, TomlFile, Value, entries, get, quoted};
 use crate::config::{ConfigError, parse_duration};
 use crate::reference::{DOCKER_HUB, DOCKER_HUB_API_HOST, ImageReference};
 use crate::registry::mirrors::Walk;
@@ -82,7 +82,7 @@ pub fn parse(file: &TomlFile, registry_url: &Url, image: &ImageReference) -> Res
     let mut hosts = Vec::new();
     if let Some(value) = get(&top, "host") {
         for (key, span, entry) in entries(file.table("host", value)?) {
-            let what = format!("[host.{key:?}]");
+            let what = format!("[host.{:?}]", shown_host(key));
             let entry = file.table(&what, entry)?;
             file.known_keys(entry, HOST_KEYS, &what)?;
             let (url, path, api_root) = host_url(file, key, &span, override_path(file, entry)?)?;
@@ -128,12 +128,13 @@ fn host_url(
     override_path: bool,
 ) -> Result<(Url, String, Option<String>), ConfigError> {
     let written = if raw.starts_with("http") { raw.to_string() } else { format!("https://{raw}") };
-    let url = Url::parse(&written).map_err(|e| file.error(span, format!("host {raw:?} is not a URL: {e}")))?;
+    let shown = shown_host(raw);
+    let url = Url::parse(&written).map_err(|e| file.error(span, format!("host {shown:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(file.error(span, format!("host {raw:?}: expected http:// or https:// with a host")));
+        return Err(file.error(span, format!("host {shown:?}: expected http:// or https:// with a host")));
     }
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err(file.error(span, format!("host {raw:?}: a host URL has no query, fragment or credentials")));
+        return Err(file.error(span, format!("host {shown:?}: a host URL has no query, fragment or credentials")));
     }
     let path: String = {
         let segments: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty() && *s != ".").collect();
@@ -151,6 +152,16 @@ fn host_url(
     let mut base = url;
     base.set_path("");
     Ok((base, path, api_root))
+}
+
+/// A host key or `server` as messages quote it: as written, without the user info
+/// (`user:password@`) that containerd would read from it, with a scheme or without.
+fn shown_host(raw: &str) -> String {
+    if raw.starts_with("http") {
+        return crate::redact::strip_userinfo(raw);
+    }
+    let shown = crate::redact::strip_userinfo(&format!("https://{raw}"));
+    shown.strip_prefix("https://").unwrap_or(&shown).to_string()
 }
 
 /// One host: its capabilities and settings from `table` (a host entry, or the top level for `server`).
@@ -199,7 +210,7 @@ fn host(
             notes.push(format!(
                 "{} client certificates configured for {url}: pullprobe offers the first, {}",
                 pairs.len(),
-                pairs[0].0.display()
+                quoted(&pairs[0].0.display().to_string())
             ));
         }
         settings.client_pair = pairs.into_iter().next();
@@ -216,8 +227,9 @@ fn host(
     if let Some(value) = get(table, "proxy") {
         let proxy = file.string("proxy", value)?;
         notes.push(format!(
-            "{}: `proxy = {proxy:?}` is not applied: pullprobe reaches {url} directly (HTTPS_PROXY and NO_PROXY apply)",
-            file.location(&value.span())
+            "{}: `proxy = {}` is not applied: pullprobe reaches {url} directly (HTTPS_PROXY and NO_PROXY apply)",
+            file.location(&value.span()),
+            quoted(&proxy)
         ));
     }
     // containerd tries HTTPS first for an http:// host with TLS settings (not on port 80).

@@ -12,7 +12,7 @@ pub mod containerd;
 pub mod node;
 pub mod node_config;
 pub mod registries_conf;
-mod toml_file;
+pub mod toml_file;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -26,7 +26,7 @@ use url::Url;
 
 use super::HostSettings;
 use super::node::{NodeHost, NodeHosts};
-use super::toml_file::{Table, TomlFile, Value, entries, get};
+use super::toml_file::{Table, TomlFile, Value, entries, get, quoted};
 use crate::config::ConfigError;
 use crate::reference::ImageReference;
 use crate::registry::mirrors::Walk;
@@ -274,8 +274,9 @@ fn check_location(file: &TomlFile, key: &str, text: &str, span: &Range<usize>) -
 fn proxy_note(file: &TomlFile, value: &Value<'_>) -> Result<String, ConfigError> {
     let proxy = file.string("proxy", value)?;
     Ok(format!(
-        "{}: `proxy = {proxy:?}` is not applied: pullprobe connects directly (HTTPS_PROXY and NO_PROXY apply)",
-        file.location(&value.span())
+        "{}: `proxy = {}` is not applied: pullprobe connects directly (HTTPS_PROXY and NO_PROXY apply)",
+        file.location(&value.span()),
+        quoted(&proxy)
     ))
 }
 

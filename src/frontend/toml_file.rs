@@ -145,6 +145,19 @@ impl TomlFile {
     }
 }
 
+/// Longest value of the file a note quotes, in characters.
+const MAX_QUOTED_CHARS: usize = 200;
+
+/// A value of the file as a note quotes it: in quotes and escaped, a URL's user
+/// info left out, cut to 200 characters.
+pub fn quoted(value: &str) -> String {
+    let shown = crate::redact::strip_userinfo(value);
+    match shown.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &shown[..cut]),
+        None => format!("{shown:?}"),
+    }
+}
+
 /// A key's entry of a table.
 pub fn get<'t, 'i>(table: &'t Table<'i>, key: &str) -> Option<&'t Value<'i>> {
     table.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v)
@@ -208,6 +221,13 @@ mod tests {
         assert_eq!(keys, ["https://z", "https://a", "https://m"]);
         assert_eq!(f.path("ca.crt"), PathBuf::from("/etc/containerd/certs.d/docker.io/ca.crt"));
         assert_eq!(f.path("/etc/ca.pem"), PathBuf::from("/etc/ca.pem"));
+    }
+
+    #[test]
+    fn quoted_values_are_brief_and_keep_no_credentials() {
+        assert_eq!(quoted("http://user:s3cret@proxy:3128"), "\"http://proxy:3128\"");
+        let long = quoted(&"p".repeat(5_000));
+        assert_eq!(long.chars().count(), MAX_QUOTED_CHARS + 3, "{long}");
     }
 
     #[test]

@@ -167,12 +167,19 @@ async fn exchange(
         let explanation = acr_error(&body).or_else(|| endpoint::oauth_error(&body));
         return Err((Some(status), endpoint::refused(&step, status, explanation)));
     }
-    let answer: ExchangeAnswer = serde_json::from_slice(&body)
-        .map_err(|e| (None, failed(&step, format!("the answer is not the expected JSON ({e})"))))?;
-    let lifetime = jwt_lifetime(&answer.refresh_token).unwrap_or(REFRESH_TOKEN_LIFETIME);
-    let origin = format!("an ACR refresh token for {}", identity.describe());
-    let credentials = Credentials::new(USER, Secret::IdentityToken(answer.refresh_token)).with_origin(origin);
+    let (credentials, lifetime) = read_exchange_answer(&body, &step, &identity.describe()).map_err(|e| (None, e))?;
     Ok(Issued::new(credentials, Some(lifetime)))
+}
+
+/// The credentials in an `/oauth2/exchange` answer (the registry's refresh token as an
+/// identity token, issued to `who`) and how long they live: the token's JWT `exp`,
+/// else three hours. A refusal is `auth_failed` for `step`.
+pub fn read_exchange_answer(body: &[u8], step: &str, who: &str) -> Result<(Credentials, Duration), ProbeError> {
+    let answer: ExchangeAnswer = endpoint::parse_json(body, step)?;
+    let lifetime = jwt_lifetime(&answer.refresh_token).unwrap_or(REFRESH_TOKEN_LIFETIME);
+    let origin = format!("an ACR refresh token for {who}");
+    let credentials = Credentials::new(USER, Secret::IdentityToken(answer.refresh_token)).with_origin(origin);
+    Ok((credentials, lifetime))
 }
 
 /// Azure Resource Manager's scope in the registry's cloud (`azurecr.cn`, `azurecr.us` are sovereign).

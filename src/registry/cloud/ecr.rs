@@ -121,20 +121,29 @@ async fn authorization_token(
         request = request.header(name, value);
     }
     tracing::debug!(region, who, endpoint = %url, "asking ECR for an authorization token");
-    let answer: TokenAnswer = endpoint::send_json(request, &step, max_body, ecr_error).await?;
+    let body = endpoint::send_ok(request, &step, max_body, ecr_error).await?;
+    let (credentials, expires_at) = read_token_answer(&body, &step, who)?;
+    Ok(Issued::new(credentials, expires_at.map(endpoint::lifetime_until)))
+}
+
+/// The credentials in a `GetAuthorizationToken` answer (the user and password of
+/// its first base64 `authorizationToken`, issued to `who`) and when they expire
+/// (Unix seconds), if it says. A refusal is `auth_failed` for `step`.
+pub fn read_token_answer(body: &[u8], step: &str, who: &str) -> Result<(Credentials, Option<f64>), ProbeError> {
+    let answer: TokenAnswer = endpoint::parse_json(body, step)?;
     let Some(data) = answer.authorization_data.into_iter().next() else {
-        return Err(failed(&step, "the answer has no authorizationData"));
+        return Err(failed(step, "the answer has no authorizationData"));
     };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(data.authorization_token.trim())
         .ok()
         .and_then(|d| String::from_utf8(d).ok())
-        .ok_or_else(|| failed(&step, "the authorization token is not base64 text"))?;
+        .ok_or_else(|| failed(step, "the authorization token is not base64 text"))?;
     let (user, password) =
-        decoded.split_once(':').ok_or_else(|| failed(&step, "the authorization token is not user:password"))?;
+        decoded.split_once(':').ok_or_else(|| failed(step, "the authorization token is not user:password"))?;
     let origin = format!("an ECR authorization token for {who}");
     let credentials = Credentials::new(user, Secret::Password(password.to_string())).with_origin(origin);
-    Ok(Issued::new(credentials, data.expires_at.map(endpoint::lifetime_until)))
+    Ok((credentials, data.expires_at))
 }
 
 /// The SigV4 headers (`authorization`, `x-amz-date`, `x-amz-security-token`) for a

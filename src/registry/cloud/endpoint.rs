@@ -15,7 +15,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use url::Url;
 
 use crate::reason::{ProbeError, Reason};
-use crate::redact::redact_text;
+use crate::redact::{json_error_position, redact_text};
 
 /// One request to a cloud endpoint, headers and body.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -170,12 +170,31 @@ pub(super) async fn send_json<T: serde::de::DeserializeOwned>(
     max_bytes: u64,
     explain: fn(&[u8]) -> Option<String>,
 ) -> Result<T, ProbeError> {
+    let body = send_ok(request, step, max_bytes, explain).await?;
+    parse_json(&body, step)
+}
+
+/// Send `request` and read the body of a 2xx response, at most `max_bytes`. A refusal is
+/// `auth_failed` naming the step and the status, with what `explain` finds in the body.
+pub(super) async fn send_ok(
+    request: RequestBuilder,
+    step: &str,
+    max_bytes: u64,
+    explain: fn(&[u8]) -> Option<String>,
+) -> Result<BytesMut, ProbeError> {
     let (status, body) = send(request, step, max_bytes).await?;
     if !status.is_success() {
         return Err(refused(step, status, explain(&body)));
     }
-    // serde_json names a line and column, never the value.
-    serde_json::from_slice(&body).map_err(|e| failed(step, format!("the answer is not the expected JSON ({e})")))
+    Ok(body)
+}
+
+/// A JSON answer of type `T` for `step`; one of another shape is `auth_failed`.
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], step: &str) -> Result<T, ProbeError> {
+    // serde_json's own message quotes the value it did not expect, which may be the
+    // token itself: only the kind of problem and where.
+    serde_json::from_slice(body)
+        .map_err(|e| failed(step, format!("the answer is not the expected JSON ({})", json_error_position(&e))))
 }
 
 /// `auth_failed`: `step` answered `status`, with the cloud's explanation if it gave one.

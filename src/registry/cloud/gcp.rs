@@ -53,7 +53,7 @@ async fn access_token(host: &str, max_body: u64) -> Result<Issued<Credentials>, 
     let request = |path: &str| http.get(format!("{base}/{path}")).header("Metadata-Flavor", "Google");
     tracing::debug!(metadata_server = host, "asking the metadata server for an access token");
     let (token, email) = tokio::join!(
-        endpoint::send_json::<TokenAnswer>(request("token"), &step, max_body, metadata_error),
+        endpoint::send_ok(request("token"), &step, max_body, metadata_error),
         endpoint::send(request("email"), &step, 1024)
     );
     // The account's email names the identity in messages; a server without it is no failure.
@@ -63,13 +63,28 @@ async fn access_token(host: &str, max_body: u64) -> Result<Issued<Credentials>, 
         .map(|(_, body)| String::from_utf8_lossy(&body).trim().to_string())
         .filter(|e| !e.is_empty() && e.len() < 256 && !e.chars().any(char::is_control))
         .unwrap_or_else(|| "default".to_string());
-    let token = token.map_err(|e| e.context(format_args!("service account {account}")))?;
+    let body = token.map_err(|e| e.context(format_args!("service account {account}")))?;
+    let (credentials, lifetime) = read_token_answer(&body, &step, &account, host)?;
+    Ok(Issued::new(credentials, lifetime))
+}
+
+/// The credentials in the metadata server `host`'s token answer for service account
+/// `account` (user `oauth2accesstoken` and the `access_token`) and their lifetime
+/// (`expires_in`), if it says. A refusal is `auth_failed` for `step`.
+pub fn read_token_answer(
+    body: &[u8],
+    step: &str,
+    account: &str,
+    host: &str,
+) -> Result<(Credentials, Option<Duration>), ProbeError> {
+    let token: TokenAnswer =
+        endpoint::parse_json(body, step).map_err(|e| e.context(format_args!("service account {account}")))?;
     if token.access_token.is_empty() {
-        return Err(failed(&step, "the answer has an empty access_token"));
+        return Err(failed(step, "the answer has an empty access_token"));
     }
     let origin = format!("a GCP access token of service account {account} from the metadata server {host}");
     let credentials = Credentials::new(USER, Secret::Password(token.access_token)).with_origin(origin);
-    Ok(Issued::new(credentials, token.expires_in.map(Duration::from_secs)))
+    Ok((credentials, token.expires_in.map(Duration::from_secs)))
 }
 
 /// The metadata server's error text (plain text, one line).

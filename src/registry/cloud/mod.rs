@@ -17,13 +17,13 @@
 //! cloud's standard overrides (`AWS_ENDPOINT_URL*`, `GCE_METADATA_HOST`,
 //! `AZURE_AUTHORITY_HOST`).
 
-mod acr;
+pub mod acr;
 mod aws_credentials;
 mod cache;
-mod ecr;
+pub mod ecr;
 mod endpoint;
-mod gcp;
-mod provider_plugin;
+pub mod gcp;
+pub mod provider_plugin;
 
 pub use provider_plugin::PLUGIN_TIMEOUT;
 

@@ -25,6 +25,7 @@ use super::cache::Flights;
 use super::endpoint::{detail, failed};
 use crate::config::CredentialProvider;
 use crate::reason::ProbeError;
+use crate::redact::json_error_position;
 use crate::registry::credentials::Credentials;
 use crate::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
 
@@ -164,6 +165,70 @@ struct Response {
     auth: Option<serde_json::Value>,
 }
 
+/// What a plugin's answer is cached under (`cacheKeyType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKeyType {
+    /// This image only.
+    Image,
+    /// Every image of the registry.
+    Registry,
+    /// Every image.
+    Global,
+}
+
+/// A plugin's `CredentialProviderResponse`, checked.
+#[derive(Debug, Clone)]
+pub struct PluginAnswer {
+    pub cache_key_type: CacheKeyType,
+    /// How long the answer is kept (`cacheDuration`, else five minutes); zero: not kept.
+    pub cache_duration: Duration,
+    /// The `auth` map, looked up as the kubelet looks it up.
+    pub keyring: PullSecretKeyring,
+}
+
+/// Read what plugin `name` printed on `stdout` when asked about `image`. A refusal
+/// is `auth_failed`, ends with the start of `stderr` (redacted), and never
+/// quotes a value of the `auth` map.
+pub fn read_response(stdout: &[u8], stderr: &[u8], name: &str, image: &str) -> Result<PluginAnswer, ProbeError> {
+    let said = || stderr_excerpt(stderr);
+    let response: Response = serde_json::from_slice(stdout).map_err(|e| {
+        failed(
+            name,
+            format!("printed no CredentialProviderResponse JSON for {image} ({}){}", json_error_position(&e), said()),
+        )
+    })?;
+    if response.api_version != API_VERSION || response.kind != "CredentialProviderResponse" {
+        return Err(failed(
+            name,
+            format!(
+                "answered apiVersion {:?}, kind {:?}; expected {API_VERSION}, CredentialProviderResponse{}",
+                detail(&response.api_version),
+                detail(&response.kind),
+                said()
+            ),
+        ));
+    }
+    let cache_key_type = match response.cache_key_type.as_str() {
+        "Image" => CacheKeyType::Image,
+        "Registry" => CacheKeyType::Registry,
+        "Global" => CacheKeyType::Global,
+        other => {
+            return Err(failed(name, format!("cacheKeyType {:?}: expected Image, Registry or Global", detail(other))));
+        }
+    };
+    let cache_duration = match response.cache_duration.as_deref() {
+        None | Some("") => DEFAULT_CACHE_DURATION,
+        Some(text) => parse_go_duration(text)
+            .ok_or_else(|| failed(name, format!("cacheDuration {:?} is not a duration", detail(text))))?,
+    };
+    let mut keyring = PullSecretKeyring::default();
+    if let Some(auth) = &response.auth {
+        let payload = serde_json::to_vec(auth).map_err(|e| failed(name, e))?;
+        keyring.add(&payload, PullSecretFormat::DockerCfg, name)?;
+    }
+    Ok(PluginAnswer { cache_key_type, cache_duration, keyring })
+}
+
 /// Run the plugin for `target`, cache its answer, and look the target up in it.
 async fn run(
     plugin: &CredentialProvider,
@@ -175,45 +240,18 @@ async fn run(
         serde_json::json!({"apiVersion": API_VERSION, "kind": "CredentialProviderRequest", "image": &target.image});
     tracing::debug!(plugin = %plugin.command.display(), image = %target.image, "running a credential provider plugin");
     let (stdout, stderr) = execute(plugin, &name, request.to_string().as_bytes(), max_body).await?;
-    let said = || stderr_excerpt(&stderr);
-    let response: Response = serde_json::from_slice(&stdout).map_err(|e| {
-        failed(&name, format!("printed no CredentialProviderResponse JSON for {} ({e}){}", target.image, said()))
-    })?;
-    if response.api_version != API_VERSION || response.kind != "CredentialProviderResponse" {
-        return Err(failed(
-            &name,
-            format!(
-                "answered apiVersion {:?}, kind {:?}; expected {API_VERSION}, CredentialProviderResponse{}",
-                detail(&response.api_version),
-                detail(&response.kind),
-                said()
-            ),
-        ));
-    }
-    let cache_key = match response.cache_key_type.as_str() {
-        "Image" => format!("{}|image|{}", plugin_key(plugin), target.image),
-        "Registry" => format!("{}|registry|{}", plugin_key(plugin), target.host),
-        "Global" => format!("{}|global", plugin_key(plugin)),
-        other => {
-            return Err(failed(&name, format!("cacheKeyType {:?}: expected Image, Registry or Global", detail(other))));
-        }
+    let answer = read_response(&stdout, &stderr, &name, &target.image)?;
+    let cache_key = match answer.cache_key_type {
+        CacheKeyType::Image => format!("{}|image|{}", plugin_key(plugin), target.image),
+        CacheKeyType::Registry => format!("{}|registry|{}", plugin_key(plugin), target.host),
+        CacheKeyType::Global => format!("{}|global", plugin_key(plugin)),
     };
-    let duration = match response.cache_duration.as_deref() {
-        None | Some("") => DEFAULT_CACHE_DURATION,
-        Some(text) => parse_go_duration(text)
-            .ok_or_else(|| failed(&name, format!("cacheDuration {:?} is not a duration", detail(text))))?,
-    };
-    let mut keyring = PullSecretKeyring::default();
-    if let Some(auth) = &response.auth {
-        let payload = serde_json::to_vec(auth).map_err(|e| failed(&name, e))?;
-        keyring.add(&payload, PullSecretFormat::DockerCfg, &name)?;
-    }
-    let credentials = lookup(plugin, &keyring, target);
+    let credentials = lookup(plugin, &answer.keyring, target);
     if credentials.is_none() {
         tracing::debug!(plugin = %plugin.command.display(), image = %target.image, "the plugin's auth map has no entry for the image");
     }
-    if !duration.is_zero() {
-        let answer = Answer { keyring, expires: Instant::now() + duration };
+    if !answer.cache_duration.is_zero() {
+        let answer = Answer { keyring: answer.keyring, expires: Instant::now() + answer.cache_duration };
         ANSWERS.lock().unwrap_or_else(|p| p.into_inner()).insert(cache_key, answer);
     }
     Ok(credentials)
