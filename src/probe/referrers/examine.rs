@@ -289,7 +289,8 @@ async fn stream_blob(
     let response = client.blob(request.repository, digest).await.map_err(|e| e.context(what))?;
     let spec = LayerSpec::digest_only(*digest, *size);
     let report =
-        blob::verify_body(response.response, |_| {}, move |reader| verify::verify_layer(reader, &spec, None)).await?;
+        blob::verify_body(response.response, |_| {}, None, move |reader| verify::verify_layer(reader, &spec, None))
+            .await?;
     match report.error {
         Some(err) => Err(blob::with_cache(err.context(what), &response.source)),
         None => Ok(()),
