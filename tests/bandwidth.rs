@@ -1,4 +1,4 @@
-//! `serve.max_bytes_per_second`: every pull of a `serve` process shares one
+//! `limits.max_bytes_per_second`: every pull of a `serve` process shares one
 //! cap on the bytes per second it reads. Against a real registry, a cap far
 //! below the image's size slows the pull (it still passes: work is slowed,
 //! never skipped) and `/metrics` says how long pulls waited for it. No timing
@@ -27,7 +27,7 @@ async fn a_bandwidth_cap_slows_pulls_and_says_so() {
         "defaults: {{interval: 2s, timeout: 1m}}\n\
          registries:\n  - name: local\n    url: {}\n\
          probes:\n  - name: small\n    registry: local\n    image: small:latest\n\
-         serve:\n  max_bytes_per_second: 64KiB\n",
+         limits:\n  max_bytes_per_second: 64KiB\n",
         registry.url()
     );
     std::fs::write(&config, text).unwrap();
@@ -44,7 +44,7 @@ async fn a_bandwidth_cap_slows_pulls_and_says_so() {
 
     // Without the cap, no such series.
     let uncapped = dir.path().join("uncapped.yaml");
-    let text = std::fs::read_to_string(&config).unwrap().replace("serve:\n  max_bytes_per_second: 64KiB\n", "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("limits:\n  max_bytes_per_second: 64KiB\n", "");
     std::fs::write(&uncapped, text).unwrap();
     let serve = Serve::start(&uncapped);
     let metrics = serve.wait_for("/metrics", |text| text.contains("pullprobe_probe_success{"), Duration::from_secs(60));
@@ -55,8 +55,8 @@ async fn a_bandwidth_cap_slows_pulls_and_says_so() {
 fn a_cap_below_a_kibibyte_does_not_validate() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("probes.yaml");
-    std::fs::write(&config, "serve:\n  max_bytes_per_second: 100\n").unwrap();
+    std::fs::write(&config, "limits:\n  max_bytes_per_second: 100\n").unwrap();
     let (code, _, stderr) = run_pullprobe(&["validate", "-c", config.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("probes.yaml:2:25") && stderr.contains("at least 1KiB"), "{stderr}");
+    assert!(stderr.contains("probes.yaml:2:25") && stderr.contains("0 (off) or at least 1KiB"), "{stderr}");
 }

@@ -105,6 +105,9 @@ pub struct Limits {
     pub max_uncompressed_bytes: u64,
     /// Redirects followed for one request (default 5).
     pub max_redirects: u32,
+    /// `serve`: one cap on the bytes per second all pulls of the process read
+    /// together; 0 is off.
+    pub max_bytes_per_second: u64,
 }
 
 impl Default for Limits {
@@ -116,6 +119,7 @@ impl Default for Limits {
             max_uncompressed_ratio: 0.0,
             max_uncompressed_bytes: 64 << 30,
             max_redirects: 5,
+            max_bytes_per_second: 0,
         }
     }
 }
@@ -125,8 +129,6 @@ impl Default for Limits {
 pub struct ServeConfig {
     /// What `/probe?target=…` may fetch besides the configured probes.
     pub allow_targets: Vec<TargetPattern>,
-    /// A cap on the bytes per second all pulls of the process read together.
-    pub max_bytes_per_second: Option<u64>,
 }
 
 impl ServeConfig {

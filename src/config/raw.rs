@@ -49,6 +49,7 @@ pub(super) struct RawLimits {
     pub max_uncompressed_ratio: Option<Spanned<f64>>,
     pub max_uncompressed_bytes: Option<Text>,
     pub max_redirects: Option<Spanned<u64>>,
+    pub max_bytes_per_second: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,7 +289,6 @@ pub(super) struct RawAfter {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServe {
     pub allow_targets: Option<Vec<Text>>,
-    pub max_bytes_per_second: Option<Text>,
 }
 
 /// A YAML scalar of any type, kept for a message that names what was written.

@@ -266,6 +266,16 @@ impl Validator<'_> {
         if let Some(t) = &raw.max_uncompressed_bytes {
             limits.max_uncompressed_bytes = positive("max_uncompressed_bytes", t)?;
         }
+        if let Some(text) = &raw.max_bytes_per_second {
+            let rate = self.size("max_bytes_per_second", text)?;
+            if rate != 0 && rate < 1024 {
+                return Err(self.error(
+                    &text.referenced,
+                    format!("`max_bytes_per_second`: 0 (off) or at least 1KiB, got {rate} bytes"),
+                ));
+            }
+            limits.max_bytes_per_second = rate;
+        }
         if let Some(n) = &raw.max_redirects {
             limits.max_redirects = self.count("max_redirects", n, 0, 100)? as u32;
         }
@@ -1167,15 +1177,6 @@ impl Validator<'_> {
     fn serve(&self, raw: Option<RawServe>) -> Result<ServeConfig> {
         let mut serve = ServeConfig::default();
         let Some(raw) = raw else { return Ok(serve) };
-        if let Some(text) = &raw.max_bytes_per_second {
-            let rate = self.size("max_bytes_per_second", text)?;
-            if rate < 1024 {
-                return Err(
-                    self.error(&text.referenced, format!("`max_bytes_per_second`: at least 1KiB, got {rate} bytes"))
-                );
-            }
-            serve.max_bytes_per_second = Some(rate);
-        }
         for pattern in raw.allow_targets.into_iter().flatten() {
             if pattern.value.is_empty() || pattern.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(self.error(

@@ -1,4 +1,4 @@
-//! A process-wide cap on the bytes per second pulls read (`serve:
+//! A process-wide cap on the bytes per second pulls read (`limits:
 //! max_bytes_per_second`), for a prober that shares a link: a token bucket
 //! every pull of the process draws from. A read that would go over the rate
 //! waits (work is slowed, never skipped), and the time spent waiting is

@@ -117,7 +117,7 @@ pub struct RoundOptions {
     pub progress: Option<Progress>,
     /// A limit shared with other rounds (serve's global concurrency); else `concurrency`.
     pub permits: Option<Arc<Semaphore>>,
-    /// A cap on bytes per second shared with other rounds (`serve.max_bytes_per_second`).
+    /// A cap on bytes per second shared with other rounds (`limits.max_bytes_per_second`).
     pub bandwidth: Option<Arc<Bandwidth>>,
 }
 

@@ -26,7 +26,7 @@ pub struct ServeState {
     config: RwLock<Arc<Config>>,
     series: Mutex<Series>,
     counters: RwLock<RunCounters>,
-    /// `serve.max_bytes_per_second`, shared by every pull of the process.
+    /// `limits.max_bytes_per_second`, shared by every pull of the process.
     bandwidth: RwLock<Option<Arc<Bandwidth>>>,
 }
 
@@ -58,6 +58,12 @@ struct RuleCoverage {
     probed: BTreeMap<String, f64>,
 }
 
+/// `limits.max_bytes_per_second` as a cap every pull shares; none for 0.
+fn bandwidth_cap(config: &Config) -> Option<Arc<Bandwidth>> {
+    let rate = config.limits.max_bytes_per_second;
+    (rate > 0).then(|| Arc::new(Bandwidth::new(rate)))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -67,7 +73,7 @@ impl ServeState {
         ServeState {
             config_path,
             shard,
-            bandwidth: RwLock::new(config.serve.max_bytes_per_second.map(|rate| Arc::new(Bandwidth::new(rate)))),
+            bandwidth: RwLock::new(bandwidth_cap(&config)),
             config: RwLock::new(Arc::new(config)),
             series: Mutex::new(Series::default()),
             counters: RwLock::new(RunCounters::default()),
@@ -100,8 +106,8 @@ impl ServeState {
                 Err(p) => *p.into_inner() = RunCounters::default(),
             }
         }
-        if self.bandwidth().map(|b| b.rate()) != config.serve.max_bytes_per_second {
-            let cap = config.serve.max_bytes_per_second.map(|rate| Arc::new(Bandwidth::new(rate)));
+        if self.bandwidth().map(|b| b.rate()).unwrap_or(0) != config.limits.max_bytes_per_second {
+            let cap = bandwidth_cap(&config);
             match self.bandwidth.write() {
                 Ok(mut b) => *b = cap,
                 Err(p) => *p.into_inner() = cap,
@@ -297,7 +303,7 @@ impl ServeState {
         let waited = self.bandwidth().map(|b| b.waited().as_secs_f64());
         families.push(GaugeFamily {
             name: "serve_bandwidth_wait_seconds",
-            help: "Seconds pulls have waited for serve.max_bytes_per_second since the cap was set (slowed, never skipped)",
+            help: "Seconds pulls have waited for limits.max_bytes_per_second since the cap was set (slowed, never skipped)",
             samples: waited.map(|value| Sample { labels: Vec::new(), value }).into_iter().collect(),
         });
         families.push(GaugeFamily {

@@ -93,7 +93,7 @@ pub struct RoundContext {
     pub ledger: Option<Arc<BlobLedger>>,
     /// The round's bandwidth budget and rotation.
     pub budget: Option<Arc<RoundBudget>>,
-    /// The process's cap on bytes per second (`serve.max_bytes_per_second`).
+    /// The process's cap on bytes per second (`limits.max_bytes_per_second`).
     pub bandwidth: Option<Arc<Bandwidth>>,
 }
 
