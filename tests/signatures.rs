@@ -377,10 +377,8 @@ async fn a_signature_corrupted_in_the_cache_keeps_its_blob_reason_in_phase_refer
     let signer = Signer::new();
     let registry = Registry::start();
     let image = push_small_image(&registry, "team/app", "1.0").await;
-    let payload = simple_signing("registry.example.org/team/app", &image.digest);
-    let signature = signer.sign(&payload);
-    let sig = cosign_signatures(&[(payload.clone(), signature)]);
-    push_raw(&registry, "team/app", &sig_tag(&image.digest), &sig).await;
+    let sig = push_legacy_signature(&registry, "team/app", &image.digest, &signer).await;
+    let payload = sig.blobs[1].clone(); // the simple signing layer, after the config
     let proxy = Nginx::start_proxy(&registry.host_port());
     let cache = Nginx::start_cache(&registry.host_port());
     let frontends = [("proxy", url(proxy.url())), ("cache", url(cache.url()))];
@@ -729,10 +727,8 @@ async fn a_signature_blob_lost_from_storage_keeps_its_blob_reason_in_phase_refer
     let signer = Signer::new();
     let registry = Registry::start();
     let image = push_small_image(&registry, "team/app", "1.0").await;
-    let payload = simple_signing("registry.example.org/team/app", &image.digest);
-    let signature = signer.sign(&payload);
-    let sig = cosign_signatures(&[(payload.clone(), signature)]);
-    push_raw(&registry, "team/app", &sig_tag(&image.digest), &sig).await;
+    let sig = push_legacy_signature(&registry, "team/app", &image.digest, &signer).await;
+    let payload = sig.blobs[1].clone(); // the simple signing layer, after the config
     // The data file goes; distribution still knows the blob's size and answers
     // 200 with its Content-Length and no bytes, as a deleted bucket does.
     let lost = Digest::of(&payload);
