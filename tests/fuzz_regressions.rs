@@ -25,7 +25,6 @@ use pullprobe::registry::cloud::{acr, ecr, gcp};
 use pullprobe::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
 use pullprobe::registry::tags::next_page;
 use pullprobe::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
-use pullprobe::verify::{CheckMode, Compression, LayerLimits, LayerSpec, verify_layer};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LINK};
 use url::Url;
 
@@ -134,18 +133,8 @@ fn a_config_error_is_one_line_of_at_most_1000_characters() {
 }
 
 fn walk(plan: &Arc<ContentPlan>, index: usize, tar: &[u8]) {
-    let spec = LayerSpec {
-        digest: Digest::of(tar),
-        size: tar.len() as u64,
-        compression: Some(Compression::None),
-        diff_id: None,
-        mode: CheckMode::Full,
-        limits: LayerLimits::UNLIMITED,
-    };
-    let mut observer = plan.observer(index);
-    let report = verify_layer(tar, &spec, Some(&mut observer));
+    let report = plan.walk_tar(index, tar);
     assert!(report.is_ok(), "{:?}", report.error);
-    observer.finish();
 }
 
 /// The verdict after walking the layers in `order` first, then as the plan asks.

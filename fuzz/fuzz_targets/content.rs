@@ -19,7 +19,6 @@ use pullprobe::config::{PathExpectation, PathType};
 use pullprobe::digest::Digest;
 use pullprobe::reason::{ProbeError, Reason};
 use pullprobe::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
-use pullprobe::verify::{CheckMode, Compression, LayerLimits, LayerSpec, verify_layer};
 use pullprobe_fuzz::check_error;
 
 const MAX_LAYERS: usize = 4;
@@ -167,16 +166,6 @@ fn judge(tars: &[Vec<u8>], assertions: &[PathExpectation], order: &[usize]) -> O
 }
 
 fn walk(plan: &Arc<ContentPlan>, index: usize, tar: &[u8]) {
-    let spec = LayerSpec {
-        digest: Digest::of(tar),
-        size: tar.len() as u64,
-        compression: Some(Compression::None),
-        diff_id: None,
-        mode: CheckMode::Full,
-        limits: LayerLimits::UNLIMITED,
-    };
-    let mut observer = plan.observer(index);
-    let report = verify_layer(tar, &spec, Some(&mut observer));
+    let report = plan.walk_tar(index, tar);
     assert!(report.is_ok(), "a layer written by the image builder: {:?}", report.error);
-    observer.finish();
 }

@@ -146,6 +146,26 @@ impl ContentPlan {
         LayerObserver::new(self.clone(), index)
     }
 
+    /// Walk layer `index`, an uncompressed tar held in memory, into this plan (its
+    /// digest and size taken from the bytes; no other check): how tests and fuzzing
+    /// feed a plan its layers. The walk counts only when the report is ok.
+    pub fn walk_tar(self: &Arc<Self>, index: usize, tar: &[u8]) -> super::LayerReport {
+        let spec = super::LayerSpec {
+            digest: Digest::of(tar),
+            size: tar.len() as u64,
+            compression: Some(super::Compression::None),
+            diff_id: None,
+            mode: super::CheckMode::Full,
+            limits: super::LayerLimits::UNLIMITED,
+        };
+        let mut observer = self.observer(index);
+        let report = super::verify_layer(tar, &spec, Some(&mut observer));
+        if report.is_ok() {
+            observer.finish();
+        }
+        report
+    }
+
     /// Decide every assertion from what the walks saw, or name the layers to walk again.
     /// A layer never handed back counts as one to walk.
     pub fn evaluate(&self) -> ContentOutcome {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use super::observe::{Bloom, Touch};
 use super::*;
 use crate::config::PathType;
-use crate::verify::{CheckMode, Compression, LayerLimits, LayerSpec, verify_layer};
 use image_builder::{Entry, LayerBuilder};
 
 /// In which order the layers are walked the first time: in order, or top layer first
@@ -40,18 +39,8 @@ fn tar(layer: &LayerBuilder) -> Vec<u8> {
 }
 
 fn walk(plan: &Arc<ContentPlan>, index: usize, tar: &[u8]) {
-    let spec = LayerSpec {
-        digest: Digest::of(tar),
-        size: tar.len() as u64,
-        compression: Some(Compression::None),
-        diff_id: None,
-        mode: CheckMode::Full,
-        limits: LayerLimits::UNLIMITED,
-    };
-    let mut observer = plan.observer(index);
-    let report = verify_layer(tar, &spec, Some(&mut observer));
+    let report = plan.walk_tar(index, tar);
     assert!(report.is_ok(), "{:?}", report.error);
-    observer.finish();
 }
 
 fn judge_in(order: Order, layers: &[LayerBuilder], assertions: &[PathExpectation]) -> Judged {
