@@ -175,6 +175,43 @@ fn a_content_verdict_does_not_depend_on_the_walk_order() {
     assert!(bottom_first[0].message.contains("/a is a regular file of 10 bytes"), "{}", bottom_first[0].message);
 }
 
+/// A symlink loop (`a -> .//` and friends) that the walks expand without end while
+/// the lookup stops at 40 links. Walked top layer first, the walks' own tracking of
+/// where links lead filled the 1,024 tracked paths before the verdict asked for the
+/// few it needed, and the pull failed `too_large`; bottom first, it decided
+/// (`content_mismatch` twice). Whether the cap is reached is now judged on the paths
+/// the verdict looks at, the same in every order.
+#[test]
+fn the_path_cap_does_not_depend_on_the_walk_order() {
+    let dir = "walk-order-and-the-path-cap";
+    let tars: Vec<Vec<u8>> = (1..=4).map(|i| fixture("content", &format!("{dir}/layer-{i}.tar"))).collect();
+    assert!(!fixture("content", &format!("{dir}/input")).is_empty(), "the fuzz input is kept");
+    let sha256: Digest =
+        "sha256:bd50e12c55dda3ee443c1cb6d71c7bcf6351c4ec96f7bc8d6adec015d1192eea".parse().expect("a digest");
+    let assertions = [
+        PathExpectation {
+            kind: Some(PathType::Dir),
+            min_size: Some(65_384),
+            mode: Some(0o7777),
+            sha256: Some(sha256),
+            ..PathExpectation::exists("/a/sh/a")
+        },
+        PathExpectation {
+            absent: true,
+            kind: Some(PathType::Dir),
+            sha256: Some(Digest::of(b"")),
+            ..PathExpectation::exists("/a/a/a/a/")
+        },
+    ];
+    let bottom_first = judge(&tars, &assertions, &[0, 1, 2, 3]);
+    let reasons: Vec<Reason> = bottom_first.iter().map(|f| f.reason).collect();
+    assert_eq!(reasons, [Reason::ContentMismatch, Reason::ContentMismatch], "{bottom_first:?}");
+    assert!(bottom_first[1].message.contains("must be absent, found a symlink"), "{}", bottom_first[1].message);
+    for order in [[3, 0, 1, 2], [3, 2, 1, 0], [1, 2, 3, 0], [2, 3, 0, 1]] {
+        assert_eq!(judge(&tars, &assertions, &order), bottom_first, "the walk order {order:?} changed the verdict");
+    }
+}
+
 /// A hosts.toml host written with credentials (`https://user:password@mirror`): the
 /// refusal quoted the host as written, password and all.
 #[test]

@@ -4,7 +4,7 @@
 //! A fact that no walk recorded completely is never guessed: it is noted as a need (layer,
 //! path) and the plan has that layer walked again; a verdict counts only without needs.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::observe::{LayerObservations, Observed, Touch};
 use super::{ancestors, display, join, parent};
@@ -123,16 +123,26 @@ pub(super) struct FinalFilesystem<'a> {
     digests: &'a [Digest],
     /// Facts no walk recorded completely: layer → path → a file there must be hashed.
     needs: BTreeMap<usize, BTreeMap<String, bool>>,
+    /// Every path whose facts the verdict looked at, in any layer.
+    consulted: BTreeSet<String>,
+}
+
+/// What a verdict that is not complete yet asks for.
+pub(super) struct Needs {
+    /// Layer → paths to track from the start of a new walk (and whether to hash files there).
+    pub(super) walks: BTreeMap<usize, BTreeMap<String, bool>>,
+    /// Every path the verdict looked at: what tracking must keep.
+    pub(super) consulted: BTreeSet<String>,
 }
 
 impl<'a> FinalFilesystem<'a> {
     pub(super) fn new(layers: &'a [&'a LayerObservations], digests: &'a [Digest]) -> Self {
-        FinalFilesystem { layers, digests, needs: BTreeMap::new() }
+        FinalFilesystem { layers, digests, needs: BTreeMap::new(), consulted: BTreeSet::new() }
     }
 
-    /// What the verdict still needs: layer → paths to track from the start of a new walk.
-    pub(super) fn into_needs(self) -> BTreeMap<usize, BTreeMap<String, bool>> {
-        self.needs
+    /// What the verdict still needs (no walks: it is complete).
+    pub(super) fn into_needs(self) -> Needs {
+        Needs { walks: self.needs, consulted: self.consulted }
     }
 
     /// Check one assertion: `None` if it holds (or cannot be decided yet: see needs).
@@ -347,6 +357,9 @@ impl<'a> FinalFilesystem<'a> {
     /// not, and the layer may have such a touch, a need is noted.
     fn known(&mut self, layer: usize, path: &str, touches: &[Touch], hash: bool) -> bool {
         let observations = self.layers[layer];
+        if !self.consulted.contains(path) {
+            self.consulted.insert(path.to_string());
+        }
         if let Some(hashed) = observations.covered.get(path) {
             let file = observations.entries.get(path).is_some_and(|o| o.kind == EntryKind::File);
             if *hashed || !hash || !file {

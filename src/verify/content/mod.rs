@@ -179,22 +179,28 @@ impl ContentPlan {
         let failures: Vec<ProbeError> =
             self.assertions.iter().filter_map(|assertion| filesystem.check(assertion)).collect();
         let needs = filesystem.into_needs();
-        if needs.is_empty() {
+        if needs.walks.is_empty() {
             return ContentOutcome::Decided(failures);
         }
         let mut tracked = lock(&self.tracked);
-        let mut again = Vec::new();
-        for (layer, paths) in needs {
-            for (path, hash) in paths {
-                if tracked.add(&path, hash, MAX_TRACKED_PATHS).is_none() {
-                    let message = format!(
-                        "the path assertions need more than {MAX_TRACKED_PATHS} paths tracked (links lead to /{path} and further)"
-                    );
-                    return ContentOutcome::Decided(vec![ProbeError::new(Reason::TooLarge, message)]);
-                }
+        if !tracked.add_needs(&needs.walks) {
+            // Where links led the walks may have filled the set with paths the verdict
+            // never looks at (a link loop expands without end while the lookup stops at
+            // 40 links): keep the asserted paths and what the verdict consulted, so that
+            // whether the cap is reached does not depend on the order of the walks.
+            tracked.paths.retain(|path, _| needs.consulted.contains(path));
+            for assertion in &self.assertions {
+                tracked.add(&normalise(&assertion.path), assertion.sha256.is_some(), usize::MAX);
             }
-            again.push(layer);
+            if !tracked.add_needs(&needs.walks) {
+                let message = format!(
+                    "the path assertions need more than {MAX_TRACKED_PATHS} paths tracked (the lookups, through links, pass {} paths)",
+                    needs.consulted.len()
+                );
+                return ContentOutcome::Decided(vec![ProbeError::new(Reason::TooLarge, message)]);
+            }
         }
+        let again = needs.walks.keys().copied().collect();
         self.generation.fetch_add(1, Ordering::SeqCst);
         ContentOutcome::WalkAgain(again)
     }
@@ -222,6 +228,11 @@ impl ContentPlan {
 }
 
 impl TrackedPaths {
+    /// Track every path of `needs` (layer → path → hash): false if one would pass the cap.
+    fn add_needs(&mut self, needs: &BTreeMap<usize, BTreeMap<String, bool>>) -> bool {
+        needs.values().flatten().all(|(path, hash)| self.add(path, *hash, MAX_TRACKED_PATHS).is_some())
+    }
+
     /// Track `path` (hashing files there if `hash`): `Some(changed)`, or `None` if a
     /// new path would pass `cap`.
     fn add(&mut self, path: &str, hash: bool, cap: usize) -> Option<bool> {
