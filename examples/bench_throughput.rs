@@ -4,11 +4,15 @@
 //! with the prober's examples because it uses both.
 //!
 //! ```text
-//! bench_throughput build WORK_DIR MIB
+//! bench_throughput build WORK_DIR MIB [even|heavy]
 //!     write the OCI image layout WORK_DIR with the tags `big` (about MIB MiB
 //!     uncompressed, 5 gzip layers: binaries, text, incompressible random, many
 //!     small files, one small layer) and `small` (about 3 MB), for the bench to
-//!     push; write WORK_DIR/layers.json
+//!     push; write WORK_DIR/layers.json. `even` (the default) spreads the bytes
+//!     over the layers; `heavy` gives one layer (a tree of tens of thousands of
+//!     small files: sources, objects and compressed assets) over 40 % of the
+//!     compressed bytes, the shape where one layer decides the wall time, and
+//!     models binaries as machine-code-like bytes, the slowest kind to inflate
 //! bench_throughput inflate BLOB
 //!     decompress one gzip layer blob on this thread with the prober's decoder
 //! bench_throughput verify WORK_DIR THREADS [largest-first|manifest-order]
@@ -63,9 +67,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let outcome = match args.as_slice() {
-        ["build", dir, mib] => match mib.parse::<u64>() {
-            Ok(mib) => build(Path::new(dir), mib),
-            Err(_) => Err(format!("MIB must be a whole number, not {mib:?}").into()),
+        ["build", dir, mib, shape @ ..] => match (mib.parse::<u64>(), shape) {
+            (Ok(mib), [] | ["even"]) => build(Path::new(dir), mib, Shape::Even),
+            (Ok(mib), ["heavy"]) => build(Path::new(dir), mib, Shape::Heavy),
+            _ => Err(format!("want MIB [even|heavy], not {mib:?} {shape:?}").into()),
         },
         ["inflate", blob] => inflate(Path::new(blob)),
         ["verify", dir, threads, order @ ..] => match (threads.parse::<usize>(), order) {
@@ -75,7 +80,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: bench_throughput build WORK_DIR MIB | inflate BLOB | verify WORK_DIR THREADS [largest-first|manifest-order]"
+                "usage: bench_throughput build WORK_DIR MIB [even|heavy] | inflate BLOB | verify WORK_DIR THREADS [largest-first|manifest-order]"
             );
             return ExitCode::from(2);
         }
@@ -91,19 +96,36 @@ fn main() -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How bench/big spreads its bytes over its layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// No dominant layer.
+    Even,
+    /// The small-files layer holds over 40 % of the compressed bytes.
+    Heavy,
+}
+
 /// The five layers of bench/big, scaled to `mib` MiB uncompressed in total.
-fn big_layers(mib: u64) -> Vec<(&'static str, LayerBuilder)> {
+fn big_layers(mib: u64, shape: Shape) -> Vec<(&'static str, LayerBuilder)> {
     let total = mib.max(1) * MIB;
     let part = |percent: u64| (total * percent / 100).max(64 * 1024);
+    // Percent of the uncompressed bytes per layer.
+    let (binaries_part, text_part, random_part, small_part) = match shape {
+        Shape::Even => (30, 36, 12, 22),
+        Shape::Heavy => (30, 28, 10, 32),
+    };
 
-    // Binaries: executables and libraries are a mix of code (compressible like
-    // text), embedded compressed data (random) and zero padding.
+    // Binaries: executables and libraries are a mix of code, embedded data and zero
+    // padding. The even image models code as text and embeds compressed data (random);
+    // the heavy one uses machine-code-like bytes, the slowest kind to inflate.
     let mut binaries = LayerBuilder::new();
-    let file_size = (part(30) / 48).max(4096);
+    let file_size = (part(binaries_part) / 48).max(4096);
     for i in 0..48u64 {
-        let content = match i % 4 {
-            0 => GeneratedContent::text(1000 + i, file_size),
-            1 => GeneratedContent::random(1000 + i, file_size),
+        let content = match (shape, i % 4) {
+            (Shape::Even, 0) => GeneratedContent::text(1000 + i, file_size),
+            (Shape::Even, 1) => GeneratedContent::random(1000 + i, file_size),
+            (Shape::Heavy, 0 | 1) => GeneratedContent::code(1000 + i, file_size),
+            (Shape::Heavy, 2) => GeneratedContent::text(1000 + i, file_size),
             _ => GeneratedContent::zeros(file_size),
         };
         binaries = binaries.file(&format!("usr/lib/bench/lib{i:02}.so"), content);
@@ -111,25 +133,30 @@ fn big_layers(mib: u64) -> Vec<(&'static str, LayerBuilder)> {
 
     // Text: a few large logs.
     let mut text = LayerBuilder::new();
-    let log_size = (part(36) / 8).max(4096);
+    let log_size = (part(text_part) / 8).max(4096);
     for i in 0..8u64 {
         text = text.file(&format!("var/log/bench/app-{i}.log"), GeneratedContent::text(2000 + i, log_size));
     }
 
     // Incompressible: already-compressed assets.
     let random = LayerBuilder::new()
-        .file("srv/assets/bundle-a.bin", GeneratedContent::random(3000, part(12) / 2))
-        .file("srv/assets/bundle-b.bin", GeneratedContent::random(3001, part(12) / 2));
+        .file("srv/assets/bundle-a.bin", GeneratedContent::random(3000, part(random_part) / 2))
+        .file("srv/assets/bundle-b.bin", GeneratedContent::random(3001, part(random_part) / 2));
 
-    // Many small files (2–13 KiB, one in six incompressible): source trees, locales.
+    // Many small files (2–13 KiB): source trees and locales, one in six incompressible
+    // (even); a tree of sources, compiled objects and compressed assets, a third each
+    // (heavy).
     let mut small_files = LayerBuilder::new();
-    let budget = part(22);
+    let budget = part(small_part);
     let mut used = 0;
     let mut i = 0u64;
     while used < budget {
         let size = 2048 + (i * 7919 % 12) * 1024;
-        let content =
-            if i % 6 == 5 { GeneratedContent::random(4000 + i, size) } else { GeneratedContent::text(4000 + i, size) };
+        let content = match (shape, i % 6) {
+            (Shape::Even, 5) | (Shape::Heavy, 0 | 3) => GeneratedContent::random(4000 + i, size),
+            (Shape::Heavy, 1 | 4) => GeneratedContent::code(4000 + i, size),
+            _ => GeneratedContent::text(4000 + i, size),
+        };
         small_files = small_files.file(&format!("usr/share/bench/{:03}/file-{i}.txt", i % 512), content);
         used += size + 512;
         i += 1;
@@ -195,9 +222,9 @@ fn write_image(
     Ok((image, record))
 }
 
-fn build(dir: &Path, mib: u64) -> Result<(), BoxError> {
+fn build(dir: &Path, mib: u64, shape: Shape) -> Result<(), BoxError> {
     let mut layout = Layout::new(dir)?;
-    let (big, big_record) = write_image(dir, "bench/big", big_layers(mib))?;
+    let (big, big_record) = write_image(dir, "bench/big", big_layers(mib, shape))?;
     let (small, small_record) = write_image(dir, "bench/small", small_layers())?;
     for (image, tag) in [(&big, "big"), (&small, "small")] {
         eprintln!("wrote {tag} {}", layout.add(image, tag)?);

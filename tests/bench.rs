@@ -54,6 +54,25 @@ fn bench_helper() -> PathBuf {
     helper
 }
 
+/// The layer-heavy shape is what its name says: one layer holds at least 40 % of the
+/// compressed bytes, and it is tens of thousands of small files at full size.
+#[test]
+fn the_heavy_bench_image_has_one_dominant_layer() {
+    let helper = bench_helper();
+    let dir = tempfile::Builder::new().prefix("pullprobe-bench-heavy-").tempdir().expect("temp dir");
+    let mut build = Command::new(&helper);
+    build.arg("build").arg(dir.path()).args(["48", "heavy"]);
+    let out = run_with_timeout(&mut build, Duration::from_secs(300));
+    assert_eq!(out.code, 0, "bench_throughput build failed:\n{}", out.stderr);
+    let images: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("layers.json")).expect("layers.json")).expect("JSON");
+    let big = &images["big"];
+    let total = big["size"].as_u64().expect("size") as f64;
+    let largest = big["layers"].as_array().expect("layers").iter().filter_map(|l| l["size"].as_u64()).max();
+    let share = largest.expect("a layer") as f64 / total;
+    assert!(share >= 0.4, "the largest layer holds {share:.2} of {total} bytes: {big}");
+}
+
 #[test]
 fn throughput_bench_runs_end_to_end_on_a_small_image() {
     let helper = bench_helper();
@@ -101,7 +120,7 @@ fn throughput_bench_runs_end_to_end_on_a_small_image() {
                 .iter()
                 .find(|r| r["pass"] == *pass && r["name"] == name.as_str())
                 .unwrap_or_else(|| panic!("no row {name} in pass {pass}"));
-            for key in ["wall_s", "cpu_s", "rss_mib", "mb_s_compressed", "cpu_s_per_gb"] {
+            for key in ["wall_s", "cpu_s", "rss_mib", "mb_s_compressed", "cpu_s_per_gb", "services_cpu_s"] {
                 assert!(row[key].as_f64().is_some_and(|v| v >= 0.0), "{pass} {name}: {key} in {row}");
             }
             assert!(row["rss_mib"].as_f64().is_some_and(|v| v > 0.0), "{pass} {name}: {row}");
@@ -112,6 +131,11 @@ fn throughput_bench_runs_end_to_end_on_a_small_image() {
             assert!(ratios[ratio].is_number(), "ratio {ratio} in pass {pass}: {ratios}");
         }
     }
+    assert_eq!(report["settings"]["shape"], "even");
+    let now = rows.iter().find(|r| r["pass"] == "plain" && r["name"] == "pullprobe_now").expect("pullprobe_now");
+    assert!(now["cpu_s_per_gb_tar"].as_f64().is_some_and(|v| v > 0.0), "{now}");
+    let busy = &report["ratios"]["plain"]["pullprobe_wall_over_busy_cores"];
+    assert!(busy.as_f64().is_some_and(|v| v > 0.0), "{busy}");
     // Three frontends: every layer checked in full once, by digest on the others.
     let checks = &report["three_frontends_layer_checks"];
     assert_eq!(checks["full"], 5, "{checks}");

@@ -59,14 +59,18 @@ async fn probe_loop(
     let mut ticker = tokio::time::interval_at(Instant::now() + start_offset(&probe.name, interval), interval);
     // A run longer than the interval delays the next one; missed ticks are not replayed.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut round: u64 = 0;
+    // Runs are numbered from the wall clock's slot at start (so a restart keeps the
+    // rotation's place) and then counted: a run longer than the interval must not
+    // skip a window of the catalog's sample or of the round budget, as reading the
+    // clock again would.
+    let mut round = plan::clock_slot(interval);
     loop {
         let scheduled = ticker.tick().await;
         if scheduled.elapsed() > interval / 10 + Duration::from_secs(1) {
             state.count_late_run(&probe.name);
         }
         let (results, coverage, owned) = run_once(state, config, probe, &permits, round).await;
-        round += 1;
+        round = round.wrapping_add(1);
         state.record_owned(&probe.name, owned);
         if results.is_empty() && owned != Some(0) {
             // Nothing was probed (the probe could not be planned; logged): keep the
@@ -93,10 +97,10 @@ async fn probe_loop(
     }
 }
 
-/// One run of `probe` (the images of this shard), planned and run like any
-/// other, every job holding one of the shared permits: its results, what a
-/// discovery rule stands for, and how many units this shard owns (`None` when
-/// a discovery failed). No results when the probe cannot be planned (logged).
+/// Run number `round` of `probe` (the images of this shard), planned and run
+/// like any other, every job holding one of the shared permits: its results,
+/// what a discovery rule stands for, and how many units this shard owns (`None`
+/// when a discovery failed). No results when the probe cannot be planned (logged).
 async fn run_once(
     state: &ServeState,
     config: &Config,
@@ -104,10 +108,9 @@ async fn run_once(
     permits: &Arc<Semaphore>,
     round: u64,
 ) -> (Vec<ProbeResult>, Option<Coverage>, Option<usize>) {
-    let slot = plan::clock_slot(config.interval_for(probe));
     let overrides = Overrides { shard: state.shard, ..Overrides::default() };
     let planned = match plan::check_probe_files(config, probe) {
-        Ok(()) => plan::plan_probe(config, probe, &overrides, slot).await,
+        Ok(()) => plan::plan_probe(config, probe, &overrides, round).await,
         Err(e) => Err(e),
     };
     state.record_config_error(&probe.name, planned.is_err());

@@ -11,7 +11,10 @@ const INPUT_BUFFER: usize = 64 * 1024;
 
 /// A reader of the decompressed stream. An uncompressed stream is read unbuffered: the
 /// tar walk's own 32 KiB reads then copy each byte once.
-pub(super) fn decoder<'a, R: Read + 'a>(compression: Compression, compressed: R) -> io::Result<Box<dyn Read + 'a>> {
+pub(super) fn decoder<'a, R: Read + Send + 'a>(
+    compression: Compression,
+    compressed: R,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
     Ok(match compression {
         Compression::None => Box::new(compressed),
         Compression::Gzip => {
@@ -27,7 +30,7 @@ pub(super) fn decoder<'a, R: Read + 'a>(compression: Compression, compressed: R)
 
 /// Decompress `compressed` with the decoder a layer check uses and count the
 /// bytes, nothing else: the inflate limit the benchmark compares against.
-pub fn decompressed_len<R: Read>(compression: Compression, compressed: R) -> io::Result<u64> {
+pub fn decompressed_len<R: Read + Send>(compression: Compression, compressed: R) -> io::Result<u64> {
     let mut decoder = decoder(compression, compressed)?;
     let mut scratch = vec![0u8; INPUT_BUFFER];
     let mut total = 0u64;

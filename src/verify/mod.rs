@@ -22,6 +22,7 @@ mod channel;
 pub mod content;
 mod decompress;
 mod diff_id;
+mod stage;
 mod tar_walk;
 
 #[cfg(test)]
@@ -137,12 +138,32 @@ impl LayerReport {
 
 /// Verify one blob read from `source` against `spec`. Reads at most `spec.size + 1`
 /// bytes and never panics on any input; blocks while `source` does, so run it on a
-/// blocking thread. `visitor`, if given, sees every tar entry (full checks only).
-pub fn verify_layer<R: Read>(source: R, spec: &LayerSpec, visitor: Option<&mut dyn EntryVisitor>) -> LayerReport {
+/// blocking thread. `visitor`, if given, sees every tar entry (full checks only). A
+/// large compressed layer may be inflated on a second thread (`stage.rs`) while a core
+/// would otherwise idle; the report is the same either way.
+pub fn verify_layer<R: Read + Send>(
+    source: R,
+    spec: &LayerSpec,
+    visitor: Option<&mut dyn EntryVisitor>,
+) -> LayerReport {
+    let busy = stage::Busy::start();
+    verify_layer_in(source, spec, visitor, stage::worth_staging(spec.size, busy.in_progress, stage::cores()))
+}
+
+/// [`verify_layer`], with the decoder of a compressed layer on a thread of its own if
+/// `staged` (the verdict is the same either way).
+fn verify_layer_in<R: Read + Send>(
+    source: R,
+    spec: &LayerSpec,
+    visitor: Option<&mut dyn EntryVisitor>,
+    staged: bool,
+) -> LayerReport {
     let mut blob = BlobReader::new(source, spec.size);
     let mut scratch = vec![0u8; BUFFER_SIZE];
     let unpacked = match (spec.mode, spec.compression) {
-        (CheckMode::Full, Some(compression)) => Some(unpack(&mut blob, compression, spec, visitor, &mut scratch)),
+        (CheckMode::Full, Some(compression)) => {
+            Some(unpack(&mut blob, compression, spec, visitor, &mut scratch, staged))
+        }
         _ => None,
     };
     // Whatever the decoder or the walk left: the root cause of their failure may be here.
@@ -198,12 +219,13 @@ struct Unpacked {
     failure: Option<ProbeError>,
 }
 
-fn unpack<R: Read>(
+fn unpack<R: Read + Send>(
     blob: &mut BlobReader<R>,
     compression: Compression,
     spec: &LayerSpec,
     visitor: Option<&mut dyn EntryVisitor>,
     scratch: &mut [u8],
+    staged: bool,
 ) -> Unpacked {
     let format = match compression {
         Compression::None => "tar",
@@ -224,8 +246,19 @@ fn unpack<R: Read>(
     };
     let cap = UncompressedCap::new(&spec.limits, spec.size);
     let hash = compression != Compression::None;
-    let mut stream = DiffIdReader::new(decoder, format, hash, cap);
+    if hash && staged {
+        stage::staged(decoder, |staged| walk_stream(DiffIdReader::new(staged, format, hash, cap), visitor, scratch))
+    } else {
+        walk_stream(DiffIdReader::new(decoder, format, hash, cap), visitor, scratch)
+    }
+}
 
+/// Walk the decompressed stream's tar to its end and read what follows.
+fn walk_stream<D: Read>(
+    mut stream: DiffIdReader<D>,
+    visitor: Option<&mut dyn EntryVisitor>,
+    scratch: &mut [u8],
+) -> Unpacked {
     let walk = tar_walk::walk(&mut stream, visitor);
     if walk.failure.is_none() {
         // Padding after the end-of-archive marker is part of the diff_id.

@@ -100,8 +100,12 @@ fn spec(blob: &[u8], compression: Compression, tar: &[u8]) -> LayerSpec {
     }
 }
 
+/// Verified on one thread and with the decoder on its own: the same report both ways.
 fn verify(blob: &[u8], spec: &LayerSpec) -> LayerReport {
-    verify_layer(blob, spec, None)
+    let staged = verify_layer_in(blob, spec, None, true);
+    let unstaged = verify_layer_in(blob, spec, None, false);
+    assert_eq!(staged, unstaged, "staging changed the report");
+    unstaged
 }
 
 #[track_caller]

@@ -1,5 +1,6 @@
 //! Big reproducible file content: pseudo-random bytes (incompressible), text-like
-//! bytes (compressible) and zeros, generated on the fly and never held whole.
+//! bytes (compressible), machine-code-like bytes and zeros, generated on the fly and
+//! never held whole.
 //!
 //! The bytes are a function of the seed and the length only, not of the sizes the
 //! reader is asked for: content is produced in fixed blocks, each from its own
@@ -20,6 +21,11 @@ pub enum ContentKind {
     Text,
     /// All zeros: compresses to almost nothing.
     Zeros,
+    /// Like machine code: short instruction-like byte sequences, some far more common
+    /// than others, between random operand bytes. Compresses to about half with short
+    /// matches and many literals, the most work per byte for an inflater, as real
+    /// executables and libraries are.
+    Code,
 }
 
 /// A description of generated file content: kind, seed and length. Cheap to copy;
@@ -38,6 +44,10 @@ impl GeneratedContent {
 
     pub fn text(seed: u64, len: u64) -> Self {
         GeneratedContent { kind: ContentKind::Text, seed, len }
+    }
+
+    pub fn code(seed: u64, len: u64) -> Self {
+        GeneratedContent { kind: ContentKind::Code, seed, len }
     }
 
     pub fn zeros(len: u64) -> Self {
@@ -95,6 +105,32 @@ fn fill_block(kind: ContentKind, seed: u64, index: u64, block: &mut [u8]) {
             }
         }
         ContentKind::Text => fill_text(&mut state, block),
+        ContentKind::Code => fill_code(&mut state, block),
+    }
+}
+
+/// Instruction-like sequences of 2 to 6 bytes, 256 of them per block; the AND of two
+/// random bytes picks one, so low indices are far more common (as a few opcodes are),
+/// and half of them are followed by 1 to 4 random operand bytes.
+fn fill_code(state: &mut u64, block: &mut [u8]) {
+    let mut vocabulary = [[0u8; 7]; 256];
+    for entry in &mut vocabulary {
+        let bits = wyrand(state);
+        entry[..6].copy_from_slice(&bits.to_le_bytes()[..6]);
+        entry[6] = 2 + (bits >> 61) as u8 % 5;
+    }
+    let mut at = 0;
+    while at < block.len() {
+        let bits = wyrand(state);
+        let entry = &vocabulary[((bits & 0xff) & ((bits >> 8) & 0xff)) as usize];
+        let operands = if bits >> 63 == 1 { 1 + ((bits >> 16) & 3) as usize } else { 0 };
+        let mut piece = [0u8; 10];
+        let len = usize::from(entry[6]);
+        piece[..len].copy_from_slice(&entry[..len]);
+        piece[len..len + operands].copy_from_slice(&(bits >> 24).to_le_bytes()[..operands]);
+        let end = (at + len + operands).min(block.len());
+        block[at..end].copy_from_slice(&piece[..end - at]);
+        at = end;
     }
 }
 
@@ -228,9 +264,12 @@ mod tests {
 
     #[test]
     fn bytes_do_not_depend_on_read_sizes() {
-        for content in
-            [GeneratedContent::random(7, 200_001), GeneratedContent::text(7, 200_001), GeneratedContent::zeros(70_000)]
-        {
+        for content in [
+            GeneratedContent::random(7, 200_001),
+            GeneratedContent::text(7, 200_001),
+            GeneratedContent::code(7, 200_001),
+            GeneratedContent::zeros(70_000),
+        ] {
             let a = read_all_with(content, 1);
             let b = read_all_with(content, 8191);
             let c = read_all_with(content, 1 << 20);
@@ -254,6 +293,9 @@ mod tests {
         };
         assert!(gz(&text) < text.len() / 2, "text compresses");
         assert!(gz(&random) > random.len(), "random does not");
+        let code = read_all_with(GeneratedContent::code(1, 1 << 20), 1 << 16);
+        let ratio = gz(&code) as f64 / code.len() as f64;
+        assert!((0.35..0.75).contains(&ratio), "code compresses to about half, not {ratio:.2}");
         assert!(read_all_with(GeneratedContent::zeros(100_000), 1000).iter().all(|b| *b == 0));
     }
 }

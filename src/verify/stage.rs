@@ -1,0 +1,296 @@
+//! One layer across two cores: the decoder (the compressed side and the inflater) on a
+//! thread of its own, the decompressed side (sha256 of the tar, the tar walk) on the
+//! caller's, joined by a bounded queue of byte buffers.
+//!
+//! Inflating is about 60 % of a layer's CPU and the tar side about a third, so one large
+//! layer, which used to finish alone on one core while the others idled, now uses two.
+//! The queue holds at most [`QUEUE_BUFFERS`] buffers of [`BUFFER_SIZE`] bytes that the
+//! walk has not read, and the buffers go back to the decoder once read: memory stays
+//! flat, and a decoder never runs further ahead of the walk than that (a decompression
+//! bomb stops when the cap on the consumer side stops reading).
+//!
+//! A second thread pays only where a core would otherwise idle: it costs about 5 % more
+//! CPU (the hand-over and one more copy of the tar stream), so a layer is staged only
+//! while fewer layers are being verified in this process than it has cores (a cgroup
+//! CPU quota counts). A pod verifying many layers at once keeps one thread per layer;
+//! one large layer alone, or the last of an image, gets two.
+//!
+//! What the consumer reads is exactly what the decoder returned, in order, errors
+//! included: the verdict does not depend on whether a layer was staged. When the
+//! consumer stops early (a tar error, the uncompressed cap) it drops its end and the
+//! decoder thread stops at its next hand-over.
+
+use std::io::{self, ErrorKind, Read};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
+
+use super::BUFFER_SIZE;
+
+/// Buffers of decompressed bytes waiting for the walk (256 KiB in all).
+const QUEUE_BUFFERS: usize = 4;
+
+/// Compressed layers smaller than this are checked on one thread: their work is over
+/// before a second thread would pay for itself.
+const MIN_STAGED_BYTES: u64 = 1 << 20;
+
+/// Layer verifications in progress in this process.
+static IN_PROGRESS: AtomicUsize = AtomicUsize::new(0);
+
+/// One layer verification in progress, counted while it lives.
+pub(super) struct Busy {
+    /// Verifications in progress when this one started, itself included.
+    pub in_progress: usize,
+}
+
+impl Busy {
+    pub fn start() -> Busy {
+        Busy { in_progress: IN_PROGRESS.fetch_add(1, Ordering::Relaxed) + 1 }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        IN_PROGRESS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The cores this process may use (a cgroup CPU quota counts), read once.
+pub(super) fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Whether a compressed layer of `size` bytes, verified while `in_progress` layers
+/// (itself included) are, is worth a decoder thread of its own on `cores` cores.
+pub(super) fn worth_staging(size: u64, in_progress: usize, cores: usize) -> bool {
+    size >= MIN_STAGED_BYTES && in_progress < cores
+}
+
+/// Run `decoder` on a thread of its own and `consume` on this one, over a
+/// [`StagedReader`] that yields what the decoder reads.
+pub(super) fn staged<D, T>(decoder: D, consume: impl FnOnce(&mut StagedReader) -> T) -> T
+where
+    D: Read + Send,
+{
+    let (full_tx, full_rx) = sync_channel::<Message>(QUEUE_BUFFERS);
+    let (empty_tx, empty_rx) = channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || decode(decoder, &full_tx, &empty_rx));
+        let mut reader =
+            StagedReader { rx: full_rx, back: empty_tx, current: Vec::new(), pos: 0, filled: 0, end: None };
+        consume(&mut reader)
+        // `reader` is dropped here: a decoder still running stops at its next send.
+    })
+}
+
+/// One hand-over from the decoder thread.
+enum Message {
+    /// A buffer holding this many decompressed bytes at its start.
+    Bytes(Vec<u8>, usize),
+    /// The decoder's error: the last message.
+    Failed(io::Error),
+    /// The stream ended: the last message.
+    End,
+}
+
+/// The decoder thread: read into recycled buffers and hand them over until the stream
+/// ends, fails, or the consumer is gone.
+fn decode<D: Read>(mut decoder: D, full: &SyncSender<Message>, empty: &Receiver<Vec<u8>>) {
+    loop {
+        let mut buffer = match empty.try_recv() {
+            Ok(buffer) => buffer,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => vec![0u8; BUFFER_SIZE],
+        };
+        let message = match decoder.read(&mut buffer) {
+            Ok(0) => Message::End,
+            Ok(n) => Message::Bytes(buffer, n.min(BUFFER_SIZE)),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => Message::Failed(e),
+        };
+        let last = !matches!(message, Message::Bytes(..));
+        if full.send(message).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// How the decoder's stream ended, once it has.
+enum Ended {
+    Clean,
+    /// Kind and text of the decoder's error, returned again on every later read.
+    Failed(ErrorKind, String),
+}
+
+/// The consumer's end: a [`Read`] over the decoder's output.
+pub(super) struct StagedReader {
+    rx: Receiver<Message>,
+    back: Sender<Vec<u8>>,
+    /// A whole buffer (it goes back to the decoder as it came), filled up to `filled`.
+    current: Vec<u8>,
+    pos: usize,
+    filled: usize,
+    end: Option<Ended>,
+}
+
+impl StagedReader {
+    fn fill(&mut self) {
+        if !self.current.is_empty() {
+            // The decoder may be gone already; the buffer is then freed here.
+            let _ = self.back.send(std::mem::take(&mut self.current));
+        }
+        self.pos = 0;
+        self.filled = 0;
+        match self.rx.recv() {
+            Ok(Message::Bytes(buffer, n)) => {
+                self.filled = n.min(buffer.len());
+                self.current = buffer;
+            }
+            Ok(Message::Failed(e)) => self.end = Some(Ended::Failed(e.kind(), e.to_string())),
+            Ok(Message::End) => self.end = Some(Ended::Clean),
+            // The decoder thread died without a word: never mistake that for the end.
+            Err(_) => {
+                let text = "the decoder thread stopped before the end of the stream".to_string();
+                self.end = Some(Ended::Failed(ErrorKind::Other, text));
+            }
+        }
+    }
+}
+
+impl Read for StagedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.pos == self.filled {
+            match &self.end {
+                Some(Ended::Clean) => return Ok(0),
+                Some(Ended::Failed(kind, text)) => return Err(io::Error::new(*kind, text.clone())),
+                None => self.fill(),
+            }
+        }
+        let n = buf.len().min(self.filled - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A decoder that returns these results in turn, then the end.
+    struct Script(std::vec::IntoIter<io::Result<Vec<u8>>>);
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.0.next() {
+                None => Ok(0),
+                Some(Err(e)) => Err(e),
+                Some(Ok(bytes)) => {
+                    buf[..bytes.len()].copy_from_slice(&bytes);
+                    Ok(bytes.len())
+                }
+            }
+        }
+    }
+
+    fn read_all(reader: &mut StagedReader) -> (Vec<u8>, Option<io::Error>) {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 7];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return (out, None),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_layer_is_staged_only_while_a_core_would_idle() {
+        let big = 64 << 20;
+        assert!(worth_staging(big, 1, 2), "alone on two cores");
+        assert!(!worth_staging(big, 2, 2), "two layers already keep two cores busy");
+        assert!(!worth_staging(big, 1, 1), "one core: nothing to gain");
+        assert!(worth_staging(big, 3, 4));
+        assert!(!worth_staging(MIN_STAGED_BYTES - 1, 1, 4), "a small layer is over before a thread pays");
+    }
+
+    #[test]
+    fn the_consumer_reads_what_the_decoder_read_in_order() {
+        let data: Vec<u8> = (0..3 * BUFFER_SIZE + 11).map(|i| (i % 251) as u8).collect();
+        let (out, error) = staged(&data[..], read_all);
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(out, data);
+    }
+
+    /// Short reads must not shrink the recycled buffers (each read would then ask the
+    /// decoder for less, down to a byte at a time).
+    #[test]
+    fn short_reads_do_not_shrink_the_buffers() {
+        struct Short(usize);
+        impl Read for Short {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                assert_eq!(buf.len(), BUFFER_SIZE, "the decoder is offered a whole buffer");
+                self.0 += 1;
+                Ok(if self.0 > 50 { 0 } else { 1 + self.0 % 3 })
+            }
+        }
+        let (out, error) = staged(Short(0), read_all);
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(out.len(), (1..=50).map(|i| 1 + i % 3).sum::<usize>());
+    }
+
+    #[test]
+    fn a_decoder_error_reaches_the_consumer_after_the_bytes_before_it_and_stays() {
+        let script = Script(
+            vec![Ok(b"abc".to_vec()), Ok(b"def".to_vec()), Err(io::Error::new(ErrorKind::InvalidData, "corrupt"))]
+                .into_iter(),
+        );
+        let (out, again) = staged(script, |reader| {
+            let first = read_all(reader);
+            let mut buf = [0u8; 4];
+            (first, reader.read(&mut buf).map_err(|e| (e.kind(), e.to_string())))
+        });
+        assert_eq!(out.0, b"abcdef");
+        let error = out.1.expect("the decoder's error");
+        assert_eq!((error.kind(), error.to_string()), (ErrorKind::InvalidData, "corrupt".to_string()));
+        assert_eq!(again, Err((ErrorKind::InvalidData, "corrupt".to_string())));
+    }
+
+    #[test]
+    fn a_consumer_that_stops_early_stops_an_endless_decoder() {
+        // io::repeat never ends: only the dropped reader stops the thread, and the
+        // scope would hang if it did not.
+        let first = staged(io::repeat(7), |reader| {
+            let mut buf = [0u8; 10];
+            reader.read(&mut buf).map(|n| buf[..n].to_vec())
+        });
+        assert_eq!(first.expect("bytes"), vec![7u8; 10]);
+    }
+
+    #[test]
+    fn a_decoder_that_panics_is_an_error_not_the_end_of_the_stream() {
+        struct Panics(bool);
+        impl Read for Panics {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if std::mem::replace(&mut self.0, true) {
+                    panic!("decoder bug");
+                }
+                buf[0] = 1;
+                Ok(1)
+            }
+        }
+        let seen = std::sync::Mutex::new(None);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            staged(Panics(false), |reader| *seen.lock().unwrap() = Some(read_all(reader)))
+        }));
+        let (bytes, error) = seen.into_inner().unwrap().expect("the consumer ran");
+        assert_eq!(bytes, [1]);
+        assert!(error.is_some_and(|e| e.to_string().contains("decoder thread stopped")));
+        // The scope re-raises the thread's panic once the consumer is done.
+        assert!(outcome.is_err(), "the decoder's panic is not swallowed");
+    }
+}
