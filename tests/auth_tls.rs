@@ -162,6 +162,35 @@ async fn htpasswd_over_tls_right_password_passes_over_http2() {
     probe_everywhere(&config, &[], &[], &password_secrets()).assert_ok();
 }
 
+/// `phases` of the only result of a passing run, as numbers.
+fn phases(run: &Run) -> serde_json::Map<String, Value> {
+    let result = run.assert_ok();
+    result["phases"].as_object().cloned().unwrap_or_else(|| panic!("no phases: {}", run.context()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_times_the_tls_handshake_apart_from_the_tcp_connect_and_plain_http_has_no_tls_phase() {
+    let pki = pki();
+    let mut registry = Registry::start();
+    push_small_image(&registry, "small", "latest").await;
+    let seconds = |phases: &serde_json::Map<String, Value>, phase: &str| phases.get(phase).and_then(Value::as_f64);
+
+    // Plain HTTP: a TCP connect, no handshake, and no `tls` key at all (not a zero).
+    let config = registry_config(pki.dir.path(), registry.url().as_str(), "");
+    let run = pullprobe(&["now", "-o", "json", "-c", config.to_str().unwrap()], &[]);
+    let plain = phases(&run);
+    assert!(seconds(&plain, "connect").is_some_and(|s| s > 0.0), "{}", run.context());
+    assert!(!plain.contains_key("tls"), "plain HTTP has no tls phase: {}", run.context());
+
+    // HTTPS: `connect` is the TCP connect, `tls` the handshake, each its own.
+    registry.restart_with(RegistryOptions { tls: Some(pki.server.clone()), ..RegistryOptions::default() });
+    let config = registry_config(pki.dir.path(), registry.url().as_str(), &ca_yaml(&pki.ca.cert));
+    let run = pullprobe(&["now", "-o", "json", "-c", config.to_str().unwrap()], &[]);
+    let https = phases(&run);
+    assert!(seconds(&https, "connect").is_some_and(|s| s > 0.0), "{}", run.context());
+    assert!(seconds(&https, "tls").is_some_and(|s| s > 0.0), "{}", run.context());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn htpasswd_wrong_or_missing_password_is_auth_failed() {
     let pki = pki();
@@ -577,6 +606,8 @@ async fn token_mode_canary_pushes_with_push_scope_reads_back_and_cleans_up() {
     assert!(result["phases"]["push"].as_f64().is_some_and(|s| s > 0.0), "{}", run.context());
     assert!(result["phases"]["visible"].as_f64().is_some(), "read back: {}", run.context());
     assert!(result["phases"]["auth"].as_f64().is_some(), "time spent on tokens: {}", run.context());
+    assert!(result["phases"]["connect"].as_f64().is_some(), "the read-back's connection: {}", run.context());
+    assert!(result["phases"].get("tls").is_none(), "plain HTTP, no handshake: {}", run.context());
     assert_eq!(result.layers().len(), 2, "config and layer read back: {}", run.context());
     assert!(result.layers().iter().all(|l| l.is_ok()), "{}", run.context());
     assert!(result.get("warnings").is_none(), "the cleanup deleted without trouble: {}", run.context());

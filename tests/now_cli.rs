@@ -1,15 +1,24 @@
 //! `pullprobe now` and `pullprobe validate` as a user runs them: the JSON and
-//! table outputs, exit codes, probes.yaml with `--probe`, and `--frontend`
-//! addresses and URLs — the real binary against a real registry.
+//! table outputs, exit codes, probes.yaml with `--probe`, `--frontend`
+//! addresses and URLs — the real binary against a real registry — and the
+//! progress display: bars on a terminal (a pseudo-terminal from script(1)),
+//! nothing when stderr is not one.
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::StatusCode;
+use bytes::Bytes;
 use common::cli::DEFAULT_TIMEOUT;
+use common::fake_registry::{FakeRegistry, TestImage, blob_path, respond_body};
 use common::images::unique_image;
+use common::process::{require_binary, run_with_timeout};
 use common::verdict::{assert_failed, assert_layers_verified, assert_passed, layer_entry, pretty, pull_json};
 use common::*;
+use futures_util::{StreamExt, stream};
 use image_builder::{Format, Image};
 use serde_json::Value;
 
@@ -335,4 +344,83 @@ async fn url_frontend_is_probed_at_its_url_beside_the_registry_itself() {
     assert!(log.contains("\"GET /v2/cli/url/manifests/v1 "), "{log}");
     let direct: &Value = &pull.results[1];
     assert!(direct.layers().iter().all(|l| l.str_field("served_by") == Some(address.as_str())), "{}", pretty(direct));
+}
+
+// ---------------------------------------------------------------------------
+// Progress on stderr.
+
+/// A fake registry whose one layer (256 KiB) trickles out over about 1.6 s, so that a
+/// progress display has time to draw; and the bytes the pull reads (config and layer).
+async fn trickling_registry() -> (FakeRegistry, u64) {
+    let image = TestImage::new(&[256 * 1024]);
+    let blob = image.layers[0].blob.clone();
+    let total = image.config.len() as u64 + blob.len() as u64;
+    let fake = FakeRegistry::answering_at(&image, &blob_path(&image.layers[0].digest), move |_| {
+        let length = blob.len().to_string();
+        let chunks: Vec<Bytes> = blob.chunks(8 * 1024).map(Bytes::copy_from_slice).collect();
+        let trickle = stream::iter(chunks).then(|chunk| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<Bytes, std::io::Error>(chunk)
+        });
+        respond_body(StatusCode::OK, &[("content-length", &length)], Body::from_stream(trickle))
+    })
+    .await;
+    (fake, total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_progress_is_printed_when_stderr_is_not_a_terminal() {
+    let (fake, _) = trickling_registry().await;
+    let reference = fake.reference();
+    for output in ["table", "json"] {
+        let args: Vec<String> = ["now", "-o", output, &reference].map(String::from).into();
+        let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_pullprobe_with(&args, &[], None, DEFAULT_TIMEOUT)
+        })
+        .await
+        .expect("running pullprobe");
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        for drawn in ["ETA", "reading manifests", " via ", "\r", "\x1b["] {
+            assert!(!stderr.contains(drawn), "-o {output}: stderr is not a terminal, yet {drawn:?}:\n{stderr}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_each_pull_has_a_bar_with_its_total() {
+    let script = require_binary("/usr/bin/script", "bsdutils");
+    let (first, first_total) = trickling_registry().await;
+    let (second, second_total) = trickling_registry().await;
+    let docker_config = tempfile::tempdir().expect("temp dir");
+    // A pseudo-terminal of 200 columns for stdout and stderr (script(1) from util-linux).
+    let command = format!(
+        "stty cols 200 rows 50; {} now {} {}",
+        env!("CARGO_BIN_EXE_pullprobe"),
+        first.reference(),
+        second.reference()
+    );
+    let mut script = std::process::Command::new(script);
+    script
+        .args(["-qec", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("DOCKER_CONFIG", docker_config.path())
+        .current_dir(docker_config.path());
+    let out = tokio::task::spawn_blocking(move || run_with_timeout(&mut script, DEFAULT_TIMEOUT))
+        .await
+        .expect("running pullprobe under script");
+    let terminal = out.stdout;
+    assert_eq!(out.code, 0, "{terminal}\n{}", out.stderr);
+    for (fake, total) in [(&first, first_total), (&second, second_total)] {
+        let frontend = fake.addr.to_string();
+        let bar = terminal
+            .split(['\r', '\n'])
+            .find(|line| line.contains(&format!("{} via {frontend}", fake.reference())) && line.contains("ETA"))
+            .unwrap_or_else(|| panic!("no bar for {}:\n{terminal:?}", fake.reference()));
+        let total = indicatif::HumanBytes(total).to_string();
+        assert!(bar.contains(&format!("/ {total}")), "the bar shows the total {total}: {bar:?}");
+        assert!(bar.contains("/s"), "and a rate: {bar:?}");
+    }
+    // The bars are gone before the table is printed.
+    assert!(terminal.contains("2 result(s), 0 failed"), "{terminal}");
 }

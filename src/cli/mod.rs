@@ -1,13 +1,14 @@
 //! The command line: clap's arguments ([`args`]) to a plan, and the exit
 //! codes — decided here and nowhere else. Each command starts the same run
 //! path of the library (plan, run, outputs) and says where results go:
-//! `now` ([`now`]) prints and delivers them, `check` ([`check`]) judges them
-//! as a Monitoring Plugin, `serve` hands over to [`crate::serve`], `validate`
-//! only reads the config.
+//! `now` ([`now`]) prints and delivers them (with a progress display on a
+//! terminal, [`progress`]), `check` ([`check`]) judges them as a Monitoring
+//! Plugin, `serve` hands over to [`crate::serve`], `validate` only reads the config.
 
 mod args;
 mod check;
 mod now;
+mod progress;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

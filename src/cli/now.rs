@@ -1,14 +1,10 @@
 //! `pullprobe now`: plan, run, print the results (a table or JSON), deliver
 //! them to `alerting:`, and exit with what happened (DESIGN.md, "Commands").
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use super::args::{NowArgs, OutputFormat};
-use super::exit;
+use super::{exit, progress};
 use crate::config::AlertingConfig;
 use crate::output::{self, delivery};
 use crate::probe::plan::{self, CommandPlan, Request};
@@ -31,11 +27,11 @@ pub(super) async fn now(args: &NowArgs) -> ExitCode {
         }
     };
     let (alerting, context) = delivery_context(&request, config.as_ref(), &plan);
-    let progress = show_progress(args.output);
-    let options = RoundOptions { progress: progress.as_ref().map(|p| p.counter.clone()), ..options };
+    let display = progress::show(args.output);
+    let options = RoundOptions { progress: display.as_ref().map(|d| d.run.clone()), ..options };
     let results = run::run(plan.jobs, options).await;
-    if let Some(p) = progress {
-        p.finish();
+    if let Some(display) = display {
+        display.finish();
     }
     match args.output {
         OutputFormat::Json => println!("{}", output::json::render(&results)),
@@ -88,42 +84,4 @@ fn delivery_context(
             .collect(),
     };
     (config.alerting.clone(), context)
-}
-
-/// A live byte counter on stderr, only on a terminal.
-struct ProgressDisplay {
-    counter: Arc<AtomicU64>,
-    bar: indicatif::ProgressBar,
-    ticker: tokio::task::JoinHandle<()>,
-}
-
-impl ProgressDisplay {
-    fn finish(self) {
-        self.ticker.abort();
-        self.bar.finish_and_clear();
-    }
-}
-
-fn show_progress(format: OutputFormat) -> Option<ProgressDisplay> {
-    if !std::io::stderr().is_terminal() || (format == OutputFormat::Table && !std::io::stdout().is_terminal()) {
-        return None;
-    }
-    let counter = Arc::new(AtomicU64::new(0));
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} pulling: {msg} ({elapsed})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    let ticker = {
-        let counter = counter.clone();
-        let bar = bar.clone();
-        tokio::spawn(async move {
-            loop {
-                bar.set_message(output::human_bytes(counter.load(Ordering::Relaxed)));
-                bar.tick();
-                tokio::time::sleep(Duration::from_millis(120)).await;
-            }
-        })
-    };
-    Some(ProgressDisplay { counter, bar, ticker })
 }

@@ -426,6 +426,31 @@ mod tests {
     }
 
     #[test]
+    fn each_phase_of_a_result_is_a_series_and_plain_http_has_no_tls_series() {
+        let mut https = result("10.0.0.1", None, "2026-11-23T06:00:00Z");
+        https.phases = BTreeMap::from([("connect".into(), 0.002), ("tls".into(), 0.01), ("manifest".into(), 0.02)]);
+        let mut plain = result("10.0.0.2", None, "2026-11-23T06:00:00Z");
+        plain.phases = BTreeMap::from([("connect".into(), 0.001), ("manifest".into(), 0.02)]);
+        let results = [https, plain];
+        let families = gauge_families(&results, &advance(&History::new(), &results));
+        let phases = families.iter().find(|f| f.name == PHASE_DURATION).expect("the phase family");
+        let phase_of = |frontend: &str, phase: &str| {
+            phases
+                .samples
+                .iter()
+                .find(|s| {
+                    s.labels.contains(&("frontend".into(), frontend.into()))
+                        && s.labels.contains(&("phase".into(), phase.into()))
+                })
+                .map(|s| s.value)
+        };
+        assert_eq!(phase_of("10.0.0.1", "tls"), Some(0.01));
+        assert_eq!(phase_of("10.0.0.1", "connect"), Some(0.002));
+        assert_eq!(phase_of("10.0.0.2", "tls"), None, "no handshake, no series (not a zero)");
+        assert_eq!(phase_of("10.0.0.2", "connect"), Some(0.001));
+    }
+
+    #[test]
     fn referrers_count_the_valid_ones_by_artifact_type() {
         use crate::result::{ReferrerCheck, ReferrerSource};
         let referrer = |artifact_type: &str, ok: bool| ReferrerCheck {

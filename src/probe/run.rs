@@ -25,7 +25,8 @@ use crate::probe::canary::{self, CanaryJob};
 use crate::probe::consistency::{check_frontends, check_referrers};
 use crate::probe::ledger::BlobLedger;
 use crate::probe::node_order;
-use crate::probe::pull::{Progress, PullTarget, RoundContext};
+use crate::probe::progress::RunProgress;
+use crate::probe::pull::{PullTarget, RoundContext};
 use crate::reason::{Phase, ProbeError};
 use crate::registry::transport::TransportOptions;
 use crate::result::{Check, ProbeResult};
@@ -114,7 +115,8 @@ pub struct RoundOptions {
     pub max_round_bytes: Option<u64>,
     /// The round number, which picks the rotation group when the budget is short.
     pub round: u64,
-    pub progress: Option<Progress>,
+    /// What a progress display shows of the round's pulls.
+    pub progress: Option<Arc<RunProgress>>,
     /// A limit shared with other rounds (serve's global concurrency); else `concurrency`.
     pub permits: Option<Arc<Semaphore>>,
     /// A cap on bytes per second shared with other rounds (`limits.max_bytes_per_second`).

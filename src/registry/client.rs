@@ -16,10 +16,11 @@ use url::Url;
 use crate::digest::Digest;
 use crate::media_types::MANIFEST_ACCEPT;
 use crate::reason::{ProbeError, Reason};
+use crate::registry::connect_timing::ConnectTimings;
 use crate::registry::errors::{RequestKind, classify_status, classify_transport};
 use crate::registry::route::MirrorRoute;
 use crate::registry::scope::Scope;
-use crate::registry::transport::{ConnectTimings, Transport};
+use crate::registry::transport::Transport;
 
 /// Largest registry error body read to find its error code.
 const MAX_ERROR_BODY: usize = 64 * 1024;

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod challenge;
 pub mod client;
 pub mod cloud;
+pub mod connect_timing;
 pub mod credentials;
 pub mod docker_config;
 pub mod errors;

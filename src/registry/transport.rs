@@ -1,5 +1,6 @@
 //! The HTTP client under the registry client: TLS settings, address pinning,
-//! redirect limits, connection timings, and the one way a request is sent:
+//! redirect limits, connection timings (measured by
+//! [`crate::registry::connect_timing`]), and the one way a request is sent:
 //! anonymously first, answering a challenge through [`crate::registry::auth`].
 //! A request that gets no answer becomes a reason code in
 //! [`crate::registry::errors`].
@@ -7,9 +8,8 @@
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{AUTHORIZATION, HeaderMap};
@@ -18,6 +18,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use crate::config::IpFamily;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::auth::{AuthOptions, Authenticator};
+use crate::registry::connect_timing::{self, ConnectTimings, TimedConnectLayer, TimingSlot};
 use crate::registry::errors::{DnsFailure, classify_transport, error_chain};
 use crate::registry::scope::Scope;
 use crate::registry::tls::{self, TlsObservations, TlsSettings};
@@ -58,36 +59,6 @@ pub fn response_deadline(timeout: Duration) -> Duration {
     (timeout / 3).clamp(Duration::from_secs(2), DEFAULT_RESPONSE_TIMEOUT)
 }
 
-/// Connection timings of one client: the first DNS lookup and connection it made.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct ConnectTimings {
-    pub dns: Option<Duration>,
-    /// TCP connect, plus the TLS handshake for https.
-    pub connect: Option<Duration>,
-}
-
-#[derive(Debug, Default)]
-struct TimingSlot {
-    timings: Mutex<ConnectTimings>,
-}
-
-impl TimingSlot {
-    fn record_dns(&self, took: Duration) {
-        if let Ok(mut t) = self.timings.lock() {
-            t.dns.get_or_insert(took);
-        }
-    }
-
-    fn record_connect(&self, took: Duration) {
-        if let Ok(mut t) = self.timings.lock() {
-            if t.connect.is_none() {
-                let dns = t.dns.unwrap_or_default();
-                t.connect = Some(took.saturating_sub(dns));
-            }
-        }
-    }
-}
-
 /// A reqwest client plus the timings of the connections it makes, what its TLS
 /// handshakes saw, and the authentication state of the registry it talks to.
 #[derive(Clone)]
@@ -120,13 +91,14 @@ impl Transport {
         if let Some((host, addr)) = &options.pin {
             builder = builder.resolve(host, *addr);
         }
-        let (tls_config, tls) = tls::client_config(&TlsSettings {
+        let (mut tls_config, tls) = tls::client_config(&TlsSettings {
             insecure: options.insecure,
             ca_file: options.ca_file.as_deref(),
             extra_ca_files: &options.extra_ca_files,
             client_cert: options.client_cert.as_deref(),
             client_key: options.client_key.as_deref(),
         })?;
+        tls_config.resumption = connect_timing::timed_resumption();
         builder = builder.use_preconfigured_tls(tls_config);
         let http = builder
             .build()
@@ -141,8 +113,9 @@ impl Transport {
         })
     }
 
+    /// DNS, TCP connect and TLS handshake of the first connection this client opened.
     pub fn timings(&self) -> ConnectTimings {
-        self.timings.timings.lock().map(|t| *t).unwrap_or_default()
+        self.timings.timings()
     }
 
     /// Seconds spent getting registry tokens, if any were asked for.
@@ -312,7 +285,9 @@ impl reqwest::dns::Resolve for TimedResolver {
         Box::pin(async move {
             let started = Instant::now();
             let result = tokio::net::lookup_host((host.as_str(), 0)).await;
-            slot.record_dns(started.elapsed());
+            let took = started.elapsed();
+            slot.record_dns(took);
+            connect_timing::note_dns(took);
             let failure = |cause| Box::new(DnsFailure { host: host.clone(), cause }) as Box<dyn StdError + Send + Sync>;
             let addrs: Vec<SocketAddr> = result.map_err(failure)?.filter(|a| family.allows(a.ip())).collect();
             if addrs.is_empty() {
@@ -320,57 +295,6 @@ impl reqwest::dns::Resolve for TimedResolver {
                 return Err(failure(std::io::Error::new(std::io::ErrorKind::NotFound, why)));
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-/// Times each new connection (DNS, TCP and TLS together; DNS is subtracted).
-#[derive(Clone)]
-struct TimedConnectLayer {
-    slot: Arc<TimingSlot>,
-}
-
-impl<S> tower_layer::Layer<S> for TimedConnectLayer {
-    type Service = TimedConnect<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        TimedConnect { inner, slot: self.slot.clone() }
-    }
-}
-
-#[derive(Clone)]
-struct TimedConnect<S> {
-    inner: S,
-    slot: Arc<TimingSlot>,
-}
-
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S, Req> tower_service::Service<Req> for TimedConnect<S>
-where
-    S: tower_service::Service<Req>,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let started = Instant::now();
-        let slot = self.slot.clone();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let result = fut.await;
-            if result.is_ok() {
-                slot.record_connect(started.elapsed());
-            }
-            result
         })
     }
 }

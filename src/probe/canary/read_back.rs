@@ -123,11 +123,11 @@ pub async fn read_back(
     }
 }
 
-/// `dns`, `connect` and `auth` of the frontend's connection.
+/// `dns`, `connect`, `tls` (https only) and `auth` of the frontend's connection.
 fn connection_phases(client: &RegistryClient) -> Vec<(&'static str, f64)> {
     let timings = client.timings();
     let auth = client.transport().auth_time();
-    [("dns", timings.dns), ("connect", timings.connect), ("auth", auth)]
+    [("dns", timings.dns), ("connect", timings.connect), ("tls", timings.tls), ("auth", auth)]
         .into_iter()
         .filter_map(|(phase, took)| took.map(|took| (phase, took.as_secs_f64())))
         .collect()

@@ -154,15 +154,17 @@ fn failure_phase(err: &ProbeError, state: &PullState) -> Phase {
     }
 }
 
-/// The connection's phases (`dns`, `connect`, `auth`) and the registry's rate limit, into the state.
+/// The connection's phases (`dns`, `connect`, `tls`, `auth`) and the registry's rate limit,
+/// into the state. The pull's first connection sets `dns`, `connect` and `tls`; later steps
+/// (another platform, a retry) do not replace them. Plain HTTP has no `tls`.
 fn record_connection(client: &RegistryClient, state: &SharedState) {
     let timings = client.timings();
     let mut s = lock(state);
-    if let Some(dns) = timings.dns {
-        s.phases.entry("dns".into()).or_insert(dns.as_secs_f64());
-    }
-    if let Some(connect) = timings.connect {
-        s.phases.entry("connect".into()).or_insert(connect.as_secs_f64());
+    let steps = [("dns", timings.dns), ("connect", timings.connect), ("tls", timings.tls)];
+    for (phase, took) in steps {
+        if let Some(took) = took {
+            s.phases.entry(phase.into()).or_insert(took.as_secs_f64());
+        }
     }
     if let Some(auth) = client.transport().auth_time() {
         *s.phases.entry("auth".into()).or_default() += auth.as_secs_f64();

@@ -72,6 +72,9 @@ impl PullRun<'_> {
             ));
             for index in again {
                 let (Some(layer), Some(diff_id)) = (image.layers.get(index), diff_ids.get(index)) else { continue };
+                if let Some(progress) = &lock(state).progress {
+                    progress.expect_more(layer.size);
+                }
                 let job = LayerJob {
                     content: Some(plan.clone()),
                     ..self.layer_job(client, state, index, layer.clone(), *diff_id)

@@ -8,19 +8,19 @@
 //! path assertions always checks in full, since a digest-only check sees no entries.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use reqwest::Response;
 
-use super::{Progress, PullLimits, PullRun, SharedState, lock};
+use super::{PullLimits, PullRun, SharedState, lock};
 use crate::digest::Digest;
 use crate::manifest::BlobRef;
 use crate::media_types::{self, Compression};
 use crate::probe::bandwidth::Bandwidth;
 use crate::probe::blob;
 use crate::probe::ledger::BlobLedger;
+use crate::probe::progress::PlatformProgress;
 use crate::reason::{ProbeError, Reason};
 use crate::registry::client::{BlobSource, RegistryClient};
 use crate::result::{Check, LayerCheck};
@@ -40,7 +40,8 @@ pub(super) struct LayerJob {
     /// An image layer (unpacked); else an artifact blob (digest and size only).
     pub is_image: bool,
     pub limits: PullLimits,
-    pub progress: Option<Progress>,
+    /// Where the platform's bytes are counted for a progress display.
+    pub progress: Option<PlatformProgress>,
     /// The process's cap on bytes per second, if any.
     pub bandwidth: Option<Arc<Bandwidth>>,
     pub first_byte: FirstByte,
@@ -72,7 +73,7 @@ impl PullRun<'_> {
             diff_id,
             is_image: true,
             limits: self.target.limits,
-            progress: self.round.progress.clone(),
+            progress: lock(state).progress.clone(),
             bandwidth: self.round.bandwidth.clone(),
             first_byte: FirstByte::default(),
             ledger: self.round.ledger.clone(),
@@ -191,7 +192,7 @@ impl LayerJob {
             first.get_or_insert_with(Instant::now);
         }
         if let Some(progress) = &self.progress {
-            progress.fetch_add(len as u64, Ordering::Relaxed);
+            progress.read(len as u64);
         }
     }
 

@@ -52,6 +52,9 @@ impl PullRun<'_> {
         let mut schedule = Schedule::default();
         for (index, (layer, diff_id)) in image.layers.iter().zip(&config.diff_ids).enumerate() {
             if !self.reads(selection.as_ref(), index, layer) {
+                if let Some(progress) = &lock(state).progress {
+                    progress.forgo(layer.size);
+                }
                 schedule.skip(index, layer);
                 continue;
             }

@@ -20,19 +20,19 @@ mod manifest;
 mod referrers;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{Expectations, SignaturePolicy};
 use crate::digest::Digest;
 use crate::frontend::Frontend;
-use crate::manifest::Manifest;
+use crate::manifest::{ImageManifest, Manifest};
 use crate::platform::PlatformSelection;
 use crate::probe::bandwidth::Bandwidth;
 use crate::probe::budget::RoundBudget;
 use crate::probe::expect;
 use crate::probe::ledger::BlobLedger;
+use crate::probe::progress::{PlatformProgress, PullProgress, RunProgress};
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::reference::ImageReference;
 use crate::registry::client::RegistryClient;
@@ -81,14 +81,11 @@ pub struct PullTarget {
     pub signatures: Option<Arc<SignaturePolicy>>,
 }
 
-/// Live byte counter for a progress display.
-pub type Progress = Arc<AtomicU64>;
-
 /// What the pulls of one round share.
 #[derive(Debug, Clone, Default)]
 pub struct RoundContext {
-    /// Live byte counter for a progress display.
-    pub progress: Option<Progress>,
+    /// What a progress display shows of the round's pulls (`now` on a terminal).
+    pub progress: Option<Arc<RunProgress>>,
     /// Layers already checked in full this round (decompress once per digest).
     pub ledger: Option<Arc<BlobLedger>>,
     /// The round's bandwidth budget and rotation.
@@ -104,7 +101,8 @@ pub async fn pull(
     options: &TransportOptions,
     round: RoundContext,
 ) -> Vec<ProbeResult> {
-    PullRun { target, frontend, options, round }.execute().await
+    let progress = round.progress.as_ref().map(|p| p.start_pull(&target.image.to_string(), &frontend.label));
+    PullRun { target, frontend, options, round, progress }.execute().await
 }
 
 /// One pull: what it was given.
@@ -113,6 +111,8 @@ struct PullRun<'a> {
     frontend: &'a Frontend,
     options: &'a TransportOptions,
     round: RoundContext,
+    /// This pull's bytes for a progress display; finished when the pull is.
+    progress: Option<PullProgress>,
 }
 
 /// When a pull began: `started_at` for the result, and the start of its deadline.
@@ -147,6 +147,8 @@ struct PullState {
     referrers: Option<Vec<ReferrerCheck>>,
     /// The referrers' verdict on the image, reported if the pull itself passes.
     referrers_failure: Option<ProbeError>,
+    /// Where the platform being pulled counts its bytes for a progress display.
+    progress: Option<PlatformProgress>,
 }
 
 impl PullState {
@@ -162,6 +164,7 @@ impl PullState {
             ratelimit_remaining: self.ratelimit_remaining,
             referrers: self.referrers.clone(),
             referrers_failure: self.referrers_failure.clone(),
+            progress: self.progress.clone(),
             ..PullState::default()
         }
     }
@@ -222,10 +225,11 @@ impl PullRun<'_> {
         &self,
         source: PlatformSource,
         top_digest: &Digest,
-        base: PullState,
+        mut base: PullState,
         mut retries: u32,
         clock: Clock,
     ) -> ProbeResult {
+        base.progress = self.progress.as_ref().map(PullProgress::platform);
         let source = &source;
         let pull = |client: RegistryClient, state: SharedState| async move {
             self.pull_image(&client, source, top_digest, &state).await
@@ -243,7 +247,14 @@ impl PullRun<'_> {
         state: &SharedState,
     ) -> Result<(), ProbeError> {
         let image = self.platform_manifest(client, source, top_digest, state).await?;
+        let progress = lock(state).progress.clone();
+        if let Some(progress) = &progress {
+            progress.begin(bytes_to_read(&image));
+        }
         let config = self.fetch_config(client, &image, state).await?;
+        if let Some(progress) = &progress {
+            progress.read(image.config.size);
+        }
         self.check_pull_size(&image)?;
         let layer_digests = image.layers.iter().map(|l| l.digest).collect();
         let content = config.image.as_ref().and_then(|_| expect::plan(&self.target.expect, layer_digests));
@@ -251,4 +262,10 @@ impl PullRun<'_> {
         self.check_expectations(client, &image, &config, content, state).await?;
         self.platform_referrers(client, source, state).await
     }
+}
+
+/// The bytes a platform's pull reads: its config and its layers, as the manifest says.
+fn bytes_to_read(image: &ImageManifest) -> u64 {
+    // Saturating: descriptor sizes come from the registry.
+    image.layers.iter().fold(image.config.size, |sum, layer| sum.saturating_add(layer.size))
 }
