@@ -63,8 +63,8 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 /// Judge one bundle: a DSSE envelope whose in-toto statement names `image`, and
 /// one of whose signatures verifies with one of `keys` (none: well-formed is enough).
 pub fn check(bundle: &[u8], image: &Digest, keys: &[PublicKey]) -> Result<Outcome, Invalid> {
-    let parsed: Bundle =
-        serde_json::from_slice(bundle).map_err(|e| Invalid(format!("the bundle is not sigstore bundle JSON: {e}")))?;
+    let parsed: Bundle = serde_json::from_slice(bundle)
+        .map_err(|e| Invalid(format!("the bundle is not sigstore bundle JSON: {}", crate::redact::json_error(&e))))?;
     let Some(envelope) = parsed.dsse_envelope else {
         let what = if parsed.message_signature.is_some() {
             "a messageSignature bundle (not a DSSE envelope): not verified"
@@ -80,8 +80,9 @@ pub fn check(bundle: &[u8], image: &Digest, keys: &[PublicKey]) -> Result<Outcom
         )));
     }
     let payload = decode("the envelope's payload", &envelope.payload)?;
-    let statement: Statement = serde_json::from_slice(&payload)
-        .map_err(|e| Invalid(format!("the envelope's payload is not an in-toto statement: {e}")))?;
+    let statement: Statement = serde_json::from_slice(&payload).map_err(|e| {
+        Invalid(format!("the envelope's payload is not an in-toto statement: {}", crate::redact::json_error(&e)))
+    })?;
     let hex = image.hex();
     if !statement.subject.iter().any(|s| s.digest.get("sha256") == Some(&hex)) {
         let named: Vec<String> = statement

@@ -41,7 +41,10 @@ struct CriticalImage {
 /// signature (`signature`, the annotation's value; `None` if absent) verify with one of `keys`.
 pub fn check(payload: &[u8], signature: Option<&str>, image: &Digest, keys: &[PublicKey]) -> Result<Outcome, Invalid> {
     let parsed: Payload = serde_json::from_slice(payload).map_err(|e| {
-        Invalid(format!("the simple signing payload is not JSON with critical.image and critical.type: {e}"))
+        Invalid(format!(
+            "the simple signing payload is not JSON with critical.image and critical.type: {}",
+            crate::redact::json_error(&e)
+        ))
     })?;
     if parsed.critical.kind != SIGNATURE_TYPE {
         return Err(Invalid(format!(
@@ -122,5 +125,19 @@ OSWS1X9vPavpiQOoTTGC0xX57OojUadxF1cdQmrsiReWg2Wn4FneJfa8xw==
         assert!(check(wrong_type.as_bytes(), Some("AAAA"), &image, &[]).unwrap_err().0.contains("critical.type"));
         assert!(check(&payload(IMAGE), None, &image, &[key()]).unwrap_err().0.contains("annotation"));
         assert!(check(b"{}", None, &image, &[]).is_err());
+    }
+
+    /// serde_json quotes a string where an object belongs, whole: a refusal must not
+    /// grow with what the registry serves.
+    #[test]
+    fn a_refusal_quotes_at_most_a_short_piece_of_the_payload() {
+        let image: Digest = IMAGE.parse().unwrap();
+        let payload = format!(r#"{{"critical":"{}"}}"#, "x".repeat(20_000));
+        let err = check(payload.as_bytes(), None, &image, &[]).unwrap_err();
+        assert!(err.0.starts_with("the simple signing payload is not JSON"), "{err}");
+        assert!(err.0.chars().count() < 500, "{} characters", err.0.chars().count());
+        let bundle = format!(r#"{{"dsseEnvelope":"{}"}}"#, "x".repeat(20_000));
+        let err = crate::signature::bundle::check(bundle.as_bytes(), &image, &[]).unwrap_err();
+        assert!(err.0.chars().count() < 500, "{} characters", err.0.chars().count());
     }
 }
