@@ -63,7 +63,10 @@
 //! was seen.
 //!
 //! The number of tracked paths is capped ([`MAX_TRACKED_PATHS`]), and so are the walks
-//! ([`MAX_WALKS`]); a verdict that needs more is `too_large`, never a guess. Memory is the
+//! ([`MAX_WALKS`]); a verdict that needs more is `too_large`, never a guess. When the
+//! cap is reached, the paths links led the walks to that the verdict never looked at go
+//! first, so whether a verdict needs more does not depend on the order the walks ran in
+//! (the walk cap still may: a walk that saw a link late needs a second pass). Memory is the
 //! tracked paths, the window and the Bloom filter per layer walk, and the records of
 //! tracked paths: it does not grow with the number of files in the image.
 //!
