@@ -15,11 +15,9 @@ use libfuzzer_sys::fuzz_target;
 use pullprobe::frontend::containerd::parse;
 use pullprobe::frontend::node::{NODE_ORDER, NodeHosts, as_frontends};
 use pullprobe::frontend::toml_file::{Table, TomlFile, entries, get};
-use pullprobe::reference::ImageReference;
 use pullprobe::registry::mirrors::Walk;
-use pullprobe_fuzz::{check_config_error, check_message, text, url_passwords};
+use pullprobe_fuzz::{check_config_error, check_message, image_and_text, url_passwords};
 use toml::de::DeValue;
-use url::Url;
 
 /// (image, the registry's URL) pairs the first byte picks from.
 const IMAGES: &[(&str, &str)] = &[
@@ -36,11 +34,7 @@ const IMAGES: &[(&str, &str)] = &[
 const MIN_SECRET_LEN: usize = 8;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, rest)) = data.split_first() else { return };
-    let Some(input) = text(rest) else { return };
-    let (image, registry) = IMAGES[usize::from(first) % IMAGES.len()];
-    let image = ImageReference::parse(image).expect("a reference");
-    let registry = Url::parse(registry).expect("a URL");
+    let Some((image, registry, input)) = image_and_text(data, IMAGES) else { return };
     let file = TomlFile::from_text("hosts.toml", PathBuf::from("/etc/containerd/certs.d/docker.io"), input.into());
     let mut secrets = url_passwords(input, MIN_SECRET_LEN);
     secrets.extend(schemeless_hosts(&file).iter().flat_map(|host| {

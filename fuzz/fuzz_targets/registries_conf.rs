@@ -17,10 +17,8 @@ use libfuzzer_sys::fuzz_target;
 use pullprobe::frontend::node::{NODE_ORDER, NodeHosts, as_frontends};
 use pullprobe::frontend::registries_conf::{RegistryEntry, entry_for, hosts_for, matching_prefix, parse};
 use pullprobe::frontend::toml_file::TomlFile;
-use pullprobe::reference::ImageReference;
 use pullprobe::registry::mirrors::Walk;
-use pullprobe_fuzz::{check_config_error, check_message, text, url_passwords};
-use url::Url;
+use pullprobe_fuzz::{check_config_error, check_message, image_and_text, url_passwords};
 
 /// (image, the registry's URL) pairs the first byte picks from.
 const IMAGES: &[(&str, &str)] = &[
@@ -39,11 +37,7 @@ const IMAGES: &[(&str, &str)] = &[
 const MIN_SECRET_LEN: usize = 6;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, rest)) = data.split_first() else { return };
-    let Some(input) = text(rest) else { return };
-    let (image, registry) = IMAGES[usize::from(first) % IMAGES.len()];
-    let image = ImageReference::parse(image).expect("a reference");
-    let registry = Url::parse(registry).expect("a URL");
+    let Some((image, registry, input)) = image_and_text(data, IMAGES) else { return };
     let secrets = url_passwords(input, MIN_SECRET_LEN);
     let no_secret = |what: &str, message: &str| {
         for secret in &secrets {

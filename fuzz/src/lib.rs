@@ -52,6 +52,21 @@ pub fn text(data: &[u8]) -> Option<&str> {
     std::str::from_utf8(data).ok()
 }
 
+/// The start of the targets that read a node's registry configuration for one image:
+/// the first byte picks an (image, registry URL) pair of `images`, the rest is the
+/// file's text. `None` for an empty input or text that is not UTF-8.
+pub fn image_and_text<'a>(
+    data: &'a [u8],
+    images: &[(&str, &str)],
+) -> Option<(pullprobe::reference::ImageReference, url::Url, &'a str)> {
+    let (&first, rest) = data.split_first()?;
+    let input = text(rest)?;
+    let (image, registry) = images[usize::from(first) % images.len()];
+    let image = pullprobe::reference::ImageReference::parse(image).expect("a reference");
+    let registry = url::Url::parse(registry).expect("a URL");
+    Some((image, registry, input))
+}
+
 /// A result of probe `golden-base` through `frontend`: passing, or failed with `reason`.
 /// Alert and history read-backs are judged against these.
 pub fn result(frontend: &str, reason: Option<Reason>) -> ProbeResult {
