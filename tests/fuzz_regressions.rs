@@ -219,10 +219,14 @@ fn a_hosts_toml_error_does_not_quote_a_password() {
     let input = fixture("hosts_toml", "host-with-credentials");
     let (_, text) = input.split_first().expect("an image byte and a file");
     let text = String::from_utf8(text.to_vec()).expect("UTF-8");
-    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
     let hub = Url::parse("https://registry-1.docker.io").unwrap();
     let image = ImageReference::parse("docker.io/library/alpine:3").unwrap();
-    let err = containerd::parse(&file, &hub, &image).expect_err("a host URL has no credentials");
+    // The refusal of a hosts.toml for docker.io with this text.
+    let refused = |text: String, why: &str| {
+        let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
+        containerd::parse(&file, &hub, &image).expect_err(why)
+    };
+    let err = refused(text, "a host URL has no credentials");
     assert_eq!(err.to_string().split(": ").next(), Some("hosts.toml:1:7"));
     assert!(err.message.contains("no query, fragment or credentials"), "{err}");
     assert!(err.message.contains("mirror.example.com"), "{err}");
@@ -230,8 +234,7 @@ fn a_hosts_toml_error_does_not_quote_a_password() {
 
     // Without a scheme, containerd reads the host as https://…: the same credentials.
     let text = "[host.\"puller:hunter2-secret@mirror.example.com\"]\n".to_string();
-    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
-    let err = containerd::parse(&file, &hub, &image).expect_err("a host URL has no credentials");
+    let err = refused(text, "a host URL has no credentials");
     assert!(err.message.contains("mirror.example.com"), "{err}");
     assert!(!err.message.contains("hunter2-secret"), "{err}");
 
@@ -239,13 +242,11 @@ fn a_hosts_toml_error_does_not_quote_a_password() {
     // fuzz input, then the same plainly.
     let input = fixture("hosts_toml", "unknown-key-in-a-host-with-credentials");
     let text = String::from_utf8(input[1..].to_vec()).expect("UTF-8");
-    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
-    let err = containerd::parse(&file, &hub, &image).expect_err("an unknown key");
+    let err = refused(text, "an unknown key");
     assert!(err.message.starts_with("unknown key `capdial_timeout` in [host.\""), "{err}");
     assert!(!err.message.contains("user:password@"), "{err}");
     let text = "[host.\"puller:hunter2-secret@mirror.example.com\"]\n  capabilitys = [\"pull\"]\n".to_string();
-    let file = TomlFile::from_text("hosts.toml", "/etc/containerd/certs.d/docker.io".into(), text);
-    let err = containerd::parse(&file, &hub, &image).expect_err("an unknown key");
+    let err = refused(text, "an unknown key");
     assert!(err.message.contains("unknown key `capabilitys` in [host.\"mirror.example.com\"]"), "{err}");
     assert!(!err.message.contains("hunter2-secret"), "{err}");
 }

@@ -642,14 +642,13 @@ async fn with_platforms_every_platform_manifest_needs_its_own_signature() {
 async fn validate_names_a_missing_or_foreign_key_file_at_its_position() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().expect("temp dir");
+    // A config whose signature policy names this key file.
+    let config_naming = |key: &std::path::Path| {
+        let signatures = format!("{{keys: ['{}']}}", key.display());
+        config_file(&probes_yaml(&registry, &[("direct", url(registry.url()))], "team/app:1.0", &signatures))
+    };
     let missing = dir.path().join("absent.pub");
-    let yaml = probes_yaml(
-        &registry,
-        &[("direct", url(registry.url()))],
-        "team/app:1.0",
-        &format!("{{keys: ['{}']}}", missing.display()),
-    );
-    let (_config_dir, path) = config_file(&yaml);
+    let (_config_dir, path) = config_naming(&missing);
     let (code, stdout, stderr) = common::run_pullprobe(&["validate", "-c", &path]);
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     let line = format!("{path}:9:");
@@ -661,13 +660,7 @@ async fn validate_names_a_missing_or_foreign_key_file_at_its_position() {
 
     let private = dir.path().join("cosign.key");
     std::fs::write(&private, "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n").expect("key");
-    let yaml = probes_yaml(
-        &registry,
-        &[("direct", url(registry.url()))],
-        "team/app:1.0",
-        &format!("{{keys: ['{}']}}", private.display()),
-    );
-    let (_config_dir, path) = config_file(&yaml);
+    let (_config_dir, path) = config_naming(&private);
     let (code, _, stderr) = common::run_pullprobe(&["validate", "-c", &path]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("is a private key"), "{stderr}");
