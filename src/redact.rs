@@ -41,10 +41,15 @@ pub fn strip_userinfo(text: &str) -> String {
     out
 }
 
-/// Free text (an error chain, a server message) with anything secret-looking removed.
+/// Free text (an error chain, a server message) with anything secret-looking
+/// removed, on one line: whitespace other than a space becomes a space (so
+/// `Bearer\n<token>` is still two words, and the token is hidden), and any
+/// other control character is escaped (`\u{1b}`): a server's message cannot
+/// start a log line of its own or a Nagios status of its own.
 pub fn redact_text(text: &str) -> String {
+    let text = one_line(text);
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    let mut rest = text.as_ref();
     while let Some(start) = find_url_start(rest) {
         out.push_str(&redact_words(&rest[..start]));
         let tail = &rest[start..];
@@ -60,6 +65,23 @@ pub fn redact_text(text: &str) -> String {
     }
     out.push_str(&redact_words(rest));
     out
+}
+
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) && !text.chars().any(|c| c.is_whitespace() && c != ' ') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_whitespace() {
+            out.push(' ');
+        } else if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn find_url_start(text: &str) -> Option<usize> {
@@ -98,6 +120,17 @@ fn redact_words(text: &str) -> String {
         }
     }
     out.join(" ")
+}
+
+/// A value a message quotes from what a server or a file said: in quotes and
+/// escaped, so a newline or a control character cannot start a log line of its
+/// own, cut to `max_chars` characters (then `…`). It hides no secret: callers
+/// quote values that hold none, or strip them first.
+pub fn quoted(value: &str, max_chars: usize) -> String {
+    match value.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+        None => format!("{value:?}"),
+    }
 }
 
 /// Longest serde_json message kept by [`json_error`].
@@ -159,11 +192,20 @@ impl std::io::Write for RedactingWriter {
         if self.line.is_empty() {
             return Ok(());
         }
-        let text = String::from_utf8_lossy(&self.line);
-        let shown: Vec<String> = text.split_inclusive('\n').map(redact_text).collect();
+        let shown = redact_lines(&String::from_utf8_lossy(&self.line));
         self.line.clear();
-        std::io::stderr().lock().write_all(shown.concat().as_bytes())
+        std::io::stderr().lock().write_all(shown.as_bytes())
     }
+}
+
+/// [`redact_text`] of each line, the line ends kept.
+fn redact_lines(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| match line.strip_suffix('\n') {
+            Some(line) => redact_text(line) + "\n",
+            None => redact_text(line),
+        })
+        .collect()
 }
 
 impl Drop for RedactingWriter {
@@ -209,6 +251,26 @@ mod tests {
         let debug = r#"headers: {"authorization": "Bearer eyJhbGc.payload.sig", "x": (Basic dXNlcjpwdw==)}"#;
         let shown = redact_text(debug);
         assert!(!shown.contains("eyJhbGc") && !shown.contains("dXNlcjpwdw"), "{shown}");
+    }
+
+    #[test]
+    fn text_is_one_line_and_a_token_after_a_newline_is_hidden() {
+        let text = "denied: Authorization: Bearer\neyJhbGc.payload.sig\r\nretry\tlater \u{1b}[31mred";
+        let shown = redact_text(text);
+        assert!(!shown.contains("eyJhbGc"), "{shown}");
+        assert_eq!(shown, "denied: Authorization: Bearer [redacted]  retry later \\u{1b}[31mred");
+        assert!(matches!(one_line("plain text"), std::borrow::Cow::Borrowed(_)));
+        // Log events keep their line ends.
+        assert_eq!(redact_lines("a token=x\nb\n"), "a token=[redacted]\nb\n");
+        assert_eq!(redact_lines("no end"), "no end");
+    }
+
+    #[test]
+    fn quoted_values_are_escaped_and_cut() {
+        assert_eq!(quoted("sha256:ab\ncd", 80), r#""sha256:ab\ncd""#);
+        assert_eq!(quoted("résumé", 3), r#""rés"…"#);
+        assert_eq!(quoted("", 3), r#""""#);
+        assert!(!quoted("a\r\n\u{1b}[31m", 80).contains(['\r', '\n', '\u{1b}']));
     }
 
     #[test]

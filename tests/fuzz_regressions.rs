@@ -24,6 +24,7 @@ use pullprobe::registry::cloud::provider_plugin::read_response;
 use pullprobe::registry::cloud::{acr, ecr, gcp};
 use pullprobe::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
 use pullprobe::registry::tags::next_page;
+use pullprobe::signature::{bundle, cosign};
 use pullprobe::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LINK};
 use url::Url;
@@ -294,4 +295,30 @@ fn a_hosts_toml_note_quotes_a_path_briefly_and_without_credentials() {
         assert!(!note.contains("user:password@"), "{note}");
         assert_bounded(note);
     }
+}
+
+/// A simple signing payload whose `docker-manifest-digest` holds escaped newlines
+/// (`sha256:aaa…\nyISg\n2aaa`): the refusal quoted the decoded value as it was, so
+/// one log line became three. A bundle's subject and a referrer's subject quote alike.
+#[test]
+fn a_signature_refusal_quotes_a_digest_on_one_line() {
+    let input = fixture("signature", "newlines-in-the-signed-digest");
+    let (&first, rest) = input.split_first().expect("a selector byte and a payload");
+    assert_eq!(first % 2, 0, "a cosign payload");
+    let nul = rest.iter().position(|b| *b == 0).expect("a payload, then its signature");
+    let (payload, signature) = (&rest[..nul], String::from_utf8_lossy(&rest[nul + 1..]).into_owned());
+    let image: Digest = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap();
+    let err = cosign::check(payload, Some(&signature), &image, &[]).expect_err("another image's digest");
+    assert!(err.0.contains("copied from another image"), "{}", err.0);
+    assert!(err.0.contains(r"aaaanyByYWhgn\nyISg\n2aaa"), "the digest quoted with its escapes: {}", err.0);
+    assert!(!err.0.contains('\n'), "one line: {}", err.0);
+
+    let bundle = br#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","dsseEnvelope":{"payloadType":"application/vnd.in-toto+json","payload":"PAYLOAD","signatures":[]}}"#;
+    let statement = r#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"x","digest":{"sha256":"ab\ncd"}}],"predicateType":"p","predicate":{}}"#;
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(statement);
+    let bundle = String::from_utf8_lossy(bundle).replace("PAYLOAD", &encoded);
+    let err = bundle::check(bundle.as_bytes(), &image, &[]).expect_err("another subject");
+    assert!(err.0.contains("not this image"), "{}", err.0);
+    assert!(!err.0.contains('\n'), "one line: {}", err.0);
 }

@@ -461,7 +461,7 @@ async fn a_referrer_whose_subject_names_another_image_is_invalid() {
     assert_eq!(run.code, 1, "{}", run.context());
     assert_eq!(results[0].reason(), Some("signature_invalid"), "{}", run.context());
     let error = results[0].error_message().unwrap_or_default();
-    assert!(error.contains(&format!("subject is {}", other.digest)), "{error}");
+    assert!(error.contains(&format!("subject is \"{}\"", other.digest)), "{error}");
 }
 
 // ---------------------------------------------------------------------------

@@ -151,11 +151,7 @@ const MAX_QUOTED_CHARS: usize = 200;
 /// A value of the file as a note quotes it: in quotes and escaped, a URL's user
 /// info left out, cut to 200 characters.
 pub fn quoted(value: &str) -> String {
-    let shown = crate::redact::strip_userinfo(value);
-    match shown.char_indices().nth(MAX_QUOTED_CHARS) {
-        Some((cut, _)) => format!("{:?}…", &shown[..cut]),
-        None => format!("{shown:?}"),
-    }
+    crate::redact::quoted(&crate::redact::strip_userinfo(value), MAX_QUOTED_CHARS)
 }
 
 /// A key's entry of a table.

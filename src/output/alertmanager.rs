@@ -219,7 +219,8 @@ pub fn description(result: &ProbeResult) -> String {
     if result.retries > 0 {
         lines.push(format!("retried {} time(s) within the run", result.retries));
     }
-    redact_text(&lines.join("\n"))
+    // A line each (redact_text makes its text one line): a server's newline cannot add one.
+    lines.iter().map(|line| redact_text(line)).collect::<Vec<_>>().join("\n")
 }
 
 /// With `signatures:`: what was found where, and each referrer that failed.

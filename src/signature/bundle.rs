@@ -75,8 +75,8 @@ pub fn check(bundle: &[u8], image: &Digest, keys: &[PublicKey]) -> Result<Outcom
     };
     if envelope.payload_type != IN_TOTO {
         return Err(Invalid(format!(
-            "the envelope's payloadType is {:?}, not {IN_TOTO:?}",
-            envelope.payload_type.chars().take(100).collect::<String>()
+            "the envelope's payloadType is {}, not {IN_TOTO:?}",
+            crate::redact::quoted(&envelope.payload_type, 100)
         )));
     }
     let payload = decode("the envelope's payload", &envelope.payload)?;
@@ -90,7 +90,7 @@ pub fn check(bundle: &[u8], image: &Digest, keys: &[PublicKey]) -> Result<Outcom
             .iter()
             .filter_map(|s| s.digest.get("sha256"))
             .take(3)
-            .map(|h| format!("sha256:{}", h.chars().take(64).collect::<String>()))
+            .map(|h| crate::redact::quoted(&format!("sha256:{h}"), 71))
             .collect();
         return Err(Invalid(format!(
             "the statement's subject names {}, not this image {image}",

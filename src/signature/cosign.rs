@@ -48,15 +48,15 @@ pub fn check(payload: &[u8], signature: Option<&str>, image: &Digest, keys: &[Pu
     })?;
     if parsed.critical.kind != SIGNATURE_TYPE {
         return Err(Invalid(format!(
-            "the payload's critical.type is {:?}, not {SIGNATURE_TYPE:?}",
-            parsed.critical.kind.chars().take(100).collect::<String>()
+            "the payload's critical.type is {}, not {SIGNATURE_TYPE:?}",
+            crate::redact::quoted(&parsed.critical.kind, 100)
         )));
     }
     let named = parsed.critical.image.docker_manifest_digest;
     if named != image.to_string() {
         return Err(Invalid(format!(
             "the payload signs {}, not this image {image} (a signature copied from another image)",
-            named.chars().take(80).collect::<String>()
+            crate::redact::quoted(&named, 80)
         )));
     }
     let Some(signature) = signature else {

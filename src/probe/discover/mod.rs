@@ -149,7 +149,7 @@ impl<'a> Listing<'a> {
             ok: false,
             reason: Some(err.reason),
             phase: Some(Phase::Discovery),
-            error: Some(err.message),
+            error: Some(crate::redact::redact_text(&err.message)),
             registry_error: err.registry_error,
             retries: 0,
             manifest_digest: None,

@@ -243,7 +243,7 @@ fn check_subject(manifest: &ReferrerManifest, candidate: &Candidate, image: &Dig
             Reason::SignatureInvalid,
             format!(
                 "referrer {short}'s subject is {}, not this image {image}",
-                subject.digest.chars().take(80).collect::<String>()
+                crate::redact::quoted(&subject.digest, 80)
             ),
         )),
     }
