@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use pullprobe::config::{Config, PathExpectation, PathType};
 use pullprobe::digest::Digest;
-use pullprobe::frontend::containerd;
 use pullprobe::frontend::toml_file::TomlFile;
+use pullprobe::frontend::{containerd, registries_conf};
 use pullprobe::manifest::parse_manifest;
 use pullprobe::media_types;
 use pullprobe::output::alertmanager::parse_alerts;
@@ -321,4 +321,29 @@ fn a_signature_refusal_quotes_a_digest_on_one_line() {
     let err = bundle::check(bundle.as_bytes(), &image, &[]).expect_err("another subject");
     assert!(err.0.contains("not this image"), "{}", err.0);
     assert!(!err.0.contains('\n'), "one line: {}", err.0);
+}
+
+/// A version-1 registries.conf blocking `*.registry.untery*unsafe.com`: the names of
+/// `[registries.*]` lists became entries unchecked, so a wildcard with a second `*`
+/// (and an empty name, or a URL) was taken where a `[[registry]]` prefix is refused.
+#[test]
+fn a_version_1_name_is_checked_like_a_prefix() {
+    let input = fixture("registries_conf", "v1-block-of-a-wildcard-with-two-stars");
+    let text = String::from_utf8(input[1..].to_vec()).expect("UTF-8");
+    let parse = |text: &str| registries_conf::parse(&TomlFile::from_text("registries.conf", "".into(), text.into()));
+    let err = parse(&text).expect_err("a wildcard is *.example.com only");
+    assert!(err.message.contains("a wildcard is `*.example.com` only"), "{err}");
+    assert!(err.message.contains("*.registry.untery*unsafe.com"), "{err}");
+    assert_eq!(err.to_string().split(": ").next(), Some("registries.conf:8:15"), "{err}");
+
+    for (names, why) in [("['']", "an empty name"), ("['https://mirror.example.com']", "a URL, not a name")] {
+        let err = parse(&format!("[registries.insecure]\nregistries = {names}\n")).expect_err(why);
+        assert!(err.message.contains("expected host[:port][/path]"), "{why}: {err}");
+    }
+    // A plain wildcard still blocks every subdomain; a name is still a registry.
+    let entries = parse("[registries.block]\nregistries = ['*.example.com', 'quay.io']\n").expect("valid");
+    assert_eq!(
+        entries.iter().map(|e| (e.prefix.as_str(), e.location.as_str(), e.blocked)).collect::<Vec<_>>(),
+        [("*.example.com", "", true), ("quay.io", "quay.io", true)]
+    );
 }

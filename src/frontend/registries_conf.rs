@@ -147,11 +147,7 @@ fn registry(file: &TomlFile, item: &Value<'_>) -> Result<RegistryEntry, ConfigEr
     if location_text.is_empty() && !prefix.starts_with("*.") {
         return Err(file.error(&item.span(), "[[registry]] needs a `location` (or a wildcard `prefix = \"*.…\"`)"));
     }
-    if let Some(rest) = prefix.strip_prefix("*.")
-        && (rest.is_empty() || rest.contains(['/', '*']))
-    {
-        return Err(file.error(&prefix_span, format!("`prefix`: a wildcard is `*.example.com` only, got {prefix:?}")));
-    }
+    check_wildcard(file, "prefix", &prefix, &prefix_span)?;
     if let Some((l, span)) = &location {
         check_location(file, "location", l, span)?;
     }
@@ -229,13 +225,21 @@ fn version_1(file: &TomlFile, value: &Value<'_>) -> Result<Vec<RegistryEntry>, C
         file.known_keys(inner, &["registries"], &format!("[{what}]"))?;
         let Some(names) = get(inner, "registries") else { continue };
         for (name, span) in file.strings("registries", names)? {
+            // A name is what `[[registry]]` would have as its prefix and location.
             let name = trim_location(&name);
+            let location = if name.starts_with("*.") {
+                check_wildcard(file, "registries", &name, &span)?;
+                String::new()
+            } else {
+                check_location(file, "registries", &name, &span)?;
+                name.clone()
+            };
             let index = match registries.iter().position(|r| r.prefix == name) {
                 Some(index) => index,
                 None => {
                     registries.push(RegistryEntry {
                         prefix: name.clone(),
-                        location: name.clone(),
+                        location,
                         insecure: false,
                         blocked: false,
                         mirrors: Vec::new(),
@@ -260,13 +264,23 @@ fn trim_location(text: &str) -> String {
 }
 
 /// `host[:port][/path]`, as an image name would start.
+/// A wildcard prefix is `*.example.com`: a domain, no path, no other `*`.
+fn check_wildcard(file: &TomlFile, key: &str, prefix: &str, span: &Range<usize>) -> Result<(), ConfigError> {
+    match prefix.strip_prefix("*.") {
+        Some(rest) if rest.is_empty() || rest.contains(['/', '*']) => {
+            Err(file.error(span, format!("`{key}`: a wildcard is `*.example.com` only, got {}", quoted(prefix))))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_location(file: &TomlFile, key: &str, text: &str, span: &Range<usize>) -> Result<(), ConfigError> {
     let location = trim_location(text);
     let valid = ImageReference::parse_name(&format!("{location}/x")).is_ok_and(|r| {
         r.tag.is_none() && r.digest.is_none() && ImageReference::names_registry(&format!("{location}/x"))
     });
     if !valid {
-        return Err(file.error(span, format!("`{key}`: expected host[:port][/path], got {text:?}")));
+        return Err(file.error(span, format!("`{key}`: expected host[:port][/path], got {}", quoted(text))));
     }
     Ok(())
 }
