@@ -13,6 +13,9 @@
 //! - [`output`] turns results into a table, JSON and the rest; it never touches the network.
 //! - [`cli`] (`now`, `check`, `validate`) and [`serve`] start runs and say where results go.
 
+// The one exception is `verify::igzip`, the calls into ISA-L's C inflater.
+#![deny(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 pub mod digest;

@@ -26,6 +26,7 @@ use pullprobe::registry::docker_config::{PullSecretFormat, PullSecretKeyring};
 use pullprobe::registry::tags::next_page;
 use pullprobe::signature::{bundle, cosign};
 use pullprobe::verify::content::{ContentOutcome, ContentPlan, MAX_WALKS};
+use pullprobe::verify::{CheckMode, Compression, LayerLimits, LayerSpec, verify_layer};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LINK};
 use url::Url;
 
@@ -346,4 +347,30 @@ fn a_version_1_name_is_checked_like_a_prefix() {
         entries.iter().map(|e| (e.prefix.as_str(), e.location.as_str(), e.blocked)).collect::<Vec<_>>(),
         [("*.example.com", "", true), ("quay.io", "quay.io", true)]
     );
+}
+
+/// A gzip member whose deflate data refers back before its start: ISA-L refused it,
+/// and left its count of input bytes below zero, which the decoder subtracted from
+/// what it had given and panicked on. Now that is a `decompress_error` like any fault.
+#[test]
+fn a_gzip_fault_that_confuses_the_inflater_is_decompress_error() {
+    let input = fixture("layer", "gzip-fault-with-input-count-below-zero");
+    let blob = &input[8..];
+    assert_eq!(input[0], 1, "a gzip layer");
+    let mut inflated = Vec::new();
+    let err = pullprobe::verify::decoder(Compression::Gzip, blob)
+        .and_then(|mut d| std::io::Read::read_to_end(&mut d, &mut inflated))
+        .expect_err("not a gzip stream");
+    assert!(err.to_string().contains("back-reference before the start"), "{err}");
+    let spec = LayerSpec {
+        digest: Digest::of(blob),
+        size: blob.len() as u64,
+        compression: Some(Compression::Gzip),
+        diff_id: None,
+        mode: CheckMode::Full,
+        limits: LayerLimits::UNLIMITED,
+    };
+    let report = verify_layer(blob, &spec, None);
+    let error = report.error.expect("a failed layer");
+    assert_eq!(error.reason, Reason::DecompressError, "{}", error.message);
 }

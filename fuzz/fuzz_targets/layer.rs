@@ -18,7 +18,8 @@
 //! layer can have, with a bounded message; a verified layer has the descriptor's
 //! digest and size; no more than `size + 1` bytes are read; the decompressed count
 //! stays within the cap; a layer compressed here never fails to decompress; and
-//! a wrapped tar gets the same verdict, entry count and diff_id compressed or not.
+//! a wrapped tar gets the same verdict, entry count and diff_id compressed or not;
+//! and gzip bytes inflate (ISA-L) to what zlib-rs makes of them, or both refuse them.
 
 #![no_main]
 
@@ -28,7 +29,8 @@ use libfuzzer_sys::fuzz_target;
 use pullprobe::digest::Digest;
 use pullprobe::reason::Reason;
 use pullprobe::verify::{
-    CheckMode, Compression, EntryInfo, EntryKind, EntryVisitor, LayerLimits, LayerReport, LayerSpec, verify_layer,
+    CheckMode, Compression, EntryInfo, EntryKind, EntryVisitor, LayerLimits, LayerReport, LayerSpec, decoder,
+    verify_layer,
 };
 use pullprobe_fuzz::check_error;
 
@@ -60,6 +62,9 @@ fuzz_target!(|data: &[u8]| {
         (true, Some(compression)) => compress(compression, payload),
         _ => payload.to_vec(),
     };
+    if compression == Some(Compression::Gzip) && !wrap {
+        same_as_zlib(&blob);
+    }
     let len = blob.len() as u64;
     let size = match header[1] % 3 {
         0 => len,
@@ -147,6 +152,29 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(uncompressed.computed_diff_id, report.computed_diff_id);
     }
 });
+
+/// The prober's gzip decoder (ISA-L) and zlib-rs read the same bytes the same way:
+/// the same stream, or both refuse it (where they stop on a fault may differ).
+fn same_as_zlib(blob: &[u8]) {
+    let limit = MAX_CAP + 1;
+    let (mut ours, mut zlib) = (Vec::new(), Vec::new());
+    let ours_read = decoder(Compression::Gzip, blob).and_then(|d| d.take(limit).read_to_end(&mut ours));
+    let zlib_read = flate2::read::MultiGzDecoder::new(blob).take(limit).read_to_end(&mut zlib);
+    let whole = |read: &io::Result<usize>| matches!(read, Ok(n) if (*n as u64) < limit);
+    match (&ours_read, &zlib_read) {
+        (Err(_), Err(_)) => {}
+        (Ok(_), Ok(_)) if whole(&ours_read) && whole(&zlib_read) => {
+            assert!(ours == zlib, "ISA-L gave {} bytes, zlib-rs {}", ours.len(), zlib.len());
+        }
+        // One or both stopped at the limit: the bytes up to there agree.
+        (Ok(_), Ok(_)) => {
+            let common = ours.len().min(zlib.len());
+            assert!(ours[..common] == zlib[..common], "ISA-L and zlib-rs differ within {common} bytes");
+        }
+        _ if !whole(&ours_read) && ours_read.is_ok() || !whole(&zlib_read) && zlib_read.is_ok() => {}
+        _ => panic!("ISA-L: {ours_read:?} ({} bytes); zlib-rs: {zlib_read:?} ({} bytes)", ours.len(), zlib.len()),
+    }
+}
 
 fn verify(blob: &[u8], spec: &LayerSpec, reads: bool) -> LayerReport {
     let mut visitor = Checker { reads };

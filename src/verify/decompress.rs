@@ -11,7 +11,7 @@ const INPUT_BUFFER: usize = 64 * 1024;
 
 /// A reader of the decompressed stream. An uncompressed stream is read unbuffered: the
 /// tar walk's own 32 KiB reads then copy each byte once.
-pub(super) fn decoder<'a, R: Read + Send + 'a>(
+pub fn decoder<'a, R: Read + Send + 'a>(
     compression: Compression,
     compressed: R,
 ) -> io::Result<Box<dyn Read + Send + 'a>> {
@@ -19,7 +19,7 @@ pub(super) fn decoder<'a, R: Read + Send + 'a>(
         Compression::None => Box::new(compressed),
         Compression::Gzip => {
             let input = BufReader::with_capacity(INPUT_BUFFER, compressed);
-            Box::new(flate2::bufread::MultiGzDecoder::new(input))
+            Box::new(super::igzip::IgzipDecoder::new(input))
         }
         Compression::Zstd => {
             let input = BufReader::with_capacity(INPUT_BUFFER, compressed);

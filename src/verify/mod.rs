@@ -22,6 +22,7 @@ mod channel;
 pub mod content;
 mod decompress;
 mod diff_id;
+mod igzip;
 mod stage;
 mod tar_walk;
 
@@ -38,7 +39,7 @@ use crate::reason::{ProbeError, Reason};
 pub use crate::media_types::Compression;
 pub use blob::{SourceError, source_error};
 pub use channel::{ChunkReader, ChunkSender, ReaderClosed, chunk_channel};
-pub use decompress::decompressed_len;
+pub use decompress::{decoder, decompressed_len};
 pub use tar_walk::{EntryInfo, EntryKind, EntryVisitor};
 
 use blob::BlobReader;
