@@ -31,7 +31,8 @@ pub fn strip_userinfo(text: &str) -> String {
     while let Some(at) = rest.find("://") {
         let (head, tail) = rest.split_at(at + 3);
         out.push_str(head);
-        let end = tail.find(['/', '?', '#', '"', '\'', ' ', '\n', '\t', '\r']).unwrap_or(tail.len());
+        // Not at a tab or a newline: URL parsers drop them, so `user\r:pass@host` is user info.
+        let end = tail.find(['/', '?', '#', '"', '\'', ' ']).unwrap_or(tail.len());
         rest = match tail[..end].rfind('@') {
             Some(userinfo_end) => &tail[userinfo_end + 1..],
             None => tail,
@@ -229,6 +230,7 @@ mod tests {
             strip_userinfo("mail a@b.org, see https://example.org/@team"),
             "mail a@b.org, see https://example.org/@team"
         );
+        assert_eq!(strip_userinfo("http://us\r:pass\tword@proxy:3128"), "http://proxy:3128");
     }
 
     #[test]

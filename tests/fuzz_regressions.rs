@@ -374,3 +374,23 @@ fn a_gzip_fault_that_confuses_the_inflater_is_decompress_error() {
     let error = report.error.expect("a failed layer");
     assert_eq!(error.reason, Reason::DecompressError, "{}", error.message);
 }
+
+/// A `proxy` whose user info has a carriage return in it (`http://proxy:80!!us\r:password@…`):
+/// URL parsers drop tabs and newlines, so that is user info, but the note that the
+/// proxy is not applied stopped looking for it at the `\r` and quoted the password.
+#[test]
+fn a_proxy_note_hides_credentials_split_by_a_newline() {
+    let input = fixture("registries_conf", "proxy-with-credentials-around-a-carriage-return");
+    let text = String::from_utf8(input[1..].to_vec()).expect("UTF-8");
+    let parse = |text: &str| registries_conf::parse(&TomlFile::from_text("registries.conf", "".into(), text.into()));
+    let entries = parse(&text).expect("a valid registries.conf");
+    let notes: Vec<&String> = entries.iter().flat_map(|e| &e.notes).collect();
+    assert!(notes.iter().any(|n| n.contains("is not applied")), "{notes:?}");
+    assert!(notes.iter().all(|n| !n.contains(":password@") && !n.contains("pWssword")), "{notes:?}");
+
+    for proxy in ["http://puller\t:hunter2-secret@proxy:3128", "http://pul\nler:hunter2-secret@proxy:3128"] {
+        let text = format!("[[registry]]\nlocation = \"quay.io\"\nproxy = {proxy:?}\n");
+        let entries = parse(&text).expect("a valid registries.conf");
+        assert!(entries[0].notes.iter().all(|n| !n.contains("hunter2")), "{:?}", entries[0].notes);
+    }
+}
