@@ -263,7 +263,6 @@ fn trim_location(text: &str) -> String {
     text.trim().trim_end_matches('/').to_string()
 }
 
-/// `host[:port][/path]`, as an image name would start.
 /// A wildcard prefix is `*.example.com`: a domain, no path, no other `*`.
 fn check_wildcard(file: &TomlFile, key: &str, prefix: &str, span: &Range<usize>) -> Result<(), ConfigError> {
     match prefix.strip_prefix("*.") {
@@ -274,6 +273,7 @@ fn check_wildcard(file: &TomlFile, key: &str, prefix: &str, span: &Range<usize>)
     }
 }
 
+/// `host[:port][/path]`, as an image name would start.
 fn check_location(file: &TomlFile, key: &str, text: &str, span: &Range<usize>) -> Result<(), ConfigError> {
     let location = trim_location(text);
     let valid = ImageReference::parse_name(&format!("{location}/x")).is_ok_and(|r| {
