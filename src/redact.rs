@@ -69,7 +69,7 @@ pub fn redact_text(text: &str) -> String {
 }
 
 fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) && !text.chars().any(|c| c.is_whitespace() && c != ' ') {
+    if !text.chars().any(|c| c.is_control() || c.is_whitespace() && c != ' ') {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);

@@ -324,25 +324,33 @@ fn a_signature_refusal_quotes_a_digest_on_one_line() {
     assert!(!err.0.contains('\n'), "one line: {}", err.0);
 }
 
+/// A registries_conf fixture's text (its first byte picks the image).
+fn registries_conf_text(name: &str) -> String {
+    String::from_utf8(fixture("registries_conf", name)[1..].to_vec()).expect("UTF-8")
+}
+
+fn parse_registries_conf(text: &str) -> Result<Vec<registries_conf::RegistryEntry>, pullprobe::config::ConfigError> {
+    registries_conf::parse(&TomlFile::from_text("registries.conf", "".into(), text.into()))
+}
+
 /// A version-1 registries.conf blocking `*.registry.untery*unsafe.com`: the names of
 /// `[registries.*]` lists became entries unchecked, so a wildcard with a second `*`
 /// (and an empty name, or a URL) was taken where a `[[registry]]` prefix is refused.
 #[test]
 fn a_version_1_name_is_checked_like_a_prefix() {
-    let input = fixture("registries_conf", "v1-block-of-a-wildcard-with-two-stars");
-    let text = String::from_utf8(input[1..].to_vec()).expect("UTF-8");
-    let parse = |text: &str| registries_conf::parse(&TomlFile::from_text("registries.conf", "".into(), text.into()));
-    let err = parse(&text).expect_err("a wildcard is *.example.com only");
+    let text = registries_conf_text("v1-block-of-a-wildcard-with-two-stars");
+    let err = parse_registries_conf(&text).expect_err("a wildcard is *.example.com only");
     assert!(err.message.contains("a wildcard is `*.example.com` only"), "{err}");
     assert!(err.message.contains("*.registry.untery*unsafe.com"), "{err}");
     assert_eq!(err.to_string().split(": ").next(), Some("registries.conf:8:15"), "{err}");
 
     for (names, why) in [("['']", "an empty name"), ("['https://mirror.example.com']", "a URL, not a name")] {
-        let err = parse(&format!("[registries.insecure]\nregistries = {names}\n")).expect_err(why);
+        let err = parse_registries_conf(&format!("[registries.insecure]\nregistries = {names}\n")).expect_err(why);
         assert!(err.message.contains("expected host[:port][/path]"), "{why}: {err}");
     }
     // A plain wildcard still blocks every subdomain; a name is still a registry.
-    let entries = parse("[registries.block]\nregistries = ['*.example.com', 'quay.io']\n").expect("valid");
+    let entries =
+        parse_registries_conf("[registries.block]\nregistries = ['*.example.com', 'quay.io']\n").expect("valid");
     assert_eq!(
         entries.iter().map(|e| (e.prefix.as_str(), e.location.as_str(), e.blocked)).collect::<Vec<_>>(),
         [("*.example.com", "", true), ("quay.io", "quay.io", true)]
@@ -380,17 +388,15 @@ fn a_gzip_fault_that_confuses_the_inflater_is_decompress_error() {
 /// proxy is not applied stopped looking for it at the `\r` and quoted the password.
 #[test]
 fn a_proxy_note_hides_credentials_split_by_a_newline() {
-    let input = fixture("registries_conf", "proxy-with-credentials-around-a-carriage-return");
-    let text = String::from_utf8(input[1..].to_vec()).expect("UTF-8");
-    let parse = |text: &str| registries_conf::parse(&TomlFile::from_text("registries.conf", "".into(), text.into()));
-    let entries = parse(&text).expect("a valid registries.conf");
+    let text = registries_conf_text("proxy-with-credentials-around-a-carriage-return");
+    let entries = parse_registries_conf(&text).expect("a valid registries.conf");
     let notes: Vec<&String> = entries.iter().flat_map(|e| &e.notes).collect();
     assert!(notes.iter().any(|n| n.contains("is not applied")), "{notes:?}");
     assert!(notes.iter().all(|n| !n.contains(":password@") && !n.contains("pWssword")), "{notes:?}");
 
     for proxy in ["http://puller\t:hunter2-secret@proxy:3128", "http://pul\nler:hunter2-secret@proxy:3128"] {
         let text = format!("[[registry]]\nlocation = \"quay.io\"\nproxy = {proxy:?}\n");
-        let entries = parse(&text).expect("a valid registries.conf");
+        let entries = parse_registries_conf(&text).expect("a valid registries.conf");
         assert!(entries[0].notes.iter().all(|n| !n.contains("hunter2")), "{:?}", entries[0].notes);
     }
 }
