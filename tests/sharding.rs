@@ -135,7 +135,13 @@ async fn every_image_is_probed_by_exactly_one_shard() {
     let (three, four) = (&by_count[&3], &by_count[&4]);
     let moved: Vec<_> = three.keys().filter(|unit| three[*unit] != four[*unit]).collect();
     assert!(moved.iter().all(|unit| four[*unit] == 3), "moved only to the new shard: {moved:?}");
-    assert!(moved.len() * 4 <= 2 * three.len(), "{} of {} moved", moved.len(), three.len());
+    // Which ones is the hash's to say (its spread over many names is a unit test of
+    // src/shard.rs): ten images are too few to bound how many move without flaking.
+    for (count, owners) in [(3, three), (4, four)] {
+        for ((_, image), index) in owners {
+            assert_eq!(*index, owner(image, count), "{count} shards: {image} probed by the shard its hash names");
+        }
+    }
 
     // A shard that owns none of the images has nothing to do, and says so by exiting 0.
     let units: Vec<String> = everything.iter().map(|(_, image)| image.clone()).collect();

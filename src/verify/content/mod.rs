@@ -94,7 +94,10 @@ use filesystem::FinalFilesystem;
 use observe::LayerObservations;
 
 /// Paths tracked at once for one pull: the asserted paths plus where links lead.
-pub const MAX_TRACKED_PATHS: usize = 1024;
+///
+/// A fuzzing build caps it at 64: the logic is the same at any cap, and a fuzzer's link
+/// loops then reach it in 64 steps rather than spend each input expanding to 1,024.
+pub const MAX_TRACKED_PATHS: usize = if cfg!(fuzzing) { 64 } else { 1024 };
 
 /// Walks of one layer for one verdict: the first plus re-walks for facts a walk missed.
 pub const MAX_WALKS: usize = 4;
@@ -115,6 +118,31 @@ pub struct ContentPlan {
 #[derive(Debug, Default)]
 struct TrackedPaths {
     paths: BTreeMap<String, bool>,
+    /// Every change to `paths` in order (a new path, or one that now needs its sha256), so
+    /// that an observer reads only what it has not seen: a walk through a link loop adds
+    /// paths one entry at a time, up to the cap.
+    changes: Vec<(String, bool)>,
+    /// Bumped when paths are dropped (at the cap); `changes` then starts over with the
+    /// paths kept, and observers read it whole.
+    epoch: u64,
+}
+
+/// How far an observer has read [`TrackedPaths::changes`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Seen {
+    epoch: u64,
+    changes: usize,
+}
+
+/// What an observer has not seen of the tracked paths.
+#[derive(Debug)]
+struct TrackedUpdate {
+    /// The plan's generation this update is current for.
+    generation: u64,
+    seen: Seen,
+    /// Paths were dropped: `changes` is every tracked path, to replace what the observer had.
+    whole: bool,
+    changes: Vec<(String, bool)>,
 }
 
 /// What the plan concluded.
@@ -191,7 +219,7 @@ impl ContentPlan {
             // never looks at (a link loop expands without end while the lookup stops at
             // 40 links): keep the asserted paths and what the verdict consulted, so that
             // whether the cap is reached does not depend on the order of the walks.
-            tracked.paths.retain(|path, _| needs.consulted.contains(path));
+            tracked.keep_only(|path| needs.consulted.contains(path));
             for assertion in &self.assertions {
                 tracked.add(&normalise(&assertion.path), assertion.sha256.is_some(), usize::MAX);
             }
@@ -208,19 +236,32 @@ impl ContentPlan {
         ContentOutcome::WalkAgain(again)
     }
 
-    /// Add a path that a link leads to (during a walk); quietly ignored past the cap,
-    /// since the verdict asks for whatever it still misses.
-    fn track(&self, path: &str, hash: bool) {
-        let changed = lock(&self.tracked).add(path, hash, MAX_TRACKED_PATHS);
-        if changed == Some(true) {
+    /// Add the paths links lead to (during a walk); quietly ignored past the cap, since
+    /// the verdict asks for whatever it still misses.
+    fn track(&self, paths: impl IntoIterator<Item = (String, bool)>) {
+        let mut tracked = lock(&self.tracked);
+        let mut changed = false;
+        for (path, hash) in paths {
+            changed |= tracked.add(&path, hash, MAX_TRACKED_PATHS) == Some(true);
+        }
+        if changed {
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
     }
 
-    fn tracked_paths(&self) -> (u64, Vec<(String, bool)>) {
+    /// The changes to the tracked paths after `seen`.
+    fn tracked_since(&self, seen: Seen) -> TrackedUpdate {
+        // Read before the paths: a change between the two is read now and again later.
         let generation = self.generation.load(Ordering::SeqCst);
         let tracked = lock(&self.tracked);
-        (generation, tracked.paths.iter().map(|(p, h)| (p.clone(), *h)).collect())
+        let whole = seen.epoch != tracked.epoch;
+        let from = if whole { 0 } else { seen.changes.min(tracked.changes.len()) };
+        TrackedUpdate {
+            generation,
+            seen: Seen { epoch: tracked.epoch, changes: tracked.changes.len() },
+            whole,
+            changes: tracked.changes[from..].to_vec(),
+        }
     }
 
     fn hand_back(&self, index: usize, observations: LayerObservations) {
@@ -240,7 +281,7 @@ impl TrackedPaths {
     /// new path would pass `cap`.
     fn add(&mut self, path: &str, hash: bool, cap: usize) -> Option<bool> {
         let full = self.paths.len() >= cap;
-        match self.paths.get_mut(path) {
+        let changed = match self.paths.get_mut(path) {
             Some(h) => {
                 let changed = hash && !*h;
                 *h |= hash;
@@ -251,7 +292,18 @@ impl TrackedPaths {
                 self.paths.insert(path.to_string(), hash);
                 Some(true)
             }
+        };
+        if changed == Some(true) {
+            self.changes.push((path.to_string(), hash));
         }
+        changed
+    }
+
+    /// Drop every path but those `keep` names; observers will read the rest whole.
+    fn keep_only(&mut self, keep: impl Fn(&str) -> bool) {
+        self.paths.retain(|path, _| keep(path));
+        self.changes = self.paths.iter().map(|(path, hash)| (path.clone(), *hash)).collect();
+        self.epoch += 1;
     }
 }
 

@@ -7,13 +7,14 @@
 //! `usr/bin/dash` in a sorted tar. A file's content is not kept: a `sha256` assertion
 //! reached through such a backward link costs one more walk of that layer.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, Read};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{ContentPlan, ancestors, join, normalise, parent};
+use super::{ContentPlan, Seen, ancestors, join, normalise, parent};
 use crate::digest::{Digest, DigestHasher};
 use crate::verify::{EntryInfo, EntryKind, EntryVisitor};
 
@@ -103,9 +104,11 @@ struct Cover {
 pub struct LayerObserver {
     plan: Arc<ContentPlan>,
     index: usize,
-    /// The plan's generation when `tracked` was read.
+    /// The plan's generation when `tracked` was last brought up to date.
     generation: u64,
-    tracked: Vec<(String, bool)>,
+    /// How far `tracked` has read the plan's changes.
+    seen: Seen,
+    tracked: BTreeMap<String, bool>,
     /// Tracked paths and their ancestors.
     covers: HashMap<String, Cover>,
     /// The directory of the previous entry: its ancestors are already marked.
@@ -123,7 +126,8 @@ impl LayerObserver {
             plan,
             index,
             generation: 0,
-            tracked: Vec::new(),
+            seen: Seen::default(),
+            tracked: BTreeMap::new(),
             covers: HashMap::new(),
             last_dir: None,
             evicted_dir: None,
@@ -163,11 +167,18 @@ impl LayerObserver {
         if self.plan.generation.load(Ordering::SeqCst) == self.generation {
             return;
         }
-        let (generation, tracked) = self.plan.tracked_paths();
-        self.generation = generation;
-        self.tracked = tracked.clone();
-        for (path, hash) in &tracked {
-            self.cover(path, *hash);
+        let update = self.plan.tracked_since(self.seen);
+        self.generation = update.generation;
+        self.seen = update.seen;
+        if update.whole {
+            // Paths were dropped; what is covered stays covered (its records stay true).
+            self.tracked.clear();
+        }
+        for (path, hash) in &update.changes {
+            let tracked = self.tracked.entry(path.clone()).or_default();
+            *tracked |= *hash;
+            let hash = *tracked;
+            self.cover(path, hash);
             for ancestor in ancestors(path) {
                 self.cover(ancestor, false);
             }
@@ -263,22 +274,27 @@ impl LayerObserver {
     /// A symlink at `path` (tracked, or above a tracked path): track where it leads.
     fn follow_symlink(&self, path: &str, target: &str) {
         let base = if target.starts_with('/') { "" } else { parent(path) };
-        for (tracked, hash) in &self.tracked {
-            let rest = if tracked == path {
-                Some("")
-            } else {
-                tracked.strip_prefix(path).filter(|rest| rest.starts_with('/'))
-            };
-            if let Some(rest) = rest {
-                self.plan.track(&normalise(&format!("{base}/{target}{rest}")), *hash);
-            }
-        }
+        // `path` itself, then the paths below it: those from `path/` up to `path0`
+        // (`0` sorts right after `/`).
+        let (below, after) = (format!("{path}/"), format!("{path}0"));
+        let under = self.tracked.range::<str, _>((Bound::Included(below.as_str()), Bound::Excluded(after.as_str())));
+        let leads: Vec<(String, bool)> = self
+            .tracked
+            .get_key_value(path)
+            .into_iter()
+            .chain(under)
+            .map(|(tracked, hash)| {
+                let rest = &tracked[path.len()..];
+                (normalise(&format!("{base}/{target}{rest}")), *hash)
+            })
+            .collect();
+        self.plan.track(leads);
     }
 
     /// A hard link at a tracked `path`: its type, size, mode and content are its target's.
     fn follow_hard_link(&self, path: &str, target: &str) {
-        if let Some((_, hash)) = self.tracked.iter().find(|(tracked, _)| tracked == path) {
-            self.plan.track(&normalise(target), *hash);
+        if let Some(hash) = self.tracked.get(path) {
+            self.plan.track([(normalise(target), *hash)]);
         }
     }
 }
@@ -351,6 +367,8 @@ fn hash_content(data: &mut dyn Read) -> io::Result<Digest> {
 /// A fixed-size Bloom filter of (touch, path) keys: "no" is certain, "maybe" is not.
 pub(super) struct Bloom {
     bits: Vec<u64>,
+    /// Nothing inserted yet: every answer is "no", without hashing.
+    empty: bool,
 }
 
 impl std::fmt::Debug for Bloom {
@@ -362,17 +380,18 @@ impl std::fmt::Debug for Bloom {
 
 impl Bloom {
     pub(super) fn new() -> Bloom {
-        Bloom { bits: vec![0; (BLOOM_BITS / 64) as usize] }
+        Bloom { bits: vec![0; (BLOOM_BITS / 64) as usize], empty: true }
     }
 
     pub(super) fn insert(&mut self, touch: Touch, path: &str) {
+        self.empty = false;
         for bit in probes(touch, path) {
             self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
         }
     }
 
     pub(super) fn may_contain(&self, touch: Touch, path: &str) -> bool {
-        probes(touch, path).all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+        !self.empty && probes(touch, path).all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
 }
 

@@ -351,3 +351,24 @@ fn too_many_paths_behind_links_is_too_large_not_a_guess() {
     assert_eq!(judged.reasons(), [Reason::TooLarge]);
     assert!(judged.message().contains("more than 1024 paths"), "{}", judged.message());
 }
+
+#[test]
+fn observers_read_only_the_tracked_paths_they_have_not_seen() {
+    let plan = ContentPlan::new(&[exists("/usr/bin/sh")], vec![Digest::of(b"")]);
+    let first = plan.tracked_since(Seen::default());
+    assert_eq!(first.changes, vec![("usr/bin/sh".to_string(), false)]);
+    assert!(!first.whole);
+
+    plan.track([("usr/bin/dash".to_string(), false), ("usr/bin/sh".to_string(), false)]);
+    plan.track([("usr/bin/sh".to_string(), true)]);
+    let next = plan.tracked_since(first.seen);
+    assert_eq!(next.changes, vec![("usr/bin/dash".into(), false), ("usr/bin/sh".into(), true)], "a new path, a hash");
+    assert!(next.generation > first.generation);
+    assert!(plan.tracked_since(next.seen).changes.is_empty(), "nothing new");
+
+    // Dropping paths at the cap makes every observer read the set whole.
+    lock(&plan.tracked).keep_only(|path| path == "usr/bin/sh");
+    let after = plan.tracked_since(next.seen);
+    assert!(after.whole);
+    assert_eq!(after.changes, vec![("usr/bin/sh".to_string(), true)]);
+}
