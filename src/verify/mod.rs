@@ -40,6 +40,7 @@ pub use crate::media_types::Compression;
 pub use blob::{SourceError, source_error};
 pub use channel::{ChunkReader, ChunkSender, ReaderClosed, chunk_channel};
 pub use decompress::{decoder, decompressed_len};
+pub use stage::Queued;
 pub use tar_walk::{EntryInfo, EntryKind, EntryVisitor};
 
 use blob::BlobReader;
@@ -147,23 +148,23 @@ pub fn verify_layer<R: Read + Send>(
     spec: &LayerSpec,
     visitor: Option<&mut dyn EntryVisitor>,
 ) -> LayerReport {
-    let busy = stage::Busy::start();
-    verify_layer_in(source, spec, visitor, stage::worth_staging(spec.size, busy.in_progress, stage::cores()))
+    let _busy = stage::Busy::start();
+    verify_layer_in(source, spec, visitor, stage::Staging::for_layer(spec.size))
 }
 
-/// [`verify_layer`], with the decoder of a compressed layer on a thread of its own if
-/// `staged` (the verdict is the same either way).
+/// [`verify_layer`], with the decoder of a compressed layer moved to a thread of its own
+/// as `staging` says (the verdict is the same either way).
 fn verify_layer_in<R: Read + Send>(
     source: R,
     spec: &LayerSpec,
     visitor: Option<&mut dyn EntryVisitor>,
-    staged: bool,
+    staging: stage::Staging,
 ) -> LayerReport {
     let mut blob = BlobReader::new(source, spec.size);
     let mut scratch = vec![0u8; BUFFER_SIZE];
     let unpacked = match (spec.mode, spec.compression) {
         (CheckMode::Full, Some(compression)) => {
-            Some(unpack(&mut blob, compression, spec, visitor, &mut scratch, staged))
+            Some(unpack(&mut blob, compression, spec, visitor, &mut scratch, staging))
         }
         _ => None,
     };
@@ -226,7 +227,7 @@ fn unpack<R: Read + Send>(
     spec: &LayerSpec,
     visitor: Option<&mut dyn EntryVisitor>,
     scratch: &mut [u8],
-    staged: bool,
+    staging: stage::Staging,
 ) -> Unpacked {
     let format = match compression {
         Compression::None => "tar",
@@ -247,8 +248,10 @@ fn unpack<R: Read + Send>(
     };
     let cap = UncompressedCap::new(&spec.limits, spec.size);
     let hash = compression != Compression::None;
-    if hash && staged {
-        stage::staged(decoder, |staged| walk_stream(DiffIdReader::new(staged, format, hash, cap), visitor, scratch))
+    if hash {
+        stage::adaptive(decoder, staging, |reader| {
+            walk_stream(DiffIdReader::new(reader, format, hash, cap), visitor, scratch)
+        })
     } else {
         walk_stream(DiffIdReader::new(decoder, format, hash, cap), visitor, scratch)
     }

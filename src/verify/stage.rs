@@ -9,21 +9,25 @@
 //! flat, and a decoder never runs further ahead of the walk than that (a decompression
 //! bomb stops when the cap on the consumer side stops reading).
 //!
-//! A second thread pays only where a core would otherwise idle: it costs about 5 % more
-//! CPU (the hand-over and one more copy of the tar stream), so a layer is staged only
-//! while fewer layers are being verified in this process than it has cores (a cgroup
-//! CPU quota counts). A pod verifying many layers at once keeps one thread per layer;
-//! one large layer alone, or the last of an image, gets two.
+//! A second thread pays only where a core would otherwise idle: it costs CPU (the
+//! hand-over and one more copy of the tar stream), so a layer is staged only while the
+//! layers being verified in this process, and those queued to start, are fewer than its
+//! cores (a cgroup CPU quota counts). That is decided again at every read, not once: a
+//! pull's layers start together and keep every core busy on one thread each, and the
+//! layer that finishes last — often not the largest: a small gzip of text inflates to a
+//! large tar — moves its decoder to a thread of its own once it is alone (its stream is
+//! unchanged: the decoder carries on where it was). A layer never goes back to one thread.
 //!
 //! What the consumer reads is exactly what the decoder returned, in order, errors
-//! included: the verdict does not depend on whether a layer was staged. When the
+//! included: the verdict does not depend on whether or when a layer was staged. When the
 //! consumer stops early (a tar error, the uncompressed cap) it drops its end and the
 //! decoder thread stops at its next hand-over.
 
 use std::io::{self, ErrorKind, Read};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
+use std::sync::mpsc::{Receiver, SendError, Sender, SyncSender, TryRecvError, channel, sync_channel};
+use std::thread::Scope;
 
 use super::BUFFER_SIZE;
 
@@ -37,15 +41,16 @@ const MIN_STAGED_BYTES: u64 = 1 << 20;
 /// Layer verifications in progress in this process.
 static IN_PROGRESS: AtomicUsize = AtomicUsize::new(0);
 
+/// Layers queued for verification in this process that have not started yet.
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+
 /// One layer verification in progress, counted while it lives.
-pub(super) struct Busy {
-    /// Verifications in progress when this one started, itself included.
-    pub in_progress: usize,
-}
+pub(super) struct Busy(());
 
 impl Busy {
     pub fn start() -> Busy {
-        Busy { in_progress: IN_PROGRESS.fetch_add(1, Ordering::Relaxed) + 1 }
+        IN_PROGRESS.fetch_add(1, Ordering::Relaxed);
+        Busy(())
     }
 }
 
@@ -55,33 +60,134 @@ impl Drop for Busy {
     }
 }
 
+/// A layer waiting for its turn to be verified (its download not started, or its
+/// response not in yet), counted while it lives: the cores it is about to take are
+/// not idle, so no running layer stages for them. Drop it when the layer's
+/// verification starts, or when it will not.
+#[derive(Debug)]
+pub struct Queued(());
+
+impl Queued {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Queued {
+        QUEUED.fetch_add(1, Ordering::Relaxed);
+        Queued(())
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        QUEUED.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Layers that have, or are about to have, a core of this process.
+fn layers_at_work() -> usize {
+    IN_PROGRESS.load(Ordering::Relaxed) + QUEUED.load(Ordering::Relaxed)
+}
+
 /// The cores this process may use (a cgroup CPU quota counts), read once.
 pub(super) fn cores() -> usize {
     static CORES: OnceLock<usize> = OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Whether a compressed layer of `size` bytes, verified while `in_progress` layers
-/// (itself included) are, is worth a decoder thread of its own on `cores` cores.
-pub(super) fn worth_staging(size: u64, in_progress: usize, cores: usize) -> bool {
-    size >= MIN_STAGED_BYTES && in_progress < cores
+/// Whether the decoder of a layer is worth a thread of its own while `at_work` layers
+/// (itself included) are verified or queued, on `cores` cores.
+pub(super) fn worth_staging(at_work: usize, cores: usize) -> bool {
+    at_work < cores
 }
 
-/// Run `decoder` on a thread of its own and `consume` on this one, over a
-/// [`StagedReader`] that yields what the decoder reads.
-pub(super) fn staged<D, T>(decoder: D, consume: impl FnOnce(&mut StagedReader) -> T) -> T
+/// When to stage the decoder of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Staging {
+    /// At once (tests: the verdict is the same either way).
+    #[cfg(test)]
+    Now,
+    /// Never.
+    Never,
+    /// Whenever, at a read, a core of this process would idle ([`worth_staging`]).
+    WhenACoreIdles,
+}
+
+impl Staging {
+    /// Decoders of compressed layers of `size` bytes: smaller ones are done before a
+    /// thread would pay.
+    pub(super) fn for_layer(size: u64) -> Staging {
+        if size >= MIN_STAGED_BYTES && cores() > 1 { Staging::WhenACoreIdles } else { Staging::Never }
+    }
+}
+
+/// Run `consume` on this thread over what `decoder` reads: the decoder runs here too
+/// until `staging` says to move it to a thread of its own.
+pub(super) fn adaptive<D, T>(decoder: D, staging: Staging, consume: impl FnOnce(&mut dyn Read) -> T) -> T
 where
     D: Read + Send,
 {
-    let (full_tx, full_rx) = sync_channel::<Message>(QUEUE_BUFFERS);
-    let (empty_tx, empty_rx) = channel::<Vec<u8>>();
     std::thread::scope(|scope| {
-        scope.spawn(move || decode(decoder, &full_tx, &empty_rx));
-        let mut reader =
-            StagedReader { rx: full_rx, back: empty_tx, current: Vec::new(), pos: 0, filled: 0, end: None };
+        let mut reader = Adaptive::new(scope, decoder, staging);
         consume(&mut reader)
-        // `reader` is dropped here: a decoder still running stops at its next send.
+        // `reader` is dropped here: a staged decoder still running stops at its next send.
     })
+}
+
+/// A decoder read on the caller's thread, or from its own thread through a queue.
+pub(super) struct Adaptive<'scope, 'env, D: Read + Send> {
+    scope: &'scope Scope<'scope, 'env>,
+    staging: Staging,
+    /// The decoder, while it runs on the caller's thread.
+    inline: Option<D>,
+    staged: Option<StagedReader>,
+}
+
+impl<'scope, 'env, D: Read + Send + 'scope> Adaptive<'scope, 'env, D> {
+    fn new(scope: &'scope Scope<'scope, 'env>, decoder: D, staging: Staging) -> Self {
+        Adaptive { scope, staging, inline: Some(decoder), staged: None }
+    }
+
+    /// Move the decoder to a thread of its own (it stays here if none can be started).
+    fn stage(&mut self) {
+        let Some(decoder) = self.inline.take() else { return };
+        self.staging = Staging::Never;
+        let (full_tx, full_rx) = sync_channel::<Message>(QUEUE_BUFFERS);
+        let (empty_tx, empty_rx) = channel::<Vec<u8>>();
+        // The decoder is handed over once the thread exists: if none can be started,
+        // the hand-over fails and gives it back.
+        let (hand_tx, hand_rx) = sync_channel::<D>(1);
+        let thread = std::thread::Builder::new().name("pullprobe-decode".into());
+        let _ = thread.spawn_scoped(self.scope, move || {
+            if let Ok(decoder) = hand_rx.recv() {
+                decode(decoder, &full_tx, &empty_rx);
+            }
+        });
+        match hand_tx.send(decoder) {
+            Ok(()) => {
+                let reader =
+                    StagedReader { rx: full_rx, back: empty_tx, current: Vec::new(), pos: 0, filled: 0, end: None };
+                self.staged = Some(reader);
+            }
+            Err(SendError(decoder)) => self.inline = Some(decoder),
+        }
+    }
+}
+
+impl<'scope, D: Read + Send + 'scope> Read for Adaptive<'scope, '_, D> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let stage = match self.staging {
+            #[cfg(test)]
+            Staging::Now => true,
+            Staging::Never => false,
+            Staging::WhenACoreIdles => worth_staging(layers_at_work(), cores()),
+        };
+        if stage {
+            self.stage();
+        }
+        match (&mut self.inline, &mut self.staged) {
+            (Some(decoder), _) => decoder.read(buf),
+            (None, Some(staged)) => staged.read(buf),
+            (None, None) => Err(io::Error::other("the decoder was lost on its way to a thread of its own")),
+        }
+    }
 }
 
 /// One hand-over from the decoder thread.
@@ -196,7 +302,7 @@ mod tests {
         }
     }
 
-    fn read_all(reader: &mut StagedReader) -> (Vec<u8>, Option<io::Error>) {
+    fn read_all(reader: &mut (impl Read + ?Sized)) -> (Vec<u8>, Option<io::Error>) {
         let mut out = Vec::new();
         let mut buf = [0u8; 7];
         loop {
@@ -208,20 +314,46 @@ mod tests {
         }
     }
 
+    /// The decoder on a thread of its own from the first read.
+    fn staged<D: Read + Send, T>(decoder: D, consume: impl FnOnce(&mut dyn Read) -> T) -> T {
+        adaptive(decoder, Staging::Now, consume)
+    }
+
     #[test]
     fn a_layer_is_staged_only_while_a_core_would_idle() {
-        let big = 64 << 20;
-        assert!(worth_staging(big, 1, 2), "alone on two cores");
-        assert!(!worth_staging(big, 2, 2), "two layers already keep two cores busy");
-        assert!(!worth_staging(big, 1, 1), "one core: nothing to gain");
-        assert!(worth_staging(big, 3, 4));
-        assert!(!worth_staging(MIN_STAGED_BYTES - 1, 1, 4), "a small layer is over before a thread pays");
+        assert!(worth_staging(1, 2), "alone on two cores");
+        assert!(!worth_staging(2, 2), "two layers already keep two cores busy");
+        assert!(!worth_staging(1, 1), "one core: nothing to gain");
+        assert!(worth_staging(3, 4));
+        assert_eq!(
+            Staging::for_layer(MIN_STAGED_BYTES - 1),
+            Staging::Never,
+            "a small layer is over before a thread pays"
+        );
+    }
+
+    #[test]
+    fn a_decoder_moved_mid_stream_carries_on_where_it_was() {
+        let data: Vec<u8> = (0..5 * BUFFER_SIZE + 3).map(|i| (i % 253) as u8).collect();
+        let (out, staged, thread) = std::thread::scope(|scope| {
+            let reader = &mut Adaptive::new(scope, &data[..], Staging::Never);
+            let mut head = vec![0u8; BUFFER_SIZE + 5];
+            reader.read_exact(&mut head).unwrap();
+            assert!(reader.staged.is_none(), "read on this thread so far");
+            reader.stage();
+            let (mut rest, error) = read_all(reader);
+            assert!(error.is_none(), "{error:?}");
+            head.append(&mut rest);
+            (head, reader.staged.is_some(), reader.inline.is_none())
+        });
+        assert!(staged && thread, "the decoder went to its own thread");
+        assert_eq!(out, data);
     }
 
     #[test]
     fn the_consumer_reads_what_the_decoder_read_in_order() {
         let data: Vec<u8> = (0..3 * BUFFER_SIZE + 11).map(|i| (i % 251) as u8).collect();
-        let (out, error) = staged(&data[..], read_all);
+        let (out, error) = staged(&data[..], |reader| read_all(reader));
         assert!(error.is_none(), "{error:?}");
         assert_eq!(out, data);
     }
@@ -238,7 +370,7 @@ mod tests {
                 Ok(if self.0 > 50 { 0 } else { 1 + self.0 % 3 })
             }
         }
-        let (out, error) = staged(Short(0), read_all);
+        let (out, error) = staged(Short(0), |reader| read_all(reader));
         assert!(error.is_none(), "{error:?}");
         assert_eq!(out.len(), (1..=50).map(|i| 1 + i % 3).sum::<usize>());
     }

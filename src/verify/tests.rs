@@ -102,8 +102,8 @@ fn spec(blob: &[u8], compression: Compression, tar: &[u8]) -> LayerSpec {
 
 /// Verified on one thread and with the decoder on its own: the same report both ways.
 fn verify(blob: &[u8], spec: &LayerSpec) -> LayerReport {
-    let staged = verify_layer_in(blob, spec, None, true);
-    let unstaged = verify_layer_in(blob, spec, None, false);
+    let staged = verify_layer_in(blob, spec, None, stage::Staging::Now);
+    let unstaged = verify_layer_in(blob, spec, None, stage::Staging::Never);
     assert_eq!(staged, unstaged, "staging changed the report");
     unstaged
 }

@@ -53,6 +53,8 @@ pub(super) struct LayerJob {
     /// Path assertions: the walk feeds an observer, and the layer is always checked in
     /// full (never by digest only through the ledger: its entries must be seen).
     pub content: Option<Arc<ContentPlan>>,
+    /// Counts the layer as about to take a core until its verification starts.
+    pub queued: Option<verify::Queued>,
 }
 
 impl PullRun<'_> {
@@ -81,6 +83,7 @@ impl PullRun<'_> {
             pin: self.frontend.pin,
             state: state.clone(),
             content: None,
+            queued: None,
         }
     }
 }
@@ -102,7 +105,7 @@ impl LayerJob {
         (check, error)
     }
 
-    async fn verify(self) -> (LayerCheck, Option<ProbeError>) {
+    async fn verify(mut self) -> (LayerCheck, Option<ProbeError>) {
         let started = Instant::now();
         let compression = match self.compression() {
             Ok(compression) => compression,
@@ -119,7 +122,8 @@ impl LayerJob {
         let mut source = response.source;
         blob::attribute_to_pin(&mut source, self.pin, self.client.base());
         let mode = self.check_mode(compression);
-        let report = match self.stream(response.response, compression, mode).await {
+        let queued = self.queued.take();
+        let report = match self.stream(response.response, compression, mode, queued).await {
             Ok(report) => report,
             Err(err) => {
                 let err = err.context(self.label());
@@ -161,6 +165,7 @@ impl LayerJob {
         response: Response,
         compression: Option<Compression>,
         mode: CheckMode,
+        queued: Option<verify::Queued>,
     ) -> Result<LayerReport, ProbeError> {
         let spec = LayerSpec {
             digest: self.layer.digest,
@@ -175,6 +180,7 @@ impl LayerJob {
         };
         let observer = self.content.as_ref().filter(|_| compression.is_some()).map(|plan| plan.observer(self.index));
         let verifier = move |reader: ChunkReader| {
+            drop(queued);
             let mut observer = observer;
             let visitor = observer.as_mut().map(|o| o as &mut dyn EntryVisitor);
             let report = verify::verify_layer(reader, &spec, visitor);

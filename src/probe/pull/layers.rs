@@ -19,6 +19,7 @@ use crate::probe::budget::Selection;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::registry::client::RegistryClient;
 use crate::result::LayerCheck;
+use crate::verify::Queued;
 use crate::verify::content::ContentPlan;
 
 impl PullRun<'_> {
@@ -105,7 +106,8 @@ impl Schedule {
         self.slots.push(Slot::Skipped(skipped_check(layer)));
     }
 
-    fn queue(&mut self, job: LayerJob) {
+    fn queue(&mut self, mut job: LayerJob) {
+        job.queued = Some(Queued::new());
         let (turn, my_turn) = oneshot::channel::<OwnedSemaphorePermit>();
         self.turns.push((job.layer.size, job.index, turn));
         let layer = job.layer.clone();
