@@ -40,7 +40,7 @@ pub use crate::media_types::Compression;
 pub use blob::{SourceError, source_error};
 pub use channel::{ChunkReader, ChunkSender, ReaderClosed, chunk_channel};
 pub use decompress::{decoder, decompressed_len};
-pub use stage::Queued;
+pub use stage::Claim;
 pub use tar_walk::{EntryInfo, EntryKind, EntryVisitor};
 
 use blob::BlobReader;
@@ -149,6 +149,15 @@ pub fn verify_layer<R: Read + Send>(
     visitor: Option<&mut dyn EntryVisitor>,
 ) -> LayerReport {
     let _busy = stage::Busy::start();
+    verify_layer_in(source, spec, visitor, stage::Staging::for_layer(spec.size))
+}
+
+/// [`verify_layer`] for a layer of a pull whose [`Claim`] counts the core it takes.
+pub fn verify_claimed_layer<R: Read + Send>(
+    source: R,
+    spec: &LayerSpec,
+    visitor: Option<&mut dyn EntryVisitor>,
+) -> LayerReport {
     verify_layer_in(source, spec, visitor, stage::Staging::for_layer(spec.size))
 }
 

@@ -11,12 +11,16 @@
 //!
 //! A second thread pays only where a core would otherwise idle: it costs CPU (the
 //! hand-over and one more copy of the tar stream), so a layer is staged only while the
-//! layers being verified in this process, and those queued to start, are fewer than its
-//! cores (a cgroup CPU quota counts). That is decided again at every read, not once: a
-//! pull's layers start together and keep every core busy on one thread each, and the
-//! layer that finishes last — often not the largest: a small gzip of text inflates to a
-//! large tar — moves its decoder to a thread of its own once it is alone (its stream is
-//! unchanged: the decoder carries on where it was). A layer never goes back to one thread.
+//! cores this process's verifications hold or are about to take are fewer than it has
+//! (a cgroup CPU quota counts). A verification holds one core; a pull holds a
+//! [`Claim`] of as many as it verifies layers at once, or fewer once fewer layers are
+//! left, from its first layer to its last, including the moments between one layer's
+//! end and the next one's start. That is decided again at every read, not once: a
+//! pull's layers start on one thread each (two layers keep two cores busy without a
+//! hand-over), and the layer that finishes last — often not the largest: a small gzip
+//! of text inflates to a large tar — moves its decoder to a thread of its own once it
+//! is alone (its stream is unchanged: the decoder carries on where it was). A layer
+//! never goes back to one thread.
 //!
 //! What the consumer reads is exactly what the decoder returned, in order, errors
 //! included: the verdict does not depend on whether or when a layer was staged. When the
@@ -38,13 +42,13 @@ const QUEUE_BUFFERS: usize = 4;
 /// before a second thread would pay for itself.
 const MIN_STAGED_BYTES: u64 = 1 << 20;
 
-/// Layer verifications in progress in this process.
+/// Layer verifications in progress in this process, outside any pull's [`Claim`].
 static IN_PROGRESS: AtomicUsize = AtomicUsize::new(0);
 
-/// Layers queued for verification in this process that have not started yet.
-static QUEUED: AtomicUsize = AtomicUsize::new(0);
+/// Cores claimed by the pulls in progress in this process.
+static CLAIMED: AtomicUsize = AtomicUsize::new(0);
 
-/// One layer verification in progress, counted while it lives.
+/// One layer verification in progress outside a [`Claim`], counted while it lives.
 pub(super) struct Busy(());
 
 impl Busy {
@@ -60,30 +64,39 @@ impl Drop for Busy {
     }
 }
 
-/// A layer waiting for its turn to be verified (its download not started, or its
-/// response not in yet), counted while it lives: the cores it is about to take are
-/// not idle, so no running layer stages for them. Drop it when the layer's
-/// verification starts, or when it will not.
+/// The cores one pull's layers hold or are about to take: as many as it verifies at
+/// once, or as many layers as it has left when that is fewer. Made before the pull's
+/// first layer starts and told of each layer as it ends, so that no running layer
+/// stages for a core the pull's next layer is about to take; whatever is left is
+/// released when the claim is dropped. Its layers are verified with
+/// [`verify_claimed_layer`](super::verify_claimed_layer), not counted again.
 #[derive(Debug)]
-pub struct Queued(());
+pub struct Claim {
+    at_once: usize,
+    left: AtomicUsize,
+}
 
-impl Queued {
-    #[allow(clippy::new_without_default)]
-    pub fn new() -> Queued {
-        QUEUED.fetch_add(1, Ordering::Relaxed);
-        Queued(())
+impl Claim {
+    pub fn new(at_once: usize, layers: usize) -> Claim {
+        let at_once = at_once.max(1);
+        CLAIMED.fetch_add(layers.min(at_once), Ordering::Relaxed);
+        Claim { at_once, left: AtomicUsize::new(layers) }
+    }
+
+    /// One of the layers is over (verified, failed, or never to start).
+    pub fn layer_done(&self) {
+        let Ok(before) = self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)) else {
+            return;
+        };
+        let released = before.min(self.at_once) - (before - 1).min(self.at_once);
+        CLAIMED.fetch_sub(released, Ordering::Relaxed);
     }
 }
 
-impl Drop for Queued {
+impl Drop for Claim {
     fn drop(&mut self) {
-        QUEUED.fetch_sub(1, Ordering::Relaxed);
+        CLAIMED.fetch_sub(self.left.load(Ordering::Relaxed).min(self.at_once), Ordering::Relaxed);
     }
-}
-
-/// Layers that have, or are about to have, a core of this process.
-fn layers_at_work() -> usize {
-    IN_PROGRESS.load(Ordering::Relaxed) + QUEUED.load(Ordering::Relaxed)
 }
 
 /// The cores this process may use (a cgroup CPU quota counts), read once.
@@ -92,8 +105,13 @@ pub(super) fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Whether the decoder of a layer is worth a thread of its own while `at_work` layers
-/// (itself included) are verified or queued, on `cores` cores.
+/// Cores this process's verifications hold or are about to take.
+fn cores_at_work() -> usize {
+    IN_PROGRESS.load(Ordering::Relaxed) + CLAIMED.load(Ordering::Relaxed)
+}
+
+/// Whether the decoder of a layer is worth a thread of its own while `at_work` cores
+/// (its own included) are held or about to be taken, of `cores`.
 pub(super) fn worth_staging(at_work: usize, cores: usize) -> bool {
     at_work < cores
 }
@@ -177,7 +195,7 @@ impl<'scope, D: Read + Send + 'scope> Read for Adaptive<'scope, '_, D> {
             #[cfg(test)]
             Staging::Now => true,
             Staging::Never => false,
-            Staging::WhenACoreIdles => worth_staging(layers_at_work(), cores()),
+            Staging::WhenACoreIdles => worth_staging(cores_at_work(), cores()),
         };
         if stage {
             self.stage();
@@ -330,6 +348,49 @@ mod tests {
             Staging::Never,
             "a small layer is over before a thread pays"
         );
+        let large = if cores() > 1 { Staging::WhenACoreIdles } else { Staging::Never };
+        assert_eq!(Staging::for_layer(MIN_STAGED_BYTES), large, "one core: never");
+    }
+
+    /// The only test that claims cores: `CLAIMED` moves by what it does alone.
+    #[test]
+    fn a_pull_claims_the_cores_its_layers_hold_or_are_about_to_take() {
+        let claimed = || CLAIMED.load(Ordering::Relaxed);
+        let before = claimed();
+        let claim = Claim::new(2, 5);
+        assert_eq!(claimed() - before, 2, "five layers, two at once");
+        for _ in 0..3 {
+            claim.layer_done();
+        }
+        assert_eq!(
+            claimed() - before,
+            2,
+            "two layers left: still both cores, between one's end and the next one's start too"
+        );
+        claim.layer_done();
+        assert_eq!(claimed() - before, 1, "one layer left: the other core is free for its decoder");
+        claim.layer_done();
+        claim.layer_done();
+        assert_eq!(claimed(), before, "never below nothing");
+        drop(claim);
+        assert_eq!(claimed(), before);
+
+        let abandoned = Claim::new(8, 3);
+        assert_eq!(claimed() - before, 3);
+        drop(abandoned);
+        assert_eq!(claimed(), before, "a pull dropped midway releases what it had claimed");
+
+        // While every core is claimed, a decoder stays on the reading thread.
+        let busy = Claim::new(cores(), cores());
+        let data = vec![5u8; 3 * BUFFER_SIZE];
+        let staged = std::thread::scope(|scope| {
+            let reader = &mut Adaptive::new(scope, &data[..], Staging::WhenACoreIdles);
+            let (out, error) = read_all(reader);
+            assert!(error.is_none() && out == data);
+            reader.staged.is_some()
+        });
+        assert!(!staged, "every core is taken: no thread of its own");
+        drop(busy);
     }
 
     #[test]

@@ -53,8 +53,8 @@ pub(super) struct LayerJob {
     /// Path assertions: the walk feeds an observer, and the layer is always checked in
     /// full (never by digest only through the ledger: its entries must be seen).
     pub content: Option<Arc<ContentPlan>>,
-    /// Counts the layer as about to take a core until its verification starts.
-    pub queued: Option<verify::Queued>,
+    /// The pull's claim on cores, which counts this layer's (told when it is over).
+    pub claim: Option<Arc<verify::Claim>>,
 }
 
 impl PullRun<'_> {
@@ -83,7 +83,7 @@ impl PullRun<'_> {
             pin: self.frontend.pin,
             state: state.clone(),
             content: None,
-            queued: None,
+            claim: None,
         }
     }
 }
@@ -94,18 +94,22 @@ impl LayerJob {
     }
 
     /// Verify the layer, keeping the pull's state current so a timeout can say what was still being read.
-    pub async fn run(self) -> (LayerCheck, Option<ProbeError>) {
+    pub async fn run(mut self) -> (LayerCheck, Option<ProbeError>) {
+        let claim = self.claim.take();
         let pending = blob::unread(&self.layer.digest, &self.layer.media_type, self.layer.size);
         lock(&self.state).active_layers.insert(self.index, pending);
         let (index, state) = (self.index, self.state.clone());
-        let (check, error) = self.verify().await;
+        let (check, error) = self.verify(claim.is_some()).await;
+        if let Some(claim) = claim {
+            claim.layer_done();
+        }
         let mut s = lock(&state);
         s.active_layers.remove(&index);
         s.done_layers.insert(index, check.clone());
         (check, error)
     }
 
-    async fn verify(mut self) -> (LayerCheck, Option<ProbeError>) {
+    async fn verify(self, claimed: bool) -> (LayerCheck, Option<ProbeError>) {
         let started = Instant::now();
         let compression = match self.compression() {
             Ok(compression) => compression,
@@ -122,8 +126,7 @@ impl LayerJob {
         let mut source = response.source;
         blob::attribute_to_pin(&mut source, self.pin, self.client.base());
         let mode = self.check_mode(compression);
-        let queued = self.queued.take();
-        let report = match self.stream(response.response, compression, mode, queued).await {
+        let report = match self.stream(response.response, compression, mode, claimed).await {
             Ok(report) => report,
             Err(err) => {
                 let err = err.context(self.label());
@@ -165,7 +168,7 @@ impl LayerJob {
         response: Response,
         compression: Option<Compression>,
         mode: CheckMode,
-        queued: Option<verify::Queued>,
+        claimed: bool,
     ) -> Result<LayerReport, ProbeError> {
         let spec = LayerSpec {
             digest: self.layer.digest,
@@ -180,10 +183,13 @@ impl LayerJob {
         };
         let observer = self.content.as_ref().filter(|_| compression.is_some()).map(|plan| plan.observer(self.index));
         let verifier = move |reader: ChunkReader| {
-            drop(queued);
             let mut observer = observer;
             let visitor = observer.as_mut().map(|o| o as &mut dyn EntryVisitor);
-            let report = verify::verify_layer(reader, &spec, visitor);
+            let report = if claimed {
+                verify::verify_claimed_layer(reader, &spec, visitor)
+            } else {
+                verify::verify_layer(reader, &spec, visitor)
+            };
             if let Some(observer) = observer.filter(|_| report.is_ok()) {
                 observer.finish();
             }

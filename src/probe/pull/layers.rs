@@ -19,7 +19,7 @@ use crate::probe::budget::Selection;
 use crate::reason::{Phase, ProbeError, Reason};
 use crate::registry::client::RegistryClient;
 use crate::result::LayerCheck;
-use crate::verify::Queued;
+use crate::verify::Claim;
 use crate::verify::content::ContentPlan;
 
 impl PullRun<'_> {
@@ -89,6 +89,9 @@ enum Slot {
     Task(BlobRef, JoinHandle<(LayerCheck, Option<ProbeError>)>),
 }
 
+/// A layer's turn to run: its permit, and the pull's claim on cores.
+type Turn = (OwnedSemaphorePermit, Arc<Claim>);
+
 /// The layer tasks of one pull, in manifest order, and their turns to run.
 #[derive(Default)]
 struct Schedule {
@@ -96,7 +99,7 @@ struct Schedule {
     /// Indexes of the layers left for a later round.
     skipped: Vec<usize>,
     /// (size, index, the layer's turn): a task waits for its turn before it starts.
-    turns: Vec<(u64, usize, oneshot::Sender<OwnedSemaphorePermit>)>,
+    turns: Vec<(u64, usize, oneshot::Sender<Turn>)>,
     running: AbortOnDrop,
 }
 
@@ -107,13 +110,16 @@ impl Schedule {
     }
 
     fn queue(&mut self, mut job: LayerJob) {
-        job.queued = Some(Queued::new());
-        let (turn, my_turn) = oneshot::channel::<OwnedSemaphorePermit>();
+        let (turn, my_turn) = oneshot::channel::<Turn>();
         self.turns.push((job.layer.size, job.index, turn));
         let layer = job.layer.clone();
         let task = tokio::spawn(async move {
-            // Held until the layer is verified; `Err` only when the pull is being dropped.
-            let _permit = my_turn.await;
+            // The permit is held until the layer is verified; `Err` only when the pull is
+            // being dropped.
+            let _permit = my_turn.await.map(|(permit, claim)| {
+                job.claim = Some(claim);
+                permit
+            });
             job.run().await
         });
         self.running.0.push(task.abort_handle());
@@ -127,11 +133,16 @@ impl Schedule {
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut turns = std::mem::take(&mut self.turns);
         turns.sort_by_key(|(size, index, _)| (std::cmp::Reverse(*size), *index));
+        // The cores these layers take, for the verifier's choice of when to give a
+        // layer's decoder a thread of its own.
+        let claim = Arc::new(Claim::new(concurrency, turns.len()));
         let dispatcher = tokio::spawn(async move {
             for (_, _, turn) in turns {
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
                 // A layer task that is gone hands the permit straight back.
-                let _ = turn.send(permit);
+                if turn.send((permit, claim.clone())).is_err() {
+                    claim.layer_done();
+                }
             }
         });
         self.running.0.push(dispatcher.abort_handle());

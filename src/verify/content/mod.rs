@@ -251,7 +251,8 @@ impl ContentPlan {
 
     /// The changes to the tracked paths after `seen`.
     fn tracked_since(&self, seen: Seen) -> TrackedUpdate {
-        // Read before the paths: a change between the two is read now and again later.
+        // Read before the paths: a change between the two is read now, and the next
+        // call, seeing the newer generation, finds nothing more.
         let generation = self.generation.load(Ordering::SeqCst);
         let tracked = lock(&self.tracked);
         let whole = seen.epoch != tracked.epoch;

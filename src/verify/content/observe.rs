@@ -149,7 +149,11 @@ impl LayerObserver {
     /// Hand what this walk saw to the plan. Call it only after a walk that reached the
     /// end of the layer; a failed layer fails the pull before content is judged.
     pub fn finish(mut self) {
-        self.refresh();
+        // Until nothing more is tracked: a path covered from the window may lead on through
+        // a link there (bounded by the cap on tracked paths).
+        while self.plan.generation.load(Ordering::SeqCst) != self.generation {
+            self.refresh();
+        }
         while !self.window.is_empty() {
             self.remember_none();
         }
@@ -174,10 +178,13 @@ impl LayerObserver {
             // Paths were dropped; what is covered stays covered (its records stay true).
             self.tracked.clear();
         }
+        // Every change first: a link in the window that a new path covers must see the
+        // other paths of the same update below it.
         for (path, hash) in &update.changes {
-            let tracked = self.tracked.entry(path.clone()).or_default();
-            *tracked |= *hash;
-            let hash = *tracked;
+            *self.tracked.entry(path.clone()).or_default() |= *hash;
+        }
+        for (path, _) in &update.changes {
+            let hash = self.tracked.get(path).copied().unwrap_or_default();
             self.cover(path, hash);
             for ancestor in ancestors(path) {
                 self.cover(ancestor, false);

@@ -349,7 +349,8 @@ fn too_many_paths_behind_links_is_too_large_not_a_guess() {
     let assertions: Vec<PathExpectation> = (0..count).map(|i| exists(&format!("/a/f{i}"))).collect();
     let judged = judge_in(Order::Bottom, &layers, &assertions);
     assert_eq!(judged.reasons(), [Reason::TooLarge]);
-    assert!(judged.message().contains("more than 1024 paths"), "{}", judged.message());
+    let cap = format!("more than {MAX_TRACKED_PATHS} paths");
+    assert!(judged.message().contains(&cap), "{}", judged.message());
 }
 
 #[test]
@@ -371,4 +372,15 @@ fn observers_read_only_the_tracked_paths_they_have_not_seen() {
     let after = plan.tracked_since(next.seen);
     assert!(after.whole);
     assert_eq!(after.changes, vec![("usr/bin/sh".to_string(), true)]);
+}
+
+#[test]
+fn a_link_met_through_another_link_sees_every_path_it_leads_to() {
+    // `b -> a` names `a` and `a/y` in one update; `a -> w`, still in the window, must
+    // then lead both on (to `w` and `w/y`) in this walk, not in a second one.
+    let layers = vec![LayerBuilder::new().dir("w").file("w/y", "y").symlink("a", "w").symlink("b", "a")];
+    let judged = judge_in(Order::Bottom, &layers, &[typed("/b", PathType::Dir), hashed("/b/y", b"y")]);
+    assert_eq!(judged.failures, vec![]);
+    let judged = judge_in(Order::Bottom, &layers, &[exists("/b"), typed("/b/y", PathType::File)]);
+    assert_eq!((judged.failures.len(), judged.walks), (0, 1), "{:?}", judged.failures);
 }
