@@ -149,7 +149,7 @@ pub fn verify_layer<R: Read + Send>(
     visitor: Option<&mut dyn EntryVisitor>,
 ) -> LayerReport {
     let _busy = stage::Busy::start();
-    verify_layer_in(source, spec, visitor, stage::Staging::for_layer(spec.size))
+    verify_claimed_layer(source, spec, visitor)
 }
 
 /// [`verify_layer`] for a layer of a pull whose [`Claim`] counts the core it takes.

@@ -94,12 +94,12 @@ impl LayerJob {
     }
 
     /// Verify the layer, keeping the pull's state current so a timeout can say what was still being read.
-    pub async fn run(mut self) -> (LayerCheck, Option<ProbeError>) {
-        let claim = self.claim.take();
+    pub async fn run(self) -> (LayerCheck, Option<ProbeError>) {
+        let claim = self.claim.clone();
         let pending = blob::unread(&self.layer.digest, &self.layer.media_type, self.layer.size);
         lock(&self.state).active_layers.insert(self.index, pending);
         let (index, state) = (self.index, self.state.clone());
-        let (check, error) = self.verify(claim.is_some()).await;
+        let (check, error) = self.verify().await;
         if let Some(claim) = claim {
             claim.layer_done();
         }
@@ -109,7 +109,7 @@ impl LayerJob {
         (check, error)
     }
 
-    async fn verify(self, claimed: bool) -> (LayerCheck, Option<ProbeError>) {
+    async fn verify(self) -> (LayerCheck, Option<ProbeError>) {
         let started = Instant::now();
         let compression = match self.compression() {
             Ok(compression) => compression,
@@ -126,7 +126,7 @@ impl LayerJob {
         let mut source = response.source;
         blob::attribute_to_pin(&mut source, self.pin, self.client.base());
         let mode = self.check_mode(compression);
-        let report = match self.stream(response.response, compression, mode, claimed).await {
+        let report = match self.stream(response.response, compression, mode).await {
             Ok(report) => report,
             Err(err) => {
                 let err = err.context(self.label());
@@ -168,7 +168,6 @@ impl LayerJob {
         response: Response,
         compression: Option<Compression>,
         mode: CheckMode,
-        claimed: bool,
     ) -> Result<LayerReport, ProbeError> {
         let spec = LayerSpec {
             digest: self.layer.digest,
@@ -182,6 +181,7 @@ impl LayerJob {
             },
         };
         let observer = self.content.as_ref().filter(|_| compression.is_some()).map(|plan| plan.observer(self.index));
+        let claimed = self.claim.is_some();
         let verifier = move |reader: ChunkReader| {
             let mut observer = observer;
             let visitor = observer.as_mut().map(|o| o as &mut dyn EntryVisitor);
