@@ -187,14 +187,24 @@ async fn serve_shards_export_disjoint_series_and_their_shard() {
         let info = format!("pullprobe_shard_info{{location=\"test-site\",index=\"{index}\",total=\"2\"}} 1");
         let mine: BTreeSet<String> =
             images.iter().map(|i| i.reference.clone()).filter(|image| owner(image, 2) == index as u32).collect();
-        // Every image this shard owns has a result, and nothing else does.
+        // The listed probe's image is `fleet/app-0`: its shard owns it twice, once per probe.
+        let units = mine.len() + usize::from(mine.contains(&images[0].reference));
+        let series = |text: &str| text.lines().filter(|l| l.starts_with("pullprobe_probe_success{")).count();
+        // Every unit this shard owns has a result, and nothing else does. Both probes of
+        // `fleet/app-0` are waited for: the catalog's result alone names every image.
         let metrics = pod.wait_for(
             "/metrics",
-            |text| text.contains(&info) && images_in_metrics(text, "pullprobe_probe_success") == mine,
+            |text| {
+                text.contains(&info)
+                    && images_in_metrics(text, "pullprobe_probe_success") == mine
+                    && series(text) == units
+            },
             Duration::from_secs(30),
         );
         let images_line = metrics.lines().find(|l| l.starts_with("pullprobe_shard_images{")).expect("shard_images");
-        owned += images_line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+        let shard_images = images_line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+        assert_eq!(shard_images, units as f64, "shard {index}: {images_line}");
+        owned += shard_images;
         assert!(seen.is_disjoint(&mine), "shard {index} probes images of another shard");
         seen.extend(mine);
     }
@@ -291,12 +301,16 @@ fn firing(alertmanager: &Alertmanager) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_image_pages_once_and_resharding_neither_resolves_it_nor_loses_its_history() {
     let registry = Registry::start();
-    let images = fleet(&registry, 8).await;
-    // An image that changes hands between 3 and 4 shards, and is not the listed one.
-    let broken = images[1..]
-        .iter()
-        .find(|i| owner(&i.reference, 3) != owner(&i.reference, 4))
-        .expect("an image that moves from 3 to 4 shards");
+    // An image that changes hands between 3 and 4 shards, and is not the listed one. Which
+    // images move depends on the registry's port, part of every name: the fleet grows to
+    // at least eight until one of them does (each moves with a chance of one in four).
+    let moves = |i: usize| {
+        let reference = registry.reference(&format!("fleet/app-{i}"), "latest");
+        owner(&reference, 3) != owner(&reference, 4)
+    };
+    let count = (1..).find(|&i| moves(i)).expect("an image that moves from 3 to 4 shards").max(7) + 1;
+    let images = fleet(&registry, count).await;
+    let broken = images[1..].iter().find(|i| owner(&i.reference, 3) != owner(&i.reference, 4)).unwrap();
     registry.flip_byte(&broken.content.layers[1].digest(), 10);
     let Paging { pushgateway, hook, alertmanager, alerting } = Paging::start(1);
     let dir = tempfile::tempdir().unwrap();
