@@ -24,6 +24,7 @@
 //! Every image is a function of MIB only: the same MIB gives the same digests.
 
 use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -272,7 +273,7 @@ fn verify_all(dir: &Path, threads: usize, largest_first: bool) -> Result<(), Box
                         limits: LayerLimits::UNLIMITED,
                     };
                     let report = match File::open(&layer.path) {
-                        Ok(file) => verify::verify_layer(file, &spec, None),
+                        Ok(file) => verify::verify_layer(BufReader::with_capacity(64 * 1024, file), &spec, None),
                         Err(e) => {
                             if let Ok(mut f) = failures.lock() {
                                 f.push(format!("{}: {e}", layer.path.display()));

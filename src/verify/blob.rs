@@ -3,10 +3,12 @@
 //!
 //! The first four steps of the verdict are decided here, where the bytes arrive: a failed
 //! source, a body longer than the descriptor, a body shorter than it, a wrong sha256. This
-//! reader never reads more than `size + 1` bytes from its source, whatever it offers.
+//! reader never takes more than `size + 1` bytes from its source, whatever it offers, and
+//! hands the bytes on where the source holds them ([`BufRead`]): the decoder inflates
+//! straight out of the download's chunks.
 
 use std::fmt;
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, BufRead, ErrorKind, Read};
 
 use crate::digest::{Digest, DigestHasher};
 use crate::reason::{ProbeError, Reason};
@@ -48,6 +50,8 @@ pub(super) struct BlobReader<R> {
     hasher: DigestHasher,
     /// Every byte taken from the source, including a byte past the descriptor size.
     bytes: u64,
+    /// Bytes handed out (and hashed) but not yet consumed: the head of the source's buffer.
+    offered: usize,
     stop: Option<Stop>,
     eof: bool,
 }
@@ -60,18 +64,20 @@ pub(super) struct BlobCheck {
     pub error: Option<ProbeError>,
 }
 
-impl<R: Read> BlobReader<R> {
+impl<R: BufRead> BlobReader<R> {
     pub fn new(source: R, expected_size: u64) -> Self {
-        BlobReader { source, expected_size, hasher: DigestHasher::new(), bytes: 0, stop: None, eof: false }
+        BlobReader { source, expected_size, hasher: DigestHasher::new(), bytes: 0, offered: 0, stop: None, eof: false }
     }
 
-    /// Read and hash whatever the source still has, up to one byte past the descriptor
-    /// size. Failures are kept for [`BlobReader::finish`].
-    pub fn drain(&mut self, scratch: &mut [u8]) {
-        while let Ok(n) = self.read(scratch) {
+    /// Hash whatever the source still has, where it holds it, up to one byte past the
+    /// descriptor size. Failures are kept for [`BlobReader::finish`].
+    pub fn drain(&mut self) {
+        while let Ok(buf) = self.fill_buf() {
+            let n = buf.len();
             if n == 0 {
                 break;
             }
+            self.consume(n);
         }
     }
 
@@ -115,15 +121,16 @@ impl<R: Read> BlobReader<R> {
         }
     }
 
-    fn read_source(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// How many bytes the source holds for us now, waiting for some if it holds none.
+    fn fill_source(&mut self) -> io::Result<usize> {
         loop {
-            match self.source.read(buf) {
+            match self.source.fill_buf() {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.stop = Some(Stop::Source(self.source_failure(e)));
                     return Err(self.stopped_error());
                 }
-                Ok(n) => return Ok(n.min(buf.len())),
+                Ok(buf) => return Ok(buf.len()),
             }
         }
     }
@@ -150,35 +157,61 @@ impl<R: Read> BlobReader<R> {
     }
 }
 
-impl<R: Read> Read for BlobReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+/// The source's own buffers, cut at one byte past the descriptor size. Bytes are hashed
+/// when first handed out, so a decoder reads them where the source holds them.
+impl<R: BufRead> BufRead for BlobReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.stop.is_some() {
             return Err(self.stopped_error());
         }
-        if self.eof || buf.is_empty() {
-            return Ok(0);
+        if self.eof {
+            return Ok(&[]);
         }
         let remaining = self.expected_size - self.bytes.min(self.expected_size);
         if remaining == 0 {
             // Everything announced has arrived: one more byte means the body is too long.
-            let mut probe = [0u8; 1];
-            let n = self.read_source(&mut probe)?;
-            if n == 0 {
+            if self.fill_source()? == 0 {
                 self.eof = true;
-                return Ok(0);
+                return Ok(&[]);
             }
-            self.bytes += n as u64;
+            self.source.consume(1);
+            self.bytes += 1;
             self.stop = Some(Stop::Oversized);
             return Err(self.stopped_error());
         }
-        let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        let n = self.read_source(&mut buf[..want])?;
-        if n == 0 {
+        let available = self.fill_source()?;
+        if available == 0 {
             self.eof = true;
+            return Ok(&[]);
+        }
+        let offered = available.min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        // The bytes just counted, from the source's buffer: a `BufRead` holding bytes hands
+        // them out again without reading (were it to fail, the next call records why).
+        let buf = self.source.fill_buf()?;
+        if offered > self.offered {
+            self.hasher.update(&buf[self.offered..offered]);
+            self.offered = offered;
+        }
+        Ok(&buf[..offered])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        let amount = amount.min(self.offered);
+        self.source.consume(amount);
+        self.offered -= amount;
+        self.bytes += amount as u64;
+    }
+}
+
+impl<R: BufRead> Read for BlobReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
             return Ok(0);
         }
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }

@@ -4,14 +4,15 @@
 //! The HTTP side `send`s each chunk as it arrives, sends `Err(ProbeError)` when the
 //! transfer fails (timeout, reset, …) and drops the sender at the end of the body. The
 //! verifier runs [`super::verify_layer`] over the [`ChunkReader`] on a `spawn_blocking`
-//! thread. At most `max_chunks` chunks and `max_bytes` bytes wait in between (a chunk
+//! thread, and its decoder reads the chunks in place ([`BufRead`]). At most `max_chunks`
+//! chunks and `max_bytes` bytes wait in between (a chunk
 //! larger than `max_bytes` waits alone): the HTTP client hands over chunks of anything
 //! from a few KiB to several hundred, so a bound in chunks alone would let memory
 //! follow its buffer sizes. When the verifier stops early (a body longer than its
 //! descriptor, a failed source) it drops the reader and the next `send` fails: stop
 //! downloading then.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -84,18 +85,8 @@ pub struct ChunkReader {
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
+        if buf.is_empty() || self.fill_buf()?.is_empty() {
             return Ok(0);
-        }
-        while self.chunk.is_empty() {
-            if let Some(failure) = &self.failure {
-                return Err(source_error(failure.clone()));
-            }
-            if self.done {
-                return Ok(0);
-            }
-            let message = self.rx.blocking_recv();
-            self.take(message);
         }
         let mut n = self.take_into(buf);
         // Fill the rest from chunks already waiting, without blocking: the decoder
@@ -108,6 +99,32 @@ impl Read for ChunkReader {
             n += self.take_into(&mut buf[n..]);
         }
         Ok(n)
+    }
+}
+
+/// The chunks themselves, as the HTTP client handed them over: a decoder reading through
+/// this interface inflates straight out of the body's buffers, with no copy in between.
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.chunk.is_empty() {
+            if let Some(failure) = &self.failure {
+                return Err(source_error(failure.clone()));
+            }
+            if self.done {
+                break;
+            }
+            let message = self.rx.blocking_recv();
+            self.take(message);
+        }
+        Ok(&self.chunk)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.chunk.advance(amount.min(self.chunk.len()));
+        if self.chunk.is_empty() {
+            self.chunk = Bytes::new(); // drop the buffer now, not at the next chunk
+            self.release();
+        }
     }
 }
 
@@ -135,11 +152,7 @@ impl ChunkReader {
     fn take_into(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.chunk.len());
         buf[..n].copy_from_slice(&self.chunk[..n]);
-        self.chunk.advance(n);
-        if self.chunk.is_empty() {
-            self.chunk = Bytes::new(); // drop the buffer now, not at the next chunk
-            self.release();
-        }
+        self.consume(n);
         n
     }
 }

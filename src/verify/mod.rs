@@ -29,7 +29,7 @@ mod tar_walk;
 #[cfg(test)]
 mod tests;
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 use serde::{Deserialize, Serialize};
 
@@ -138,12 +138,13 @@ impl LayerReport {
     }
 }
 
-/// Verify one blob read from `source` against `spec`. Reads at most `spec.size + 1`
+/// Verify one blob read from `source` against `spec`, inflating straight out of its
+/// buffers (wrap a plain [`Read`] in a [`std::io::BufReader`]). Reads at most `spec.size + 1`
 /// bytes and never panics on any input; blocks while `source` does, so run it on a
 /// blocking thread. `visitor`, if given, sees every tar entry (full checks only). A
 /// large compressed layer may be inflated on a second thread (`stage.rs`) while a core
 /// would otherwise idle; the report is the same either way.
-pub fn verify_layer<R: Read + Send>(
+pub fn verify_layer<R: BufRead + Send>(
     source: R,
     spec: &LayerSpec,
     visitor: Option<&mut dyn EntryVisitor>,
@@ -153,7 +154,7 @@ pub fn verify_layer<R: Read + Send>(
 }
 
 /// [`verify_layer`] for a layer of a pull whose [`Claim`] counts the core it takes.
-pub fn verify_claimed_layer<R: Read + Send>(
+pub fn verify_claimed_layer<R: BufRead + Send>(
     source: R,
     spec: &LayerSpec,
     visitor: Option<&mut dyn EntryVisitor>,
@@ -163,22 +164,19 @@ pub fn verify_claimed_layer<R: Read + Send>(
 
 /// [`verify_layer`], with the decoder of a compressed layer moved to a thread of its own
 /// as `staging` says (the verdict is the same either way).
-fn verify_layer_in<R: Read + Send>(
+fn verify_layer_in<R: BufRead + Send>(
     source: R,
     spec: &LayerSpec,
     visitor: Option<&mut dyn EntryVisitor>,
     staging: stage::Staging,
 ) -> LayerReport {
     let mut blob = BlobReader::new(source, spec.size);
-    let mut scratch = vec![0u8; BUFFER_SIZE];
     let unpacked = match (spec.mode, spec.compression) {
-        (CheckMode::Full, Some(compression)) => {
-            Some(unpack(&mut blob, compression, spec, visitor, &mut scratch, staging))
-        }
+        (CheckMode::Full, Some(compression)) => Some(unpack(&mut blob, compression, spec, visitor, staging)),
         _ => None,
     };
     // Whatever the decoder or the walk left: the root cause of their failure may be here.
-    blob.drain(&mut scratch);
+    blob.drain();
     let blob = blob.finish(&spec.digest);
 
     let mut report = LayerReport {
@@ -230,12 +228,11 @@ struct Unpacked {
     failure: Option<ProbeError>,
 }
 
-fn unpack<R: Read + Send>(
+fn unpack<R: BufRead + Send>(
     blob: &mut BlobReader<R>,
     compression: Compression,
     spec: &LayerSpec,
     visitor: Option<&mut dyn EntryVisitor>,
-    scratch: &mut [u8],
     staging: stage::Staging,
 ) -> Unpacked {
     let format = match compression {
@@ -258,24 +255,18 @@ fn unpack<R: Read + Send>(
     let cap = UncompressedCap::new(&spec.limits, spec.size);
     let hash = compression != Compression::None;
     if hash {
-        stage::adaptive(decoder, staging, |reader| {
-            walk_stream(DiffIdReader::new(reader, format, hash, cap), visitor, scratch)
-        })
+        stage::adaptive(decoder, staging, |reader| walk_stream(DiffIdReader::new(reader, format, hash, cap), visitor))
     } else {
-        walk_stream(DiffIdReader::new(decoder, format, hash, cap), visitor, scratch)
+        walk_stream(DiffIdReader::new(decoder, format, hash, cap), visitor)
     }
 }
 
 /// Walk the decompressed stream's tar to its end and read what follows.
-fn walk_stream<D: Read>(
-    mut stream: DiffIdReader<D>,
-    visitor: Option<&mut dyn EntryVisitor>,
-    scratch: &mut [u8],
-) -> Unpacked {
+fn walk_stream<D: Read>(mut stream: DiffIdReader<D>, visitor: Option<&mut dyn EntryVisitor>) -> Unpacked {
     let walk = tar_walk::walk(&mut stream, visitor);
     if walk.failure.is_none() {
         // Padding after the end-of-archive marker is part of the diff_id.
-        let _ = stream.drain(scratch);
+        let _ = stream.drain(&mut vec![0u8; BUFFER_SIZE]);
     }
     // A failure of the stream under the walk is the cause of whatever the walk saw.
     let failure = stream.failure().cloned().or(walk.failure);

@@ -1,6 +1,6 @@
 //! Layers built in memory, verified end to end; each test asserts the exact reason.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -237,7 +237,7 @@ fn extra_bytes_are_blob_size_mismatch() {
     assert_eq!(report.computed_digest, Some(Digest::of(&blob)));
 }
 
-/// Counts what is taken from an endless source.
+/// Counts what is taken from an endless source, offered 64 KiB at a time.
 struct Endless {
     taken: u64,
 }
@@ -247,6 +247,16 @@ impl Read for Endless {
         buf.fill(0x55);
         self.taken += buf.len() as u64;
         Ok(buf.len())
+    }
+}
+
+impl BufRead for Endless {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        Ok(&[0x55; 64 * 1024])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.taken += amount as u64;
     }
 }
 
@@ -427,10 +437,22 @@ struct FailingSource {
 
 impl Read for FailingSource {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.data.read(buf)? {
-            0 => Err(self.error.take().unwrap_or_else(|| io::Error::other("again"))),
-            n => Ok(n),
+        let n = self.fill_buf()?.read(buf)?;
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for FailingSource {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.data.fill_buf()?.is_empty() {
+            return Err(self.error.take().unwrap_or_else(|| io::Error::other("again")));
         }
+        self.data.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.data.consume(amount);
     }
 }
 
@@ -702,4 +724,64 @@ fn chunk_channel_holds_at_most_its_byte_budget() {
         drop(reader);
         assert!(tx.send(Ok(Bytes::from(vec![3u8; 50_000]))).await.is_err());
     });
+}
+
+#[test]
+fn the_decoder_reads_the_body_where_the_http_client_left_it() {
+    let blob = Bytes::from(gzip(&sample_tar()));
+    let halves = [blob.slice(..blob.len() / 2), blob.slice(blob.len() / 2..)];
+    let sent: Vec<(usize, usize)> = halves.iter().map(|h| (h.as_ptr() as usize, h.len())).collect();
+    let (offered, check) = runtime().block_on(async {
+        let (tx, reader) = chunk_channel(4, 1 << 20);
+        let (size, digest) = (blob.len() as u64, Digest::of(&blob));
+        let reading = tokio::task::spawn_blocking(move || {
+            let mut blob = BlobReader::new(reader, size);
+            let mut offered = Vec::new();
+            loop {
+                let buf = blob.fill_buf().unwrap();
+                if buf.is_empty() {
+                    break;
+                }
+                let (at, len) = (buf.as_ptr() as usize, buf.len());
+                offered.push((at, len));
+                blob.consume(len);
+            }
+            (offered, blob.finish(&digest))
+        });
+        for half in halves {
+            tx.send(Ok(half)).await.unwrap();
+        }
+        drop(tx);
+        reading.await.unwrap()
+    });
+    assert_eq!(offered, sent, "each chunk is offered where it is, whole");
+    assert!(check.error.is_none(), "{:?}", check.error);
+    assert_eq!(check.bytes, blob.len() as u64);
+}
+
+#[test]
+fn a_blob_is_hashed_once_however_its_bytes_are_taken() {
+    let body: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    for (size, oversized) in [(10_000, false), (6_001, true)] {
+        let expected = Digest::of(&body[..size]);
+        for step in [1, 7, 4096, 20_000] {
+            let mut blob = BlobReader::new(&body[..], size as u64);
+            loop {
+                // Asked twice before taking anything: the same bytes, hashed once.
+                let _ = blob.fill_buf();
+                let Ok(buf) = blob.fill_buf() else { break };
+                if buf.is_empty() {
+                    break;
+                }
+                let take = step.min(buf.len());
+                blob.consume(take);
+            }
+            let check = blob.finish(&expected);
+            assert_eq!(check.digest, Some(expected), "size {size}, {step} bytes at a time");
+            let reason = check.error.map(|e| e.reason);
+            let want = if oversized { Some(Reason::BlobSizeMismatch) } else { None };
+            assert_eq!(reason, want, "size {size}, {step} bytes at a time");
+            assert_eq!(check.bytes, size as u64 + u64::from(oversized), "size {size}, {step} bytes at a time");
+        }
+    }
 }
