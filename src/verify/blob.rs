@@ -27,7 +27,7 @@ impl fmt::Display for SourceError {
 
 impl std::error::Error for SourceError {}
 
-/// Wrap a transport failure for a [`Read`] source handed to [`super::verify_layer`]:
+/// Wrap a transport failure for a source handed to [`super::verify_layer`]:
 /// the verdict then carries that error's reason and message.
 pub fn source_error(error: ProbeError) -> io::Error {
     io::Error::other(SourceError(error))
@@ -40,6 +40,10 @@ enum Stop {
     /// The source had a byte beyond the descriptor size.
     Oversized,
 }
+
+/// The most handed out at once: the decoder then reads what was just hashed while it is
+/// still in the core's cache, however large the chunks the source holds.
+const OFFER_MAX: usize = 64 * 1024;
 
 /// Hashes and counts the compressed stream as it passes through, stopping one byte past
 /// the descriptor size.
@@ -127,33 +131,30 @@ impl<R: BufRead> BlobReader<R> {
             match self.source.fill_buf() {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.stop = Some(Stop::Source(self.source_failure(e)));
+                    self.stop = Some(Stop::Source(source_failure(e, self.bytes, self.expected_size)));
                     return Err(self.stopped_error());
                 }
                 Ok(buf) => return Ok(buf.len()),
             }
         }
     }
+}
 
-    fn source_failure(&self, error: io::Error) -> ProbeError {
-        let (got, size) = (self.bytes, self.expected_size);
-        if let Some(SourceError(failure)) = error.get_ref().and_then(|e| e.downcast_ref::<SourceError>()) {
-            let mut failure = failure.clone();
-            failure.message = format!("{} (after {got} of {size} bytes)", failure.message);
-            return failure;
+/// What a failure of the source after `got` of `size` bytes means for the verdict.
+fn source_failure(error: io::Error, got: u64, size: u64) -> ProbeError {
+    if let Some(SourceError(failure)) = error.get_ref().and_then(|e| e.downcast_ref::<SourceError>()) {
+        let mut failure = failure.clone();
+        failure.message = format!("{} (after {got} of {size} bytes)", failure.message);
+        return failure;
+    }
+    match error.kind() {
+        ErrorKind::UnexpectedEof => {
+            ProbeError::new(Reason::BlobTruncated, format!("got {got} of {size} bytes: {error}"))
         }
-        match error.kind() {
-            ErrorKind::UnexpectedEof => {
-                ProbeError::new(Reason::BlobTruncated, format!("got {got} of {size} bytes: {error}"))
-            }
-            ErrorKind::TimedOut => {
-                ProbeError::new(Reason::Timeout, format!("reading the blob: {error} (after {got} of {size} bytes)"))
-            }
-            _ => ProbeError::new(
-                Reason::ConnectError,
-                format!("reading the blob: {error} (after {got} of {size} bytes)"),
-            ),
+        ErrorKind::TimedOut => {
+            ProbeError::new(Reason::Timeout, format!("reading the blob: {error} (after {got} of {size} bytes)"))
         }
+        _ => ProbeError::new(Reason::ConnectError, format!("reading the blob: {error} (after {got} of {size} bytes)")),
     }
 }
 
@@ -184,12 +185,21 @@ impl<R: BufRead> BufRead for BlobReader<R> {
             self.eof = true;
             return Ok(&[]);
         }
-        let offered = available.min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        // The bytes just counted, from the source's buffer: a `BufRead` holding bytes hands
-        // them out again without reading (were it to fail, the next call records why).
-        let buf = self.source.fill_buf()?;
-        if offered > self.offered {
-            self.hasher.update(&buf[self.offered..offered]);
+        let limit = available.min(OFFER_MAX).min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        // The bytes just counted, still in the source's buffer: a `BufRead` that holds
+        // bytes hands them out again without reading.
+        let (got, size) = (self.bytes, self.expected_size);
+        let buf = match self.source.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) => {
+                let failure = source_failure(e, got, size);
+                self.stop = Some(Stop::Source(failure.clone()));
+                return Err(source_error(failure));
+            }
+        };
+        let offered = limit.min(buf.len());
+        if let Some(new) = buf.get(self.offered..offered) {
+            self.hasher.update(new);
             self.offered = offered;
         }
         Ok(&buf[..offered])

@@ -1,11 +1,11 @@
 //! The hand-over from the async download to the blocking verifier: a bounded channel of
-//! body chunks, read on the other side as a plain [`Read`].
+//! body chunks, read on the other side as a [`BufRead`] over the chunks themselves.
 //!
 //! The HTTP side `send`s each chunk as it arrives, sends `Err(ProbeError)` when the
 //! transfer fails (timeout, reset, …) and drops the sender at the end of the body. The
 //! verifier runs [`super::verify_layer`] over the [`ChunkReader`] on a `spawn_blocking`
-//! thread, and its decoder reads the chunks in place ([`BufRead`]). At most `max_chunks`
-//! chunks and `max_bytes` bytes wait in between (a chunk
+//! thread, and its decoder reads the chunks where they are. At most `max_chunks` chunks
+//! and `max_bytes` bytes wait in between (a chunk
 //! larger than `max_bytes` waits alone): the HTTP client hands over chunks of anything
 //! from a few KiB to several hundred, so a bound in chunks alone would let memory
 //! follow its buffer sizes. When the verifier stops early (a body longer than its
@@ -15,7 +15,7 @@
 use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::reason::ProbeError;
@@ -28,7 +28,15 @@ pub fn chunk_channel(max_chunks: usize, max_bytes: usize) -> (ChunkSender, Chunk
     let (tx, rx) = mpsc::channel(max_chunks.max(1));
     let max_bytes = max_bytes.clamp(1, u32::MAX as usize);
     let budget = Arc::new(Semaphore::new(max_bytes));
-    let reader = ChunkReader { rx, chunk: Bytes::new(), held: 0, budget: budget.clone(), failure: None, done: false };
+    let reader = ChunkReader {
+        rx,
+        chunk: Bytes::new(),
+        held: 0,
+        next: None,
+        budget: budget.clone(),
+        failure: None,
+        done: false,
+    };
     (ChunkSender { tx, budget, max_bytes }, reader)
 }
 
@@ -68,7 +76,16 @@ impl ChunkSender {
     }
 }
 
-/// The blocking end: a [`Read`] over the chunks. Must run outside the async executor
+/// A chunk shorter than this is joined with the small chunks already waiting behind it
+/// before a decoder sees it: each call into the inflater has a fixed cost (ISA-L saves
+/// 32 KiB of history after every call), which a server sending tiny chunks would
+/// otherwise multiply.
+const JOIN_BELOW: usize = 16 * 1024;
+
+/// The most a joined chunk holds.
+const JOINED_MAX: usize = 64 * 1024;
+
+/// The blocking end: a [`BufRead`] over the chunks. Must run outside the async executor
 /// (a `spawn_blocking` thread), as it blocks waiting for the next chunk.
 #[derive(Debug)]
 pub struct ChunkReader {
@@ -77,6 +94,8 @@ pub struct ChunkReader {
     chunk: Bytes,
     /// Budget bytes the current chunk holds, given back when it is used up.
     held: u32,
+    /// A message taken off the channel while joining small chunks that did not join.
+    next: Option<Message>,
     budget: Arc<Semaphore>,
     /// Once the sender reports a failure, every later read returns it.
     failure: Option<ProbeError>,
@@ -85,25 +104,18 @@ pub struct ChunkReader {
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() || self.fill_buf()?.is_empty() {
+        if buf.is_empty() {
             return Ok(0);
         }
-        let mut n = self.take_into(buf);
-        // Fill the rest from chunks already waiting, without blocking: the decoder
-        // then works on larger slices.
-        while n < buf.len() && self.failure.is_none() {
-            match self.rx.try_recv() {
-                Ok(message) => self.take(Some(message)),
-                Err(_) => break,
-            }
-            n += self.take_into(&mut buf[n..]);
-        }
+        let n = self.fill_buf()?.read(buf)?;
+        self.consume(n);
         Ok(n)
     }
 }
 
 /// The chunks themselves, as the HTTP client handed them over: a decoder reading through
-/// this interface inflates straight out of the body's buffers, with no copy in between.
+/// this interface inflates straight out of the body's buffers, with no copy in between
+/// (only chunks under 16 KiB are copied, to join those waiting behind them).
 impl BufRead for ChunkReader {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.chunk.is_empty() {
@@ -113,8 +125,12 @@ impl BufRead for ChunkReader {
             if self.done {
                 break;
             }
-            let message = self.rx.blocking_recv();
+            let message = match self.next.take() {
+                Some(message) => Some(message),
+                None => self.rx.blocking_recv(),
+            };
             self.take(message);
+            self.join_small_chunks();
         }
         Ok(&self.chunk)
     }
@@ -142,18 +158,41 @@ impl ChunkReader {
         }
     }
 
+    /// A small chunk takes the chunks already waiting behind it (never waiting for
+    /// more) into one buffer of at most [`JOINED_MAX`] bytes. The buffer is the reader's
+    /// own, a copy: the chunks' budget goes back to the sender at once, as it would had
+    /// they been read.
+    fn join_small_chunks(&mut self) {
+        let mut joined: Option<BytesMut> = None;
+        let mut len = self.chunk.len();
+        while len > 0 && len < JOIN_BELOW && self.next.is_none() {
+            let Ok(message) = self.rx.try_recv() else { break };
+            match message {
+                Ok((chunk, held)) if len + chunk.len() <= JOINED_MAX => {
+                    let buf = joined.get_or_insert_with(|| {
+                        let mut buf = BytesMut::with_capacity(JOINED_MAX);
+                        buf.extend_from_slice(&self.chunk);
+                        buf
+                    });
+                    buf.extend_from_slice(&chunk);
+                    self.budget.add_permits(held as usize);
+                    len += chunk.len();
+                }
+                // A large chunk, or the end of the transfer: after what is joined.
+                other => self.next = Some(other),
+            }
+        }
+        if let Some(joined) = joined {
+            self.chunk = joined.freeze();
+            self.release();
+        }
+    }
+
     fn release(&mut self) {
         if self.held > 0 {
             self.budget.add_permits(self.held as usize);
             self.held = 0;
         }
-    }
-
-    fn take_into(&mut self, buf: &mut [u8]) -> usize {
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk[..n]);
-        self.consume(n);
-        n
     }
 }
 

@@ -7,7 +7,8 @@
 //! from an async download.
 //!
 //! What it is not: it knows nothing about HTTP, registries or retries. It reads any
-//! [`Read`] and returns a plain [`LayerReport`] whose reason is decided where the failure
+//! [`BufRead`] (in place: the compressed bytes are hashed and inflated where the source
+//! holds them) and returns a plain [`LayerReport`] whose reason is decided where the failure
 //! was born; `probe` turns that into the layer entry of a result. It never writes files
 //! and never keeps entry data: content assertions plug in through [`EntryVisitor`].
 //!
@@ -46,8 +47,9 @@ pub use tar_walk::{EntryInfo, EntryKind, EntryVisitor};
 use blob::BlobReader;
 use diff_id::{DiffIdReader, UncompressedCap};
 
-/// Scratch for draining: 64 KiB keeps it out of the allocator's mmap range, where
-/// `read` into a buffer copies several times slower.
+/// Scratch for draining the tar stream past its end-of-archive marker: 64 KiB keeps it
+/// out of the allocator's mmap range, where `read` into a buffer copies several times
+/// slower.
 const BUFFER_SIZE: usize = 64 * 1024;
 
 /// How much of a blob was checked.

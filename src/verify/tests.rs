@@ -726,37 +726,184 @@ fn chunk_channel_holds_at_most_its_byte_budget() {
     });
 }
 
+/// A source between the blob and the decoder that records where the decoder reads.
+struct Watched<R> {
+    inner: R,
+    /// (address, length) of every buffer handed to the decoder.
+    seen: Vec<(usize, usize)>,
+    /// Bytes the decoder had copied out through `read`.
+    copied: usize,
+}
+
+impl<R: BufRead> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copied += n;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Watched<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let buf = self.inner.fill_buf()?;
+        self.seen.push((buf.as_ptr() as usize, buf.len()));
+        Ok(buf)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount);
+    }
+}
+
 #[test]
 fn the_decoder_reads_the_body_where_the_http_client_left_it() {
-    let blob = Bytes::from(gzip(&sample_tar()));
-    let halves = [blob.slice(..blob.len() / 2), blob.slice(blob.len() / 2..)];
-    let sent: Vec<(usize, usize)> = halves.iter().map(|h| (h.as_ptr() as usize, h.len())).collect();
-    let (offered, check) = runtime().block_on(async {
-        let (tx, reader) = chunk_channel(4, 1 << 20);
-        let (size, digest) = (blob.len() as u64, Digest::of(&blob));
-        let reading = tokio::task::spawn_blocking(move || {
-            let mut blob = BlobReader::new(reader, size);
-            let mut offered = Vec::new();
-            loop {
-                let buf = blob.fill_buf().unwrap();
-                if buf.is_empty() {
-                    break;
-                }
-                let (at, len) = (buf.as_ptr() as usize, buf.len());
-                offered.push((at, len));
-                blob.consume(len);
+    let tar = sample_tar();
+    for (compression, blob) in [(Compression::Gzip, gzip(&tar)), (Compression::Zstd, zstd(&tar))] {
+        let blob = Bytes::from(blob);
+        // Two chunks of the body, each larger than a joined one.
+        let halves = [blob.slice(..blob.len() / 2), blob.slice(blob.len() / 2..)];
+        let sent: Vec<(usize, usize)> = halves.iter().map(|h| (h.as_ptr() as usize, h.len())).collect();
+        let (watched, check, inflated) = runtime().block_on(async {
+            let (tx, reader) = chunk_channel(4, 1 << 20);
+            let (size, digest) = (blob.len() as u64, Digest::of(&blob));
+            let reading = tokio::task::spawn_blocking(move || {
+                let mut blob = BlobReader::new(reader, size);
+                let mut watched = Watched { inner: &mut blob, seen: Vec::new(), copied: 0 };
+                let mut inflated = Vec::new();
+                decompress::decoder(compression, &mut watched).unwrap().read_to_end(&mut inflated).unwrap();
+                let watched = (watched.seen, watched.copied);
+                blob.drain();
+                (watched, blob.finish(&digest), inflated)
+            });
+            for half in halves {
+                tx.send(Ok(half)).await.unwrap();
             }
-            (offered, blob.finish(&digest))
+            drop(tx);
+            reading.await.unwrap()
         });
-        for half in halves {
-            tx.send(Ok(half)).await.unwrap();
+        let (seen, copied) = watched;
+        assert_eq!(inflated, tar, "{compression:?}");
+        assert_eq!(copied, 0, "{compression:?}: the decoder copied the body out instead of reading it in place");
+        let inside = |(at, len): (usize, usize)| sent.iter().any(|&(start, n)| at >= start && at + len <= start + n);
+        let read: Vec<_> = seen.into_iter().filter(|&(_, len)| len > 0).collect();
+        assert!(
+            !read.is_empty() && read.iter().all(|&buf| inside(buf)),
+            "{compression:?}: read outside the chunks sent: {read:?}"
+        );
+        assert!(check.error.is_none(), "{compression:?}: {:?}", check.error);
+        assert_eq!(check.bytes, blob.len() as u64);
+    }
+}
+
+#[test]
+fn tiny_chunks_verify_as_the_whole_body_does() {
+    let tar = sample_tar();
+    for (compression, blob) in [(Compression::Gzip, gzip(&tar)), (Compression::Zstd, zstd(&tar))] {
+        let spec = spec(&blob, compression, &tar);
+        let longer = [&blob[..], b"more"].concat();
+        let shorter = &blob[..blob.len() - 100];
+        for (body, reason) in
+            [(&blob[..], None), (&longer[..], Some(Reason::BlobSizeMismatch)), (shorter, Some(Reason::BlobTruncated))]
+        {
+            for size in [1, 7, 5000] {
+                let body = Bytes::copy_from_slice(body);
+                let spec = spec.clone();
+                let report = runtime().block_on(async {
+                    let (tx, reader) = chunk_channel(64, 1 << 20);
+                    let verifier = tokio::task::spawn_blocking(move || verify_layer(reader, &spec, None));
+                    for chunk in body.chunks(size) {
+                        if tx.send(Ok(body.slice_ref(chunk))).await.is_err() {
+                            break;
+                        }
+                    }
+                    drop(tx);
+                    verifier.await.unwrap()
+                });
+                let context = format!("{compression:?}, {} of {} bytes in chunks of {size}", body.len(), blob.len());
+                match reason {
+                    None => {
+                        assert!(report.is_ok(), "{context}: {:?}", report.error);
+                        assert_eq!(report.tar_entries, SAMPLE_ENTRIES, "{context}");
+                    }
+                    Some(reason) => assert_eq!(report.reason(), Some(reason), "{context}: {:?}", report.error),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn small_chunks_waiting_are_joined_into_a_buffer_of_the_reader_s_own() {
+    runtime().block_on(async {
+        let (tx, reader) = chunk_channel(64, 10_000);
+        for i in 0..10u8 {
+            tx.send(Ok(Bytes::from(vec![i; 1000]))).await.unwrap();
+        }
+        // The budget is spent: another byte waits.
+        assert!(futures_util::FutureExt::now_or_never(tx.send(Ok(Bytes::from_static(b"x")))).is_none());
+        let (joined, mut reader) = tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let joined = reader.fill_buf().unwrap().to_vec();
+            reader.consume(1000);
+            (joined, reader)
+        })
+        .await
+        .unwrap();
+        let expected: Vec<u8> = (0..10u8).flat_map(|i| vec![i; 1000]).collect();
+        assert_eq!(joined, expected, "the ten chunks, in order, as one buffer");
+        // Copied out of the channel: their budget is back, unread as most of them are.
+        for _ in 0..10 {
+            tx.send(Ok(Bytes::from(vec![7u8; 1000]))).await.unwrap();
         }
         drop(tx);
-        reading.await.unwrap()
+        let rest = tokio::task::spawn_blocking(move || {
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest).unwrap();
+            rest
+        })
+        .await
+        .unwrap();
+        assert_eq!(rest.len(), 9_000 + 10_000);
+        assert_eq!(rest[..9_000], expected[1000..]);
     });
-    assert_eq!(offered, sent, "each chunk is offered where it is, whole");
-    assert!(check.error.is_none(), "{:?}", check.error);
-    assert_eq!(check.bytes, blob.len() as u64);
+}
+
+/// A source that breaks `BufRead`'s promise: asked again, it offers less than before.
+struct Shrinking {
+    data: Vec<u8>,
+    at: usize,
+    calls: usize,
+}
+
+impl Read for Shrinking {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.fill_buf()?.read(buf)?;
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Shrinking {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.calls += 1;
+        let rest = &self.data[self.at..];
+        Ok(if self.calls % 2 == 0 { &rest[..rest.len() / 3] } else { rest })
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.at = (self.at + amount).min(self.data.len());
+    }
+}
+
+#[test]
+fn a_source_that_breaks_its_promise_gets_a_verdict_not_a_panic() {
+    let tar = sample_tar();
+    let blob = gzip(&tar);
+    for compression in [Compression::Gzip, Compression::None] {
+        let source = Shrinking { data: blob.clone(), at: 0, calls: 0 };
+        let report = verify_layer(source, &spec(&blob, compression, &tar), None);
+        assert_eq!(report.check, CheckMode::Full, "{compression:?}");
+    }
 }
 
 #[test]
