@@ -5,12 +5,12 @@
 //! transfer fails (timeout, reset, …) and drops the sender at the end of the body. The
 //! verifier runs [`super::verify_layer`] over the [`ChunkReader`] on a `spawn_blocking`
 //! thread, and its decoder reads the chunks where they are. At most `max_chunks` chunks
-//! and `max_bytes` bytes wait in between (a chunk
-//! larger than `max_bytes` waits alone): the HTTP client hands over chunks of anything
-//! from a few KiB to several hundred, so a bound in chunks alone would let memory
-//! follow its buffer sizes. When the verifier stops early (a body longer than its
-//! descriptor, a failed source) it drops the reader and the next `send` fails: stop
-//! downloading then.
+//! and `max_bytes` bytes wait in between (a chunk larger than `max_bytes` waits alone):
+//! the HTTP client hands over chunks of anything from a few KiB to several hundred, so a
+//! bound in chunks alone would let memory follow its buffer sizes. The reader also holds
+//! what it joined of small chunks, a copy of at most 64 KiB outside the budget. When the
+//! verifier stops early (a body longer than its descriptor, a failed source) it drops the
+//! reader and the next `send` fails: stop downloading then.
 
 use std::io::{self, BufRead, Read};
 use std::sync::Arc;
