@@ -215,13 +215,6 @@ impl<R: BufRead> BufRead for BlobReader<R> {
 
 impl<R: BufRead> Read for BlobReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let available = self.fill_buf()?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
+        super::read_from_buffer(self, buf)
     }
 }

@@ -104,12 +104,7 @@ pub struct ChunkReader {
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let n = self.fill_buf()?.read(buf)?;
-        self.consume(n);
-        Ok(n)
+        super::read_from_buffer(self, buf)
     }
 }
 

@@ -47,6 +47,16 @@ pub use tar_walk::{EntryInfo, EntryKind, EntryVisitor};
 use blob::BlobReader;
 use diff_id::{DiffIdReader, UncompressedCap};
 
+/// `Read` for a [`BufRead`] whose buffer is the data itself: copy from it, then consume.
+fn read_from_buffer<B: BufRead>(source: &mut B, buf: &mut [u8]) -> std::io::Result<usize> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    let n = source.fill_buf()?.read(buf)?;
+    source.consume(n);
+    Ok(n)
+}
+
 /// Scratch for draining the tar stream past its end-of-archive marker: 64 KiB keeps it
 /// out of the allocator's mmap range, where `read` into a buffer copies several times
 /// slower.

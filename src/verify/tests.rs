@@ -437,9 +437,7 @@ struct FailingSource {
 
 impl Read for FailingSource {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.fill_buf()?.read(buf)?;
-        self.consume(n);
-        Ok(n)
+        read_from_buffer(self, buf)
     }
 }
 
@@ -878,9 +876,7 @@ struct Shrinking {
 
 impl Read for Shrinking {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.fill_buf()?.read(buf)?;
-        self.consume(n);
-        Ok(n)
+        read_from_buffer(self, buf)
     }
 }
 
