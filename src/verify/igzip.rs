@@ -17,7 +17,7 @@
 //! `gzip -d` and Go's reader.
 //!
 //! This is the one module of pullprobe with `unsafe` code: the calls into the C
-//! library, each with the reason it is sound.
+//! library and the `vzeroupper` after each, each with the reason it is sound.
 #![allow(unsafe_code)]
 
 use std::collections::VecDeque;
