@@ -5,8 +5,9 @@ use std::io::{self, BufRead, BufReader, Read};
 
 use super::Compression;
 
-/// Input buffer for a source that has none of its own. At most 64 KiB: a larger allocation lands in its own
-/// mmap, 16 bytes past a page boundary, where copying into it is several times slower.
+/// Input buffer for a source that has none of its own. At most 64 KiB: a larger
+/// allocation lands in its own mmap, 16 bytes past a page boundary, where copying into
+/// it is several times slower.
 const INPUT_BUFFER: usize = 64 * 1024;
 
 /// A reader of the decompressed stream. The decoders inflate straight out of the
