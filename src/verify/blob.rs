@@ -187,7 +187,9 @@ impl<R: BufRead> BufRead for BlobReader<R> {
         }
         let limit = available.min(OFFER_MAX).min(usize::try_from(remaining).unwrap_or(usize::MAX));
         // The bytes just counted, still in the source's buffer: a `BufRead` that holds
-        // bytes hands them out again without reading.
+        // bytes hands them out again without reading. (Asked twice because a buffer
+        // returned from inside `fill_source`'s retry loop would stay borrowed across its
+        // iterations, which the borrow checker refuses.)
         let (got, size) = (self.bytes, self.expected_size);
         let buf = match self.source.fill_buf() {
             Ok(buf) => buf,
