@@ -13,7 +13,8 @@
 //! - [`output`] turns results into a table, JSON and the rest; it never touches the network.
 //! - [`cli`] (`now`, `check`, `validate`) and [`serve`] start runs and say where results go.
 
-// The one exception is `verify::igzip`, the calls into ISA-L's C inflater.
+// The two exceptions: `verify::igzip`, the calls into ISA-L's C inflater, and
+// `verify::sha256`, the SHA-NI loop that hashes a layer's two streams together.
 #![deny(unsafe_code)]
 
 pub mod cli;

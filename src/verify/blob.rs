@@ -10,8 +10,10 @@
 use std::fmt;
 use std::io::{self, BufRead, ErrorKind, Read};
 
-use crate::digest::{Digest, DigestHasher};
+use crate::digest::Digest;
 use crate::reason::{ProbeError, Reason};
+
+use super::sha256::{CompressedQueue, Sha256};
 
 /// A failure of the byte source (network: timeout, reset, …), carried inside an
 /// [`io::Error`] so the verifier can tell a transport failure from bad data.
@@ -51,13 +53,37 @@ pub(super) struct BlobReader<R> {
     source: R,
     expected_size: u64,
     /// Covers the first `expected_size` bytes only.
-    hasher: DigestHasher,
+    hasher: BlobHasher,
     /// Every byte taken from the source, including a byte past the descriptor size.
     bytes: u64,
     /// Bytes handed out (and hashed) but not yet consumed: the head of the source's buffer.
     offered: usize,
     stop: Option<Stop>,
     eof: bool,
+}
+
+/// Where the compressed stream is hashed.
+enum BlobHasher {
+    /// Here, as the bytes are handed out.
+    Here(Sha256),
+    /// Beside the tar stream, by its reader (`sha256.rs`).
+    BesideTar(CompressedQueue),
+}
+
+impl BlobHasher {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            BlobHasher::Here(hasher) => hasher.update(data),
+            BlobHasher::BesideTar(queue) => queue.push(data),
+        }
+    }
+
+    fn finish(self) -> Digest {
+        match self {
+            BlobHasher::Here(hasher) => hasher.finish(),
+            BlobHasher::BesideTar(queue) => queue.take_hasher().finish(),
+        }
+    }
 }
 
 /// The verdict on the compressed stream.
@@ -70,7 +96,33 @@ pub(super) struct BlobCheck {
 
 impl<R: BufRead> BlobReader<R> {
     pub fn new(source: R, expected_size: u64) -> Self {
-        BlobReader { source, expected_size, hasher: DigestHasher::new(), bytes: 0, offered: 0, stop: None, eof: false }
+        BlobReader {
+            source,
+            expected_size,
+            hasher: BlobHasher::Here(Sha256::new()),
+            bytes: 0,
+            offered: 0,
+            stop: None,
+            eof: false,
+        }
+    }
+
+    /// From now on, queue the bytes handed out for the tar stream's reader to hash
+    /// beside its own (`sha256.rs`) until [`BlobReader::hash_here`].
+    pub fn hash_beside_tar(&mut self) -> CompressedQueue {
+        let queue = match &self.hasher {
+            BlobHasher::Here(hasher) => CompressedQueue::new(hasher.clone()),
+            BlobHasher::BesideTar(queue) => queue.clone(),
+        };
+        self.hasher = BlobHasher::BesideTar(queue.clone());
+        queue
+    }
+
+    /// Hash the bytes handed out here again, once the tar stream's reader is done.
+    pub fn hash_here(&mut self) {
+        if let BlobHasher::BesideTar(queue) = &self.hasher {
+            self.hasher = BlobHasher::Here(queue.take_hasher());
+        }
     }
 
     /// Hash whatever the source still has, where it holds it, up to one byte past the

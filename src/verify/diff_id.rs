@@ -9,10 +9,11 @@
 
 use std::io::{self, ErrorKind, Read};
 
-use crate::digest::{Digest, DigestHasher};
+use crate::digest::Digest;
 use crate::reason::{ProbeError, Reason};
 
 use super::LayerLimits;
+use super::sha256::{CompressedQueue, Sha256};
 
 /// The largest decompressed size allowed for one layer, and which limit set it.
 #[derive(Debug, Clone, Copy)]
@@ -59,13 +60,23 @@ impl UncompressedCap {
     }
 }
 
+/// How the decompressed stream is hashed.
+pub(super) enum TarHashing {
+    /// Not at all: the stream is the blob itself (an uncompressed layer), whose digest
+    /// is the diff_id.
+    None,
+    /// Beside the compressed stream's bytes, taken from this queue (`sha256.rs`).
+    BesideCompressed(CompressedQueue),
+}
+
 /// Hashes (optionally) and counts the decompressed stream, failing once it passes the cap.
 pub(super) struct DiffIdReader<R> {
     decoder: R,
     /// What the decoder is, for messages ("gzip", "zstd").
     format: &'static str,
-    /// `None` when the stream is the blob itself (uncompressed layer): its digest is the diff_id.
-    hasher: Option<DigestHasher>,
+    /// The stream's sha256 and the queue of compressed bytes to hash beside it; `None`
+    /// when the stream is not hashed ([`TarHashing::None`]).
+    hashing: Option<(Sha256, CompressedQueue)>,
     bytes: u64,
     cap: UncompressedCap,
     failure: Option<ProbeError>,
@@ -73,8 +84,12 @@ pub(super) struct DiffIdReader<R> {
 }
 
 impl<R: Read> DiffIdReader<R> {
-    pub fn new(decoder: R, format: &'static str, hash: bool, cap: UncompressedCap) -> Self {
-        DiffIdReader { decoder, format, hasher: hash.then(DigestHasher::new), bytes: 0, cap, failure: None, eof: false }
+    pub fn new(decoder: R, format: &'static str, hashing: TarHashing, cap: UncompressedCap) -> Self {
+        let hashing = match hashing {
+            TarHashing::None => None,
+            TarHashing::BesideCompressed(queue) => Some((Sha256::new(), queue)),
+        };
+        DiffIdReader { decoder, format, hashing, bytes: 0, cap, failure: None, eof: false }
     }
 
     pub fn bytes_read(&self) -> u64 {
@@ -103,7 +118,7 @@ impl<R: Read> DiffIdReader<R> {
         if !self.is_complete() {
             return None;
         }
-        self.hasher.map(DigestHasher::finish)
+        self.hashing.map(|(hasher, _)| hasher.finish())
     }
 
     fn latched(&self) -> io::Error {
@@ -140,8 +155,8 @@ impl<R: Read> Read for DiffIdReader<R> {
             self.failure = Some(self.cap.exceeded(self.bytes));
             return Err(self.latched());
         }
-        if let Some(hasher) = &mut self.hasher {
-            hasher.update(&buf[..n]);
+        if let Some((hasher, queue)) = &mut self.hashing {
+            queue.hash_beside(hasher, &buf[..n]);
         }
         Ok(n)
     }

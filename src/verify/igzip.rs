@@ -16,8 +16,9 @@
 //! follows must begin another member: trailing garbage is an error, as it is for
 //! `gzip -d` and Go's reader.
 //!
-//! This is the one module of pullprobe with `unsafe` code: the calls into the C
-//! library and the `vzeroupper` after each, each with the reason it is sound.
+//! One of pullprobe's two modules with `unsafe` code (the other is `sha256.rs`): the
+//! calls into the C library and the `vzeroupper` after each, each with the reason it is
+//! sound.
 #![allow(unsafe_code)]
 
 use std::collections::VecDeque;

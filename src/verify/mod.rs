@@ -24,6 +24,7 @@ pub mod content;
 mod decompress;
 mod diff_id;
 mod igzip;
+mod sha256;
 mod stage;
 mod tar_walk;
 
@@ -45,7 +46,7 @@ pub use stage::Claim;
 pub use tar_walk::{EntryInfo, EntryKind, EntryVisitor};
 
 use blob::BlobReader;
-use diff_id::{DiffIdReader, UncompressedCap};
+use diff_id::{DiffIdReader, TarHashing, UncompressedCap};
 
 /// `Read` for a [`BufRead`] whose buffer is the data itself: copy from it, then consume.
 fn read_from_buffer<B: BufRead>(source: &mut B, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -187,6 +188,7 @@ fn verify_layer_in<R: BufRead + Send>(
         (CheckMode::Full, Some(compression)) => Some(unpack(&mut blob, compression, spec, visitor, staging)),
         _ => None,
     };
+    blob.hash_here();
     // Whatever the decoder or the walk left: the root cause of their failure may be here.
     blob.drain();
     let blob = blob.finish(&spec.digest);
@@ -252,6 +254,8 @@ fn unpack<R: BufRead + Send>(
         Compression::Gzip => "gzip",
         Compression::Zstd => "zstd",
     };
+    // The tar stream's reader hashes the compressed bytes too, beside its own (`sha256.rs`).
+    let queue = (compression != Compression::None).then(|| blob.hash_beside_tar());
     let decoder = match decompress::decoder(compression, blob) {
         Ok(decoder) => decoder,
         Err(e) => {
@@ -265,12 +269,11 @@ fn unpack<R: BufRead + Send>(
         }
     };
     let cap = UncompressedCap::new(&spec.limits, spec.size);
-    let hash = compression != Compression::None;
-    if hash {
-        stage::adaptive(decoder, staging, |reader| walk_stream(DiffIdReader::new(reader, format, hash, cap), visitor))
-    } else {
-        walk_stream(DiffIdReader::new(decoder, format, hash, cap), visitor)
-    }
+    let Some(queue) = queue else {
+        return walk_stream(DiffIdReader::new(decoder, format, TarHashing::None, cap), visitor);
+    };
+    let hashing = TarHashing::BesideCompressed(queue);
+    stage::adaptive(decoder, staging, |reader| walk_stream(DiffIdReader::new(reader, format, hashing, cap), visitor))
 }
 
 /// Walk the decompressed stream's tar to its end and read what follows.
