@@ -6,6 +6,10 @@
 //! reader never takes more than `size + 1` bytes from its source, whatever it offers, and
 //! hands the bytes on where the source holds them ([`BufRead`]): the decoder inflates
 //! straight out of the download's chunks.
+//!
+//! While a layer is unpacked, the bytes are hashed by the tar stream's reader, beside its
+//! own (`sha256.rs`): this reader queues them as it hands them out, and takes the hash
+//! back for whatever is read after the tar side is done.
 
 use std::fmt;
 use std::io::{self, BufRead, ErrorKind, Read};
@@ -56,7 +60,7 @@ pub(super) struct BlobReader<R> {
     hasher: BlobHasher,
     /// Every byte taken from the source, including a byte past the descriptor size.
     bytes: u64,
-    /// Bytes handed out (and hashed) but not yet consumed: the head of the source's buffer.
+    /// Bytes handed out (and hashed or queued) but not yet consumed: the head of the source's buffer.
     offered: usize,
     stop: Option<Stop>,
     eof: bool,

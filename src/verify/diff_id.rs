@@ -1,5 +1,6 @@
 //! The decompressed stream: its sha256 (the `diff_id` of the image config) and byte
-//! count, capped by the uncompressed-size limits.
+//! count, capped by the uncompressed-size limits. Each read also hashes as many of the
+//! compressed stream's queued bytes beside it (`sha256.rs`).
 //!
 //! Every decompressed byte passes through here exactly once, whether the tar walk
 //! reads it, skips it, or drains it after the end-of-archive marker. A failure of the

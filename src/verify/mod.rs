@@ -2,13 +2,13 @@
 //! flat memory whatever its size: sha256 and byte count of the compressed stream against
 //! the manifest descriptor (`blob.rs`), decompression by media type (`decompress.rs`),
 //! sha256 and byte count of the tar stream against the config's `rootfs.diff_ids`
-//! (`diff_id.rs`), and a walk of the tar headers to the real end (`tar_walk.rs`), after
-//! which both streams are drained so the digests cover every byte. `channel.rs` feeds it
-//! from an async download.
+//! (`diff_id.rs`; the two sha256 are computed together, `sha256.rs`), and a walk of the
+//! tar headers to the real end (`tar_walk.rs`), after which both streams are drained so
+//! the digests cover every byte. `channel.rs` feeds it from an async download.
 //!
 //! What it is not: it knows nothing about HTTP, registries or retries. It reads any
-//! [`BufRead`] (in place: the compressed bytes are hashed and inflated where the source
-//! holds them) and returns a plain [`LayerReport`] whose reason is decided where the failure
+//! [`BufRead`] (in place: the compressed bytes are inflated where the source holds
+//! them) and returns a plain [`LayerReport`] whose reason is decided where the failure
 //! was born; `probe` turns that into the layer entry of a result. It never writes files
 //! and never keeps entry data: content assertions plug in through [`EntryVisitor`].
 //!

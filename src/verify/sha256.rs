@@ -364,10 +364,10 @@ impl CompressedQueue {
                 return;
             }
         }
-        if queued.start > 0 {
-            let start = queued.start;
+        if queued.bytes.len() + data.len() > MAX_QUEUED {
+            // Room at the end runs out: the bytes waiting move to the front.
+            let start = std::mem::take(&mut queued.start);
             queued.bytes.drain(..start);
-            queued.start = 0;
         }
         queued.bytes.extend_from_slice(data);
     }

@@ -929,3 +929,28 @@ fn a_blob_is_hashed_once_however_its_bytes_are_taken() {
         }
     }
 }
+
+/// The compressed stream's sha256 is computed beside the tar's on the reading thread,
+/// staged or not, and the digests are still each stream's own.
+#[test]
+fn a_layer_s_two_streams_are_hashed_together() {
+    let mut b = tar::Builder::new(Vec::new());
+    append_file(&mut b, "data/a.bin", &patterned(2 << 20), 0o644);
+    append_file(&mut b, "data/b.bin", &patterned(777_777), 0o644);
+    let tar = b.into_inner().unwrap();
+    for (blob, compression) in [(gzip(&tar), Compression::Gzip), (zstd(&tar), Compression::Zstd)] {
+        let blocks = blob.len() as u64 / 64;
+        for staging in [stage::Staging::Never, stage::Staging::Now] {
+            let before = sha256::PAIRED_BLOCKS.with(|count| count.get());
+            let report = verify_layer_in(&blob[..], &spec(&blob, compression, &tar), None, staging);
+            assert_verified(&report);
+            assert_eq!(report.computed_digest, Some(Digest::of(&blob)));
+            assert_eq!(report.computed_diff_id, Some(Digest::of(&tar)));
+            let paired = sha256::PAIRED_BLOCKS.with(|count| count.get()) - before;
+            assert!(
+                paired * 4 >= blocks * 3,
+                "{compression:?}, {staging:?}: {paired} of {blocks} compressed blocks hashed beside the tar"
+            );
+        }
+    }
+}
