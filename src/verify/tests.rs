@@ -947,10 +947,14 @@ fn a_layer_s_two_streams_are_hashed_together() {
             assert_eq!(report.computed_digest, Some(Digest::of(&blob)));
             assert_eq!(report.computed_diff_id, Some(Digest::of(&tar)));
             let paired = sha256::PAIRED_BLOCKS.with(|count| count.get()) - before;
-            assert!(
-                paired * 4 >= blocks * 3,
-                "{compression:?}, {staging:?}: {paired} of {blocks} compressed blocks hashed beside the tar"
-            );
+            let what =
+                format!("{compression:?}, {staging:?}: {paired} of {blocks} compressed blocks hashed beside the tar");
+            match staging {
+                stage::Staging::Never => assert!(paired * 10 >= blocks * 9, "{what}"),
+                // How many depends on how far ahead the decoder's thread runs: past the
+                // queue's bound, it hashes the oldest bytes alone.
+                _ => assert!(paired > 0, "{what}"),
+            }
         }
     }
 }
