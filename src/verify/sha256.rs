@@ -315,8 +315,9 @@ mod sha_ni {
 
 /// The most compressed bytes queued at once: past it the oldest are hashed alone. The
 /// compressed side queues at most 64 KiB at a time (`blob.rs`), and a decoder rarely
-/// takes far more than it returns; only a stream that inflates to little or nothing
-/// (empty gzip members, huge header fields) reaches the bound.
+/// takes far more than it returns. The bound is reached by a staged decoder running
+/// ahead of the tar side (on data that compresses little) and by a stream that inflates
+/// to little or nothing (empty gzip members, huge header fields).
 const MAX_QUEUED: usize = 128 * 1024;
 
 /// The compressed stream's bytes on their way to be hashed beside the tar stream's:
