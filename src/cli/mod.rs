@@ -65,15 +65,19 @@ pub fn main() -> ExitCode {
 }
 
 /// The async runtime of every command. Its workers only move bytes (HTTP, TLS, the
-/// hand-over to the verifiers); verifications run on blocking threads, one per layer in
-/// flight and as many as the cores. So it has half as many workers as cores (at least
-/// one): with one per core, twice as many busy threads as cores preempt and wake each
-/// other, which cost a 2-core pull of the heavy benchmark image 3 % more CPU and 4 %
-/// more wall time (docs/performance.md). One worker decrypts TLS far faster than two
-/// verifiers consume.
+/// hand-over to the verifiers); verifications run on blocking threads, a pull's layers
+/// two to eight at once (one per core). So it has half as many workers as cores (at
+/// least one): with one per core, a 2-core pull had twice as many busy threads as
+/// cores preempting and waking each other, which cost the heavy benchmark image about
+/// 0.1 CPU s (docs/performance.md). One worker decrypts TLS far faster than two
+/// verifiers consume. tokio's `TOKIO_WORKER_THREADS`, if set, still decides.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tokio::runtime::Builder::new_multi_thread().worker_threads(cores.div_ceil(2)).enable_all().build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        builder.worker_threads(cores.div_ceil(2));
+    }
+    builder.enable_all().build()
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

@@ -47,12 +47,13 @@ enum Stop {
     Oversized,
 }
 
-/// The most handed out at once: the decoder then reads what was just hashed while it is
-/// still in the core's cache, however large the chunks the source holds.
+/// The most handed out at once: the decoder then reads what was just hashed (or copied
+/// into the queue) while it is still in the core's cache, however large the chunks the
+/// source holds.
 const OFFER_MAX: usize = 64 * 1024;
 
-/// Hashes and counts the compressed stream as it passes through, stopping one byte past
-/// the descriptor size.
+/// Hashes (or queues to be hashed beside the tar) and counts the compressed stream as it
+/// passes through, stopping one byte past the descriptor size.
 pub(super) struct BlobReader<R> {
     source: R,
     expected_size: u64,
@@ -215,7 +216,7 @@ fn source_failure(error: io::Error, got: u64, size: u64) -> ProbeError {
 }
 
 /// The source's own buffers, cut at one byte past the descriptor size. Bytes are hashed
-/// when first handed out, so a decoder reads them where the source holds them.
+/// or queued when first handed out, so a decoder reads them where the source holds them.
 impl<R: BufRead> BufRead for BlobReader<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.stop.is_some() {

@@ -131,7 +131,7 @@ fn compress_pair(a: &mut [u32; 8], a_blocks: &[[u8; 64]], b: &mut [u32; 8], b_bl
     let (b_paired, b_rest) = b_blocks.split_at(paired);
     #[cfg(test)]
     PAIRED_BLOCKS.with(|count| count.set(count.get() + paired as u64));
-    if !compress_interleaved(a, a_paired, b, b_paired) {
+    if paired > 0 && !compress_interleaved(a, a_paired, b, b_paired) {
         compress256(a, a_paired);
         compress256(b, b_paired);
     }
@@ -179,7 +179,6 @@ mod sha_ni {
 
     pub(super) fn available() -> bool {
         std::arch::is_x86_feature_detected!("sha")
-            && std::arch::is_x86_feature_detected!("sse2")
             && std::arch::is_x86_feature_detected!("ssse3")
             && std::arch::is_x86_feature_detected!("sse4.1")
     }
@@ -220,9 +219,8 @@ mod sha_ni {
     /// (as many turns as the shorter has).
     ///
     /// # Safety
-    /// The CPU must have SHA, SSE2, SSSE3 and SSE4.1 ([`available`]).
+    /// The CPU must have SHA, SSSE3 and SSE4.1 ([`available`]; SSE2 is part of x86-64).
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    #[allow(unused_unsafe)] // the intrinsics are safe to call here in newer Rust, not in 1.85
     pub(super) unsafe fn compress_pair(
         a: &mut [u32; 8],
         a_blocks: &[[u8; 64]],
@@ -286,7 +284,6 @@ mod sha_ni {
 
     /// The state words as SHA-NI holds them: (A, B, E, F) and (C, D, G, H).
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    #[allow(unused_unsafe)]
     unsafe fn load_state(state: &[u32; 8]) -> (__m128i, __m128i) {
         // SAFETY: two unaligned 16-byte loads inside the 32-byte array; the caller
         // guarantees the features.
@@ -299,7 +296,6 @@ mod sha_ni {
     }
 
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-    #[allow(unused_unsafe)]
     unsafe fn store_state(state: &mut [u32; 8], abef: __m128i, cdgh: __m128i) {
         // SAFETY: two unaligned 16-byte stores inside the 32-byte array; the caller
         // guarantees the features.
@@ -356,14 +352,19 @@ impl CompressedQueue {
     }
 
     /// The next bytes of the compressed stream.
-    pub fn push(&self, data: &[u8]) {
-        let mut queued = self.lock();
-        if queued.waiting().len() + data.len() > MAX_QUEUED {
-            queued.hash_waiting_alone();
-            if data.len() > MAX_QUEUED {
-                queued.hasher.update(data);
-                return;
-            }
+    pub fn push(&self, mut data: &[u8]) {
+        let mut guard = self.lock();
+        let queued = &mut *guard;
+        // Past the bound, the oldest bytes are hashed alone: those waiting, then the
+        // head of `data` if it is itself over the bound.
+        let over = (queued.waiting().len() + data.len()).saturating_sub(MAX_QUEUED);
+        if over > 0 {
+            let from_waiting = over.min(queued.waiting().len());
+            queued.hasher.update(&queued.bytes[queued.start..queued.start + from_waiting]);
+            queued.start += from_waiting;
+            let (head, rest) = data.split_at(over - from_waiting);
+            queued.hasher.update(head);
+            data = rest;
         }
         if queued.bytes.len() + data.len() > MAX_QUEUED {
             // Room at the end runs out: the bytes waiting move to the front.
@@ -374,18 +375,24 @@ impl CompressedQueue {
     }
 
     /// Hash `tar`, the next bytes of the tar stream, into `tar_hasher`, and beside them as
-    /// many queued bytes as there are tar bytes.
+    /// many queued bytes as there are tar bytes. Only the paired part is hashed under the
+    /// lock: a staged decoder queueing its next bytes waits for no more than that.
     pub fn hash_beside(&self, tar_hasher: &mut Sha256, tar: &[u8]) {
-        let mut guard = self.lock();
-        let queued = &mut *guard;
-        let take = queued.waiting().len().min(tar.len());
-        let end = queued.start + take;
-        update_both(tar_hasher, tar, &mut queued.hasher, &queued.bytes[queued.start..end]);
-        queued.start = end;
-        if queued.start == queued.bytes.len() {
-            queued.bytes.clear();
-            queued.start = 0;
-        }
+        let alone = {
+            let mut guard = self.lock();
+            let queued = &mut *guard;
+            let take = queued.waiting().len().min(tar.len());
+            let (beside, alone) = tar.split_at(take);
+            let end = queued.start + take;
+            update_both(tar_hasher, beside, &mut queued.hasher, &queued.bytes[queued.start..end]);
+            queued.start = end;
+            if queued.start == queued.bytes.len() {
+                queued.bytes.clear();
+                queued.start = 0;
+            }
+            alone
+        };
+        tar_hasher.update(alone);
     }
 
     /// The compressed stream's sha256 so far, every queued byte included; the queue is
@@ -528,7 +535,7 @@ mod tests {
             assert!(queue.waiting() <= MAX_QUEUED);
         }
         queue.push(&bytes(MAX_QUEUED + 1, 8));
-        assert_eq!(queue.waiting(), 0, "a piece over the bound is hashed at once");
+        assert_eq!(queue.waiting(), MAX_QUEUED, "a piece over the bound keeps its newest bytes queued");
         let mut whole = compressed.clone();
         whole.extend(bytes(MAX_QUEUED + 1, 8));
         let hasher = queue.take_hasher();
