@@ -188,6 +188,7 @@ fn verify_layer_in<R: BufRead + Send>(
         (CheckMode::Full, Some(compression)) => Some(unpack(&mut blob, compression, spec, visitor, staging)),
         _ => None,
     };
+    // The tar side is done: what the compressed side still hands out is hashed there.
     blob.hash_here();
     // Whatever the decoder or the walk left: the root cause of their failure may be here.
     blob.drain();
